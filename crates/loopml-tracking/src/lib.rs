@@ -1,1 +1,24 @@
-//! placeholder
+//! MLflow-compatible experiment tracking: experiments, runs, params, metrics, tags, dataset
+//! inputs and MLflow 3 logged models, with MLflow's REST API, search-filter language and
+//! artifact proxy. It owns the tracking tables (see `migrations/`) and routes; it does not own
+//! the model registry, datasets' bytes, or serving.
+
+pub mod api;
+pub mod error;
+pub mod filter;
+pub mod model;
+mod names;
+pub mod routes;
+mod service;
+mod sql;
+pub mod validation;
+
+pub use error::{Error, Result};
+pub use routes::router;
+pub use service::{Batch, ModelSearch, NewDatasetInput, TrackingService, now_ms};
+
+/// The tracking tables' migrations, in order.
+pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
+    name: "0001_tracking",
+    sqlite: include_str!("../migrations/0001_tracking.sql"),
+}];

@@ -1,1 +1,196 @@
-//! placeholder
+//! The `loopml` binary's library half: configuration (flags > `LOOPML_*` env > `loopml.toml` >
+//! defaults) and [`build_app`], which opens the store, builds the domain services and merges
+//! their routers. `main.rs`, the end-to-end tests and embedded uses all go through it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use loopml_store::{ArtifactStore, Database, DatabaseConfig, Durability};
+use serde::Deserialize;
+
+/// Settings of `loopml server`, as they may appear in `loopml.toml` under `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFileConfig {
+    /// Address to bind.
+    pub host: Option<String>,
+    /// Port to bind.
+    pub port: Option<u16>,
+    /// Folder holding the metadata database and artifacts.
+    pub data_dir: Option<PathBuf>,
+    /// Commit durability: "normal" or "full".
+    pub durability: Option<Durability>,
+    /// Log filter (e.g. "info", "loopml=debug").
+    pub log_level: Option<String>,
+}
+
+/// The whole `loopml.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]` table.
+    #[serde(default)]
+    pub server: ServerFileConfig,
+}
+
+impl FileConfig {
+    /// Reads a config file; a missing default file is an empty config.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("loopml.toml"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display())),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read config file {}", path.display())),
+        }
+    }
+}
+
+/// Resolved settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Commit durability.
+    pub durability: Durability,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            data_dir: PathBuf::from("./loopml-data"),
+            durability: Durability::Normal,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Path of the SQLite metadata file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("loopml.db")
+    }
+    /// Folder of the local artifact store.
+    pub fn artifacts_path(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+    /// Address to bind.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
+        let ip: std::net::IpAddr = host
+            .parse()
+            .with_context(|| format!("invalid --host '{}': expected an IP address", self.host))?;
+        Ok(SocketAddr::new(ip, self.port))
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain")], "OK")
+}
+
+async fn version() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain")], env!("CARGO_PKG_VERSION"))
+}
+
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({
+            "error_code": "ENDPOINT_NOT_FOUND",
+            "message": format!("No endpoint {} on this server", uri.path()),
+        })
+        .to_string(),
+    )
+}
+
+/// What [`build_app`] returns besides the router: the services, for embedding and tests.
+#[derive(Debug, Clone)]
+pub struct AppHandle {
+    /// Tracking service.
+    pub tracking: loopml_tracking::TrackingService,
+}
+
+/// Opens the store under `config.data_dir`, builds every service and merges their routes.
+pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let mut db_config = DatabaseConfig::sqlite(config.database_path());
+    db_config.durability = config.durability;
+    let db = Database::open(db_config).context("cannot open the metadata database")?;
+    let artifacts =
+        ArtifactStore::local(config.artifacts_path()).context("cannot open the artifact store")?;
+    let tracking = loopml_tracking::TrackingService::new(db, artifacts)
+        .context("cannot initialise tracking")?;
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .merge(loopml_tracking::router(tracking.clone()))
+        .fallback(not_found);
+    Ok((router, AppHandle { tracking }))
+}
+
+/// Serves the app until Ctrl-C or SIGTERM.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let (router, _handle) = build_app(&config)?;
+    let addr = config.addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    // Small JSON answers must leave at once: Nagle + delayed ACK costs MLflow ~40 ms a call.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tracing::info!(
+        address = %local,
+        data_dir = %config.data_dir.display(),
+        database = "sqlite",
+        artifacts = %config.artifacts_path().display(),
+        "loopml server listening; set MLFLOW_TRACKING_URI=http://{local}"
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("loopml server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

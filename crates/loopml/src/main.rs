@@ -1,1 +1,93 @@
-fn main() {}
+//! `loopml`: the command line. Parses flags, merges them over env and `loopml.toml`, runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use loopml::{FileConfig, ServerConfig};
+use loopml_store::Durability;
+
+/// loopml: the machine-learning feedback loop in one binary. Tracks experiments with an
+/// MLflow-compatible API (point MLFLOW_TRACKING_URI at it), stores artifacts, and more.
+#[derive(Debug, Parser)]
+#[command(name = "loopml", version, propagate_version = true)]
+struct Cli {
+    /// Config file (TOML). Defaults to ./loopml.toml when it exists.
+    #[arg(long, global = true, env = "LOOPML_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the loopml server (MLflow tracking API + artifact proxy) on embedded defaults.
+    Server(ServerArgs),
+    /// Check the configuration and print the resolved settings.
+    Config(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "LOOPML_HOST")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free port [default: 5000]
+    #[arg(long, short = 'p', env = "LOOPML_PORT")]
+    port: Option<u16>,
+    /// Folder for the SQLite metadata file (loopml.db) and artifacts/ [default: ./loopml-data]
+    #[arg(long, env = "LOOPML_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Commit durability: "normal" survives a killed process (kill -9); "full" also fsyncs
+    /// every commit to survive power loss [default: normal]
+    #[arg(long, env = "LOOPML_DURABILITY")]
+    durability: Option<Durability>,
+    /// Log filter, e.g. "info" or "loopml=debug,tower_http=info" [default: info]
+    #[arg(long, env = "LOOPML_LOG")]
+    log_level: Option<String>,
+}
+
+fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
+    let d = ServerConfig::default();
+    let f = file.server;
+    ServerConfig {
+        host: args.host.or(f.host).unwrap_or(d.host),
+        port: args.port.or(f.port).unwrap_or(d.port),
+        data_dir: args.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
+        durability: args.durability.or(f.durability).unwrap_or(d.durability),
+        log_level: args.log_level.or(f.log_level).unwrap_or(d.log_level),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file = FileConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Server(args) => {
+            let config = resolve(args, file);
+            config.addr()?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_new(&config.log_level)
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(loopml::serve(config))
+        }
+        Command::Config(args) => {
+            let config = resolve(args, file);
+            config.addr()?;
+            println!("host        = {}", config.host);
+            println!("port        = {}", config.port);
+            println!("data_dir    = {}", config.data_dir.display());
+            println!("database    = sqlite:{}", config.database_path().display());
+            println!("artifacts   = {}", config.artifacts_path().display());
+            println!("durability  = {:?}", config.durability);
+            println!("log_level   = {}", config.log_level);
+            Ok(())
+        }
+    }
+}

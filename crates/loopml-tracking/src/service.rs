@@ -1,0 +1,1212 @@
+//! [`TrackingService`]: the tracking operations as plain async methods. Input is validated
+//! before any write, and every write is one transaction, so a rejected request changes nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use loopml_store::{ArtifactStore, Conn, Database, Value};
+
+use crate::error::{Error, Result};
+use crate::filter::{parse_filter, parse_order_by};
+use crate::model::{
+    Dataset, Experiment, KeyValue, LifecycleStage, LoggedMetric, LoggedModel, LoggedModelStatus,
+    Metric, Page, Run, RunInfo, RunStatus, ViewType,
+};
+use crate::sql::{self, ModelOrder};
+use crate::validation::{self as v, decode_page_token, encode_page_token};
+
+/// Tag that carries a run's name.
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+/// Tag that carries a run's user.
+pub const USER_TAG: &str = "mlflow.user";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Parses a view type given by name or number.
+pub fn parse_view_type(raw: Option<&str>) -> Result<ViewType> {
+    match raw.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("") | Some("ACTIVE_ONLY") | Some("1") => Ok(ViewType::ActiveOnly),
+        Some("DELETED_ONLY") | Some("2") => Ok(ViewType::DeletedOnly),
+        Some("ALL") | Some("3") => Ok(ViewType::All),
+        Some(other) => Err(Error::InvalidParameter(format!(
+            "Invalid view type '{other}'. Valid values are ACTIVE_ONLY, DELETED_ONLY and ALL."
+        ))),
+    }
+}
+
+/// Parses a metric value: a number, or "NaN" / "Infinity" / "-Infinity" (also as strings).
+pub fn parse_metric_value(key: &str, raw: Option<&serde_json::Value>) -> Result<f64> {
+    let raw = raw.ok_or_else(|| Error::missing("value"))?;
+    let parsed = match raw {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => match s.trim() {
+            "NaN" | "nan" => Some(f64::NAN),
+            "Infinity" | "inf" | "+Infinity" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            other => other.parse::<f64>().ok(),
+        },
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "Got invalid value {raw} for metric '{key}'. Please specify value as a valid double \
+             (64-bit floating point)"
+        ))
+    })
+}
+
+/// Upper bound on a GET of metric history when the client does not page.
+const MAX_HISTORY_UNPAGED: i64 = 10_000_000;
+
+/// The tracking service: experiments, runs, metrics, inputs, logged models and artifacts.
+#[derive(Clone, Debug)]
+pub struct TrackingService {
+    db: Database,
+    artifacts: ArtifactStore,
+}
+
+/// A validated log-batch request.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// Metrics to log.
+    pub metrics: Vec<LoggedMetric>,
+    /// Params to log.
+    pub params: Vec<KeyValue>,
+    /// Tags to set.
+    pub tags: Vec<KeyValue>,
+}
+
+impl Batch {
+    /// Checks MLflow's batch limits and key rules, truncating long values as MLflow does.
+    pub fn validate(mut self) -> Result<Self> {
+        let (m, p, t) = (self.metrics.len(), self.params.len(), self.tags.len());
+        if m > v::MAX_BATCH_METRICS {
+            return Err(Error::InvalidParameter(format!(
+                "A batch logging request can contain at most {} metrics. Got {m} metrics. Please \
+                 split up metrics across multiple requests and try again.",
+                v::MAX_BATCH_METRICS
+            )));
+        }
+        if p > v::MAX_BATCH_PARAMS {
+            return Err(Error::InvalidParameter(format!(
+                "A batch logging request can contain at most {} params. Got {p} params. Please \
+                 split up params across multiple requests and try again.",
+                v::MAX_BATCH_PARAMS
+            )));
+        }
+        if t > v::MAX_BATCH_TAGS {
+            return Err(Error::InvalidParameter(format!(
+                "A batch logging request can contain at most {} tags. Got {t} tags. Please split \
+                 up tags across multiple requests and try again.",
+                v::MAX_BATCH_TAGS
+            )));
+        }
+        if m + p + t > v::MAX_BATCH_TOTAL {
+            return Err(Error::InvalidParameter(format!(
+                "A batch logging request can contain at most {} metrics, params and tags in \
+                 total. Got {} entities.",
+                v::MAX_BATCH_TOTAL,
+                m + p + t
+            )));
+        }
+        for metric in &self.metrics {
+            v::validate_key(&metric.metric.key, "key")?;
+            if metric.metric.timestamp < 0 {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid timestamp {} for metric '{}': timestamps are non-negative \
+                     milliseconds since the epoch.",
+                    metric.metric.timestamp, metric.metric.key
+                )));
+            }
+        }
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        let mut dups = Vec::new();
+        for p in &mut self.params {
+            v::validate_key(&p.key, "key")?;
+            p.value = v::truncate(std::mem::take(&mut p.value), v::MAX_PARAM_VALUE_LEN);
+        }
+        for p in &self.params {
+            if seen.insert(&p.key, &p.value).is_some() {
+                dups.push(p.key.clone());
+            }
+        }
+        if !dups.is_empty() {
+            return Err(Error::InvalidParameter(format!(
+                "Duplicate parameter keys have been submitted: {dups:?}. Please ensure the \
+                 request contains only one param value per param key."
+            )));
+        }
+        for t in &mut self.tags {
+            v::validate_key(&t.key, "key")?;
+            t.value = v::truncate(std::mem::take(&mut t.value), v::MAX_TAG_VALUE_LEN);
+        }
+        Ok(self)
+    }
+}
+
+/// A dataset input of a `log-inputs` request.
+#[derive(Debug, Clone)]
+pub struct NewDatasetInput {
+    /// The dataset.
+    pub dataset: Dataset,
+    /// Input tags.
+    pub tags: Vec<KeyValue>,
+}
+
+/// A logged-model search request.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSearch {
+    /// Experiments.
+    pub experiment_ids: Vec<String>,
+    /// Filter string.
+    pub filter: String,
+    /// Dataset scope: (name, digest).
+    pub datasets: Vec<(String, Option<String>)>,
+    /// Order.
+    pub order_by: Vec<ModelOrder>,
+    /// Page size.
+    pub max_results: Option<i64>,
+    /// Page token.
+    pub page_token: Option<String>,
+}
+
+fn write_batch(c: &Conn<'_>, run_id: &str, batch: &Batch) -> Result<()> {
+    sql::require_active_run(c, run_id)?;
+    for p in &batch.params {
+        let inserted = c.execute(
+            "INSERT INTO params (run_uuid, key, value) VALUES (?, ?, ?) \
+             ON CONFLICT (run_uuid, key) DO NOTHING",
+            &[run_id.into(), (&p.key).into(), (&p.value).into()],
+        )?;
+        if inserted == 0 {
+            let old = c.query_opt(
+                "SELECT value FROM params WHERE run_uuid = ? AND key = ?",
+                &[run_id.into(), (&p.key).into()],
+                |r| r.string(0),
+            )?;
+            if let Some(old) = old
+                && old != p.value
+            {
+                return Err(Error::InvalidParameter(format!(
+                    "Changing param values is not allowed. Param with key='{}' was already \
+                     logged with value='{old}' for run ID='{run_id}'. Attempted logging new \
+                     value '{}'.",
+                    p.key, p.value
+                )));
+            }
+        }
+    }
+    for t in &batch.tags {
+        set_run_tag(c, run_id, &t.key, &t.value)?;
+    }
+    if batch.metrics.is_empty() {
+        return Ok(());
+    }
+    let mut latest: HashMap<&str, &Metric> = HashMap::new();
+    for lm in &batch.metrics {
+        let m = &lm.metric;
+        let nan = m.value.is_nan();
+        let value = if nan { 0.0 } else { m.value };
+        c.execute(
+            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            &[
+                run_id.into(),
+                m.key.as_str().into(),
+                m.timestamp.into(),
+                m.step.into(),
+                value.into(),
+                nan.into(),
+            ],
+        )?;
+        if let Some(model_id) = &lm.model_id {
+            c.execute(
+                "INSERT INTO logged_model_metrics (model_id, key, timestamp, step, value, is_nan, \
+                 run_uuid, dataset_name, dataset_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+                &[
+                    model_id.into(),
+                    m.key.as_str().into(),
+                    m.timestamp.into(),
+                    m.step.into(),
+                    value.into(),
+                    nan.into(),
+                    run_id.into(),
+                    lm.dataset_name.as_deref().unwrap_or("").into(),
+                    lm.dataset_digest.as_deref().unwrap_or("").into(),
+                ],
+            )?;
+        }
+        let newer = |a: &Metric, b: &Metric| {
+            let av = if a.value.is_nan() { 0.0 } else { a.value };
+            let bv = if b.value.is_nan() { 0.0 } else { b.value };
+            (a.step, a.timestamp)
+                .cmp(&(b.step, b.timestamp))
+                .then(av.total_cmp(&bv))
+                .is_gt()
+        };
+        latest
+            .entry(m.key.as_str())
+            .and_modify(|cur| {
+                if newer(m, cur) {
+                    *cur = m;
+                }
+            })
+            .or_insert(m);
+    }
+    for m in latest.values() {
+        let nan = m.value.is_nan();
+        let value = if nan { 0.0 } else { m.value };
+        c.execute(
+            "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET \
+             value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, \
+             is_nan = excluded.is_nan \
+             WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                   (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+            &[
+                run_id.into(),
+                m.key.as_str().into(),
+                value.into(),
+                m.timestamp.into(),
+                m.step.into(),
+                nan.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn set_run_tag(c: &Conn<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) \
+         ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
+        &[run_id.into(), key.into(), value.into()],
+    )?;
+    if key == RUN_NAME_TAG {
+        c.execute(
+            "UPDATE runs SET name = ? WHERE run_uuid = ?",
+            &[value.into(), run_id.into()],
+        )?;
+    }
+    Ok(())
+}
+
+fn validate_experiment_tag(t: &KeyValue) -> Result<()> {
+    v::validate_key(&t.key, "key")?;
+    if t.value.chars().count() > v::MAX_EXPERIMENT_TAG_VALUE_LEN {
+        return Err(Error::InvalidParameter(format!(
+            "'value' exceeds the maximum length of {} characters",
+            v::MAX_EXPERIMENT_TAG_VALUE_LEN
+        )));
+    }
+    Ok(())
+}
+
+fn check_max_results(max: Option<i64>, default: i64, limit: i64, what: &str) -> Result<i64> {
+    let m = max.unwrap_or(default);
+    if m <= 0 || m > limit {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid value {m} for parameter 'max_results' supplied. It must be at most {limit} \
+             and at least 1 for {what}."
+        )));
+    }
+    Ok(m)
+}
+
+fn artifact_base(location: &str) -> String {
+    location.trim_end_matches('/').to_string()
+}
+
+impl TrackingService {
+    /// Builds the service and applies the tracking migrations.
+    pub fn new(db: Database, artifacts: ArtifactStore) -> Result<Self> {
+        db.migrate("tracking", crate::MIGRATIONS)?;
+        Ok(Self { db, artifacts })
+    }
+
+    /// The artifact store behind the proxy.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    /// The metadata database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    // ---------------------------------------------------------------- experiments
+
+    /// Creates an experiment; returns its id.
+    pub async fn create_experiment(
+        &self,
+        name: String,
+        artifact_location: Option<String>,
+        tags: Vec<KeyValue>,
+    ) -> Result<i64> {
+        v::validate_experiment_name(&name)?;
+        for t in &tags {
+            validate_experiment_tag(t)?;
+        }
+        self.db
+            .write(move |c| {
+                if sql::experiment_by_name(c, &name)?.is_some() {
+                    return Err(Error::AlreadyExists(format!(
+                        "Experiment(name={name}) already exists. Error: an experiment with this \
+                         name exists (deleted experiments keep their names until purged)."
+                    )));
+                }
+                let id = c
+                    .query_opt(
+                        "SELECT COALESCE(MAX(experiment_id), -1) + 1 FROM experiments",
+                        &[],
+                        |r| r.i64(0),
+                    )?
+                    .unwrap_or(0);
+                let location = artifact_location
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| format!("{}/{id}", artifact_base(&l)))
+                    .unwrap_or_else(|| format!("mlflow-artifacts:/{id}"));
+                let now = now_ms();
+                c.execute(
+                    "INSERT INTO experiments (experiment_id, name, artifact_location, \
+                     lifecycle_stage, creation_time, last_update_time) VALUES (?, ?, ?, 'active', ?, ?)",
+                    &[id.into(), (&name).into(), (&location).into(), now.into(), now.into()],
+                )?;
+                for t in &tags {
+                    c.execute(
+                        "INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) \
+                         ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+                        &[id.into(), (&t.key).into(), (&t.value).into()],
+                    )?;
+                }
+                Ok(id)
+            })
+            .await
+    }
+
+    /// Gets an experiment by id.
+    pub async fn get_experiment(&self, id: i64) -> Result<Experiment> {
+        self.db.read(move |c| sql::require_experiment(c, id)).await
+    }
+
+    /// Gets an experiment by name.
+    pub async fn get_experiment_by_name(&self, name: String) -> Result<Experiment> {
+        self.db
+            .read(move |c| {
+                sql::experiment_by_name(c, &name)?.ok_or_else(|| {
+                    Error::NotFound(format!("Could not find experiment with name '{name}'"))
+                })
+            })
+            .await
+    }
+
+    /// Searches experiments.
+    pub async fn search_experiments(
+        &self,
+        filter: Option<String>,
+        order_by: Vec<String>,
+        max_results: Option<i64>,
+        page_token: Option<String>,
+        view: ViewType,
+    ) -> Result<Page<Experiment>> {
+        let max = check_max_results(
+            max_results,
+            1000,
+            v::MAX_EXPERIMENTS_SEARCH,
+            "experiment searches",
+        )?;
+        let clauses = parse_filter(filter.as_deref().unwrap_or(""))?;
+        let order = order_by
+            .iter()
+            .map(|o| parse_order_by(o))
+            .collect::<Result<Vec<_>>>()?;
+        let offset = decode_page_token(page_token.as_deref())?;
+        let (q, params) =
+            sql::search_experiments_sql(&clauses, &order, view.stages(), max + 1, offset)?;
+        self.db
+            .read(move |c| {
+                let mut ids = c.query(&q, &params, |r| r.i64(0))?;
+                let more = ids.len() as i64 > max;
+                ids.truncate(max as usize);
+                let items = sql::experiments_by_ids(c, &ids)?;
+                Ok(Page {
+                    items,
+                    next_page_token: more.then(|| encode_page_token(offset + max)),
+                })
+            })
+            .await
+    }
+
+    /// Renames an experiment.
+    pub async fn rename_experiment(&self, id: i64, new_name: String) -> Result<()> {
+        v::validate_experiment_name(&new_name)?;
+        self.db
+            .write(move |c| {
+                let e = sql::require_experiment(c, id)?;
+                if e.lifecycle_stage != LifecycleStage::Active {
+                    return Err(Error::InvalidState(
+                        "Cannot rename a non-active experiment.".into(),
+                    ));
+                }
+                if let Some(other) = sql::experiment_by_name(c, &new_name)?
+                    && other.id != id
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "Experiment(name={new_name}) already exists."
+                    )));
+                }
+                c.execute(
+                    "UPDATE experiments SET name = ?, last_update_time = ? WHERE experiment_id = ?",
+                    &[(&new_name).into(), now_ms().into(), id.into()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Soft-deletes (or restores) an experiment and its runs.
+    pub async fn set_experiment_lifecycle(&self, id: i64, stage: LifecycleStage) -> Result<()> {
+        self.db
+            .write(move |c| {
+                let e = sql::require_experiment(c, id)?;
+                if stage == LifecycleStage::Active && e.lifecycle_stage == LifecycleStage::Active {
+                    return Err(Error::InvalidParameter(format!(
+                        "Cannot restore an active experiment ({id})."
+                    )));
+                }
+                if stage == LifecycleStage::Deleted && e.lifecycle_stage == LifecycleStage::Deleted
+                {
+                    return Err(Error::InvalidParameter(format!(
+                        "Experiment {id} is already deleted."
+                    )));
+                }
+                let now = now_ms();
+                c.execute(
+                    "UPDATE experiments SET lifecycle_stage = ?, last_update_time = ? \
+                     WHERE experiment_id = ?",
+                    &[stage.as_str().into(), now.into(), id.into()],
+                )?;
+                let deleted_time: Value<'_> = if stage == LifecycleStage::Deleted {
+                    now.into()
+                } else {
+                    Value::Null
+                };
+                c.execute(
+                    "UPDATE runs SET lifecycle_stage = ?, deleted_time = ? WHERE experiment_id = ?",
+                    &[stage.as_str().into(), deleted_time, id.into()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Sets an experiment tag.
+    pub async fn set_experiment_tag(&self, id: i64, tag: KeyValue) -> Result<()> {
+        validate_experiment_tag(&tag)?;
+        self.db
+            .write(move |c| {
+                let e = sql::require_experiment(c, id)?;
+                if e.lifecycle_stage != LifecycleStage::Active {
+                    return Err(Error::InvalidParameter(format!(
+                        "The experiment {id} must be in the 'active' state. Current state is \
+                         deleted."
+                    )));
+                }
+                c.execute(
+                    "INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) \
+                     ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+                    &[id.into(), (&tag.key).into(), (&tag.value).into()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Deletes an experiment tag.
+    pub async fn delete_experiment_tag(&self, id: i64, key: String) -> Result<()> {
+        self.db
+            .write(move |c| {
+                sql::require_experiment(c, id)?;
+                let n = c.execute(
+                    "DELETE FROM experiment_tags WHERE experiment_id = ? AND key = ?",
+                    &[id.into(), (&key).into()],
+                )?;
+                if n == 0 {
+                    return Err(Error::NotFound(format!(
+                        "No tag with name: {key} in experiment with id {id}"
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    // ---------------------------------------------------------------- runs
+
+    /// Creates a run.
+    pub async fn create_run(
+        &self,
+        experiment_id: i64,
+        user_id: Option<String>,
+        run_name: Option<String>,
+        start_time: Option<i64>,
+        mut tags: Vec<KeyValue>,
+    ) -> Result<Run> {
+        for t in &mut tags {
+            v::validate_key(&t.key, "key")?;
+            t.value = v::truncate(std::mem::take(&mut t.value), v::MAX_TAG_VALUE_LEN);
+        }
+        let tag_name = tags
+            .iter()
+            .rev()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
+        let run_name = run_name.filter(|n| !n.is_empty());
+        if let (Some(a), Some(b)) = (&run_name, &tag_name)
+            && a != b
+        {
+            return Err(Error::InvalidParameter(format!(
+                "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with \
+                 different values (run_name='{a}', mlflow.runName='{b}')."
+            )));
+        }
+        let name = run_name
+            .or(tag_name)
+            .unwrap_or_else(crate::names::random_name);
+        if tag_names_missing(&tags, RUN_NAME_TAG) {
+            tags.push(KeyValue {
+                key: RUN_NAME_TAG.into(),
+                value: name.clone(),
+            });
+        }
+        let user = user_id
+            .or_else(|| tags.iter().find(|t| t.key == USER_TAG).map(|t| t.value.clone()))
+            .unwrap_or_default();
+        let run_id = new_id();
+        let start = start_time.unwrap_or_else(now_ms);
+        let rid = run_id.clone();
+        self.db
+            .write(move |c| {
+                let e = sql::require_experiment(c, experiment_id)?;
+                if e.lifecycle_stage != LifecycleStage::Active {
+                    return Err(Error::InvalidParameter(format!(
+                        "The experiment {experiment_id} must be in the 'active' state. Current \
+                         state is deleted."
+                    )));
+                }
+                let artifact_uri = format!("{}/{rid}/artifacts", artifact_base(&e.artifact_location));
+                c.execute(
+                    "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, \
+                     end_time, artifact_uri, lifecycle_stage) \
+                     VALUES (?, ?, ?, ?, 'RUNNING', ?, NULL, ?, 'active')",
+                    &[
+                        (&rid).into(),
+                        experiment_id.into(),
+                        (&name).into(),
+                        (&user).into(),
+                        start.into(),
+                        (&artifact_uri).into(),
+                    ],
+                )?;
+                for t in &tags {
+                    set_run_tag(c, &rid, &t.key, &t.value)?;
+                }
+                Ok::<(), Error>(())
+            })
+            .await?;
+        self.get_run(run_id).await
+    }
+
+    /// Gets a run.
+    pub async fn get_run(&self, run_id: String) -> Result<Run> {
+        v::validate_run_id(&run_id)?;
+        self.db
+            .read(move |c| {
+                sql::runs_by_ids(c, std::slice::from_ref(&run_id))?
+                    .pop()
+                    .ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
+            })
+            .await
+    }
+
+    /// Updates status, end time and/or name of a run; returns its info.
+    pub async fn update_run(
+        &self,
+        run_id: String,
+        status: Option<RunStatus>,
+        end_time: Option<i64>,
+        run_name: Option<String>,
+    ) -> Result<RunInfo> {
+        v::validate_run_id(&run_id)?;
+        self.db
+            .write(move |c| {
+                sql::require_active_run(c, &run_id)?;
+                if let Some(s) = status {
+                    c.execute(
+                        "UPDATE runs SET status = ? WHERE run_uuid = ?",
+                        &[s.as_str().into(), (&run_id).into()],
+                    )?;
+                }
+                if let Some(t) = end_time {
+                    c.execute(
+                        "UPDATE runs SET end_time = ? WHERE run_uuid = ?",
+                        &[t.into(), (&run_id).into()],
+                    )?;
+                }
+                if let Some(n) = run_name.filter(|n| !n.is_empty()) {
+                    set_run_tag(c, &run_id, RUN_NAME_TAG, &n)?;
+                }
+                sql::require_run(c, &run_id)
+            })
+            .await
+    }
+
+    /// Soft-deletes or restores a run.
+    pub async fn set_run_lifecycle(&self, run_id: String, stage: LifecycleStage) -> Result<()> {
+        v::validate_run_id(&run_id)?;
+        self.db
+            .write(move |c| {
+                sql::require_run(c, &run_id)?;
+                let deleted_time: Value<'_> = if stage == LifecycleStage::Deleted {
+                    now_ms().into()
+                } else {
+                    Value::Null
+                };
+                c.execute(
+                    "UPDATE runs SET lifecycle_stage = ?, deleted_time = ? WHERE run_uuid = ?",
+                    &[stage.as_str().into(), deleted_time, (&run_id).into()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Logs metrics, params and tags atomically.
+    pub async fn log_batch(&self, run_id: String, batch: Batch) -> Result<()> {
+        v::validate_run_id(&run_id)?;
+        let batch = batch.validate()?;
+        self.db
+            .write(move |c| write_batch(c, &run_id, &batch))
+            .await
+    }
+
+    /// Deletes a run tag.
+    pub async fn delete_tag(&self, run_id: String, key: String) -> Result<()> {
+        v::validate_run_id(&run_id)?;
+        self.db
+            .write(move |c| {
+                sql::require_active_run(c, &run_id)?;
+                let n = c.execute(
+                    "DELETE FROM tags WHERE run_uuid = ? AND key = ?",
+                    &[(&run_id).into(), (&key).into()],
+                )?;
+                if n == 0 {
+                    return Err(Error::NotFound(format!(
+                        "No tag with name: {key} in run with id {run_id}"
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Searches runs with MLflow's filter grammar.
+    pub async fn search_runs(
+        &self,
+        experiment_ids: Vec<String>,
+        filter: Option<String>,
+        view: ViewType,
+        max_results: Option<i64>,
+        order_by: Vec<String>,
+        page_token: Option<String>,
+    ) -> Result<Page<Run>> {
+        let max = check_max_results(max_results, 1000, v::MAX_RUNS_SEARCH, "run searches")?;
+        let exp_ids = experiment_ids
+            .iter()
+            .map(|e| v::parse_experiment_id(e))
+            .collect::<Result<Vec<_>>>()?;
+        let clauses = parse_filter(filter.as_deref().unwrap_or(""))?;
+        let order = order_by
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| parse_order_by(o))
+            .collect::<Result<Vec<_>>>()?;
+        let offset = decode_page_token(page_token.as_deref())?;
+        if exp_ids.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
+        }
+        let (q, params) =
+            sql::search_runs_sql(&exp_ids, view.stages(), &clauses, &order, max + 1, offset)?;
+        self.db
+            .read(move |c| {
+                let mut ids = c.query(&q, &params, |r| r.string(0))?;
+                let more = ids.len() as i64 > max;
+                ids.truncate(max as usize);
+                let items = sql::runs_by_ids(c, &ids)?;
+                Ok(Page {
+                    items,
+                    next_page_token: more.then(|| encode_page_token(offset + max)),
+                })
+            })
+            .await
+    }
+
+    /// One page of a metric's history, ordered by timestamp, step, value.
+    pub async fn metric_history(
+        &self,
+        run_id: String,
+        key: String,
+        max_results: Option<i64>,
+        page_token: Option<String>,
+    ) -> Result<Page<Metric>> {
+        v::validate_run_id(&run_id)?;
+        if let Some(m) = max_results
+            && m <= 0
+        {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid value {m} for parameter 'max_results' supplied: it must be positive."
+            )));
+        }
+        let paged = max_results.is_some() || page_token.is_some();
+        let max = max_results.unwrap_or(MAX_HISTORY_UNPAGED);
+        let offset = decode_page_token(page_token.as_deref())?;
+        self.db
+            .read(move |c| {
+                sql::require_run(c, &run_id)?;
+                let mut items = c.query(
+                    "SELECT timestamp, step, value, is_nan FROM metrics \
+                     WHERE run_uuid = ? AND key = ? \
+                     ORDER BY timestamp, step, value LIMIT ? OFFSET ?",
+                    &[(&run_id).into(), (&key).into(), (max + 1).into(), offset.into()],
+                    |r| {
+                        Ok(Metric {
+                            key: key.clone(),
+                            timestamp: r.i64(0)?,
+                            step: r.i64(1)?,
+                            value: if r.i64(3)? != 0 { f64::NAN } else { r.f64(2)? },
+                        })
+                    },
+                )?;
+                let more = paged && items.len() as i64 > max;
+                items.truncate(max as usize);
+                Ok(Page {
+                    items,
+                    next_page_token: more.then(|| encode_page_token(offset + max)),
+                })
+            })
+            .await
+    }
+
+    /// Metric history of several runs between two steps, sampled to at most `max_results`
+    /// points per run (first and last step kept), for charts.
+    pub async fn metric_history_bulk_interval(
+        &self,
+        run_ids: Vec<String>,
+        key: String,
+        start_step: Option<i64>,
+        end_step: Option<i64>,
+        max_results: i64,
+    ) -> Result<Vec<(String, Metric)>> {
+        if run_ids.is_empty() || run_ids.len() > 100 {
+            return Err(Error::InvalidParameter(
+                "GetMetricHistoryBulkInterval request must specify between 1 and 100 run_ids."
+                    .into(),
+            ));
+        }
+        if !(1..=2500).contains(&max_results) {
+            return Err(Error::InvalidParameter(
+                "max_results must be between 1 and 2500.".into(),
+            ));
+        }
+        for r in &run_ids {
+            v::validate_run_id(r)?;
+        }
+        let lo = start_step.unwrap_or(i64::MIN);
+        let hi = end_step.unwrap_or(i64::MAX);
+        self.db
+            .read(move |c| {
+                let mut out = Vec::new();
+                for run_id in &run_ids {
+                    sql::require_run(c, run_id)?;
+                    let points = c.query(
+                        "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = ? \
+                         AND key = ? AND step >= ? AND step <= ? ORDER BY step, timestamp",
+                        &[run_id.into(), (&key).into(), lo.into(), hi.into()],
+                        |r| {
+                            Ok(Metric {
+                                key: key.clone(),
+                                timestamp: r.i64(0)?,
+                                step: r.i64(1)?,
+                                value: if r.i64(3)? != 0 { f64::NAN } else { r.f64(2)? },
+                            })
+                        },
+                    )?;
+                    let steps: Vec<i64> = {
+                        let mut s: Vec<i64> = points.iter().map(|p| p.step).collect();
+                        s.dedup();
+                        s
+                    };
+                    let keep: HashSet<i64> = if steps.len() as i64 <= max_results {
+                        steps.iter().copied().collect()
+                    } else {
+                        let n = max_results as usize;
+                        (0..n)
+                            .map(|i| {
+                                steps[if n == 1 { 0 } else { i * (steps.len() - 1) / (n - 1) }]
+                            })
+                            .collect()
+                    };
+                    out.extend(
+                        points
+                            .into_iter()
+                            .filter(|p| keep.contains(&p.step))
+                            .map(|p| (run_id.clone(), p)),
+                    );
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Records datasets (and models) a run used.
+    pub async fn log_inputs(
+        &self,
+        run_id: String,
+        datasets: Vec<NewDatasetInput>,
+        models: Vec<String>,
+    ) -> Result<()> {
+        v::validate_run_id(&run_id)?;
+        for d in &datasets {
+            validate_dataset(d)?;
+        }
+        self.db
+            .write(move |c| {
+                let info = sql::require_active_run(c, &run_id)?;
+                for d in &datasets {
+                    let ds = &d.dataset;
+                    let existing = c.query_opt(
+                        "SELECT dataset_uuid FROM datasets WHERE experiment_id = ? AND name = ? \
+                         AND digest = ?",
+                        &[info.experiment_id.into(), (&ds.name).into(), (&ds.digest).into()],
+                        |r| r.string(0),
+                    )?;
+                    let ds_id = match existing {
+                        Some(id) => id,
+                        None => {
+                            let id = new_id();
+                            c.execute(
+                                "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, \
+                                 source_type, source, schema, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                &[
+                                    (&id).into(),
+                                    info.experiment_id.into(),
+                                    (&ds.name).into(),
+                                    (&ds.digest).into(),
+                                    (&ds.source_type).into(),
+                                    (&ds.source).into(),
+                                    ds.schema.as_deref().into(),
+                                    ds.profile.as_deref().into(),
+                                ],
+                            )?;
+                            id
+                        }
+                    };
+                    c.execute(
+                        "INSERT INTO run_dataset_inputs (run_uuid, dataset_uuid) VALUES (?, ?) \
+                         ON CONFLICT DO NOTHING",
+                        &[(&run_id).into(), (&ds_id).into()],
+                    )?;
+                    for t in &d.tags {
+                        c.execute(
+                            "INSERT INTO run_dataset_input_tags (run_uuid, dataset_uuid, key, value) \
+                             VALUES (?, ?, ?, ?) ON CONFLICT (run_uuid, dataset_uuid, key) \
+                             DO UPDATE SET value = excluded.value",
+                            &[(&run_id).into(), (&ds_id).into(), (&t.key).into(), (&t.value).into()],
+                        )?;
+                    }
+                }
+                for m in &models {
+                    c.execute(
+                        "INSERT INTO run_model_inputs (run_uuid, model_id) VALUES (?, ?) \
+                         ON CONFLICT DO NOTHING",
+                        &[(&run_id).into(), m.into()],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records logged models a run produced.
+    pub async fn log_outputs(&self, run_id: String, models: Vec<(String, i64)>) -> Result<()> {
+        v::validate_run_id(&run_id)?;
+        self.db
+            .write(move |c| {
+                sql::require_active_run(c, &run_id)?;
+                for (m, step) in &models {
+                    sql::require_model(c, m, false)?;
+                    c.execute(
+                        "INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES (?, ?, ?) \
+                         ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
+                        &[(&run_id).into(), m.into(), (*step).into()],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    // ---------------------------------------------------------------- logged models
+
+    /// Creates a logged model in PENDING state.
+    pub async fn create_logged_model(
+        &self,
+        experiment_id: i64,
+        name: Option<String>,
+        model_type: Option<String>,
+        source_run_id: Option<String>,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    ) -> Result<LoggedModel> {
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => {
+                if let Some(bad) = n.chars().find(|c| matches!(c, '/' | ':' | '.' | '%' | '"' | '\''))
+                {
+                    return Err(Error::InvalidParameter(format!(
+                        "Invalid model name '{n}': names cannot contain '{bad}' (the characters \
+                         / : . % \" ' are not allowed)."
+                    )));
+                }
+                n
+            }
+            None => crate::names::random_name(),
+        };
+        for p in &params {
+            v::validate_key(&p.key, "key")?;
+        }
+        for t in &tags {
+            v::validate_key(&t.key, "key")?;
+        }
+        if let Some(r) = &source_run_id {
+            v::validate_run_id(r)?;
+        }
+        let model_id = format!("m-{}", new_id());
+        let mid = model_id.clone();
+        self.db
+            .write(move |c| {
+                let e = sql::require_experiment(c, experiment_id)?;
+                if e.lifecycle_stage != LifecycleStage::Active {
+                    return Err(Error::InvalidParameter(format!(
+                        "The experiment {experiment_id} must be in the 'active' state."
+                    )));
+                }
+                if let Some(r) = &source_run_id {
+                    sql::require_run(c, r)?;
+                }
+                let uri = format!("{}/models/{mid}/artifacts", artifact_base(&e.artifact_location));
+                let now = now_ms();
+                c.execute(
+                    "INSERT INTO logged_models (model_id, experiment_id, name, artifact_uri, status, \
+                     status_message, model_type, source_run_id, creation_time, last_updated_time, \
+                     lifecycle_stage) VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'active')",
+                    &[
+                        (&mid).into(),
+                        experiment_id.into(),
+                        (&name).into(),
+                        (&uri).into(),
+                        LoggedModelStatus::Pending.as_str().into(),
+                        model_type.as_deref().into(),
+                        source_run_id.as_deref().into(),
+                        now.into(),
+                        now.into(),
+                    ],
+                )?;
+                upsert_model_kvs(c, &mid, "logged_model_params", &params)?;
+                upsert_model_kvs(c, &mid, "logged_model_tags", &tags)?;
+                Ok::<(), Error>(())
+            })
+            .await?;
+        self.get_logged_model(model_id, false).await
+    }
+
+    /// Gets a logged model.
+    pub async fn get_logged_model(&self, id: String, allow_deleted: bool) -> Result<LoggedModel> {
+        self.db
+            .read(move |c| sql::require_model(c, &id, allow_deleted))
+            .await
+    }
+
+    /// Sets a logged model's final status.
+    pub async fn finalize_logged_model(
+        &self,
+        id: String,
+        status: LoggedModelStatus,
+    ) -> Result<LoggedModel> {
+        let mid = id.clone();
+        self.db
+            .write(move |c| {
+                sql::require_model(c, &mid, false)?;
+                c.execute(
+                    "UPDATE logged_models SET status = ?, last_updated_time = ? WHERE model_id = ?",
+                    &[status.as_str().into(), now_ms().into(), (&mid).into()],
+                )?;
+                Ok::<(), Error>(())
+            })
+            .await?;
+        self.get_logged_model(id, false).await
+    }
+
+    /// Soft-deletes a logged model.
+    pub async fn delete_logged_model(&self, id: String) -> Result<()> {
+        self.db
+            .write(move |c| {
+                sql::require_model(c, &id, false)?;
+                c.execute(
+                    "UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_time = ? \
+                     WHERE model_id = ?",
+                    &[now_ms().into(), (&id).into()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Upserts tags or params of a logged model.
+    pub async fn set_logged_model_kvs(
+        &self,
+        id: String,
+        tags: Vec<KeyValue>,
+        params: Vec<KeyValue>,
+    ) -> Result<()> {
+        for kv in tags.iter().chain(&params) {
+            v::validate_key(&kv.key, "key")?;
+        }
+        self.db
+            .write(move |c| {
+                sql::require_model(c, &id, false)?;
+                upsert_model_kvs(c, &id, "logged_model_tags", &tags)?;
+                upsert_model_kvs(c, &id, "logged_model_params", &params)?;
+                c.execute(
+                    "UPDATE logged_models SET last_updated_time = ? WHERE model_id = ?",
+                    &[now_ms().into(), (&id).into()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Deletes a logged model tag.
+    pub async fn delete_logged_model_tag(&self, id: String, key: String) -> Result<()> {
+        self.db
+            .write(move |c| {
+                sql::require_model(c, &id, false)?;
+                let n = c.execute(
+                    "DELETE FROM logged_model_tags WHERE model_id = ? AND key = ?",
+                    &[(&id).into(), (&key).into()],
+                )?;
+                if n == 0 {
+                    return Err(Error::NotFound(format!(
+                        "No tag with key '{key}' found for logged model '{id}'."
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Searches logged models.
+    pub async fn search_logged_models(&self, req: ModelSearch) -> Result<Page<LoggedModel>> {
+        let max = check_max_results(req.max_results, 100, 10_000, "logged model searches")?;
+        let exp_ids = req
+            .experiment_ids
+            .iter()
+            .map(|e| v::parse_experiment_id(e))
+            .collect::<Result<Vec<_>>>()?;
+        let clauses = parse_filter(&req.filter)?;
+        let offset = decode_page_token(req.page_token.as_deref())?;
+        if exp_ids.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
+        }
+        let (q, params) =
+            sql::search_models_sql(&exp_ids, &clauses, &req.datasets, &req.order_by, max + 1, offset)?;
+        self.db
+            .read(move |c| {
+                let mut ids = c.query(&q, &params, |r| r.string(0))?;
+                let more = ids.len() as i64 > max;
+                ids.truncate(max as usize);
+                Ok(Page {
+                    items: sql::models_by_ids(c, &ids)?,
+                    next_page_token: more.then(|| encode_page_token(offset + max)),
+                })
+            })
+            .await
+    }
+}
+
+fn tag_names_missing(tags: &[KeyValue], key: &str) -> bool {
+    !tags.iter().any(|t| t.key == key)
+}
+
+fn upsert_model_kvs(c: &Conn<'_>, id: &str, table: &str, kvs: &[KeyValue]) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO {table} (model_id, key, value) VALUES (?, ?, ?) \
+         ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"
+    );
+    for kv in kvs {
+        c.execute(&sql, &[id.into(), (&kv.key).into(), (&kv.value).into()])?;
+    }
+    Ok(())
+}
+
+fn validate_dataset(d: &NewDatasetInput) -> Result<()> {
+    let ds = &d.dataset;
+    let check = |field: &str, val: &str, max: usize, required: bool| -> Result<()> {
+        if required && val.is_empty() {
+            return Err(Error::missing(&format!("dataset.{field}")));
+        }
+        if val.len() > max {
+            return Err(Error::InvalidParameter(format!(
+                "Dataset {field} '{}…' exceeds the maximum length of {max}",
+                val.chars().take(40).collect::<String>()
+            )));
+        }
+        Ok(())
+    };
+    check("name", &ds.name, 500, true)?;
+    check("digest", &ds.digest, 36, true)?;
+    check("source_type", &ds.source_type, 36, true)?;
+    check("source", &ds.source, 65535, true)?;
+    check("schema", ds.schema.as_deref().unwrap_or(""), 1 << 20, false)?;
+    check("profile", ds.profile.as_deref().unwrap_or(""), 16 << 20, false)?;
+    for t in &d.tags {
+        if t.key.is_empty() || t.key.len() > 255 {
+            return Err(Error::InvalidParameter(format!(
+                "Dataset input tag key '{}' must be 1 to 255 characters",
+                t.key
+            )));
+        }
+        if t.value.len() > 500 {
+            return Err(Error::InvalidParameter(format!(
+                "Dataset input tag value for '{}' exceeds the maximum length of 500",
+                t.key
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,933 @@
+//! SQL for the tracking tables: loading entities and building search queries. Runs on a
+//! [`Conn`] inside a read or write transaction; all SQL is portable (`?` placeholders).
+
+use std::collections::HashMap;
+
+use loopml_store::{Conn, Row, StoreError, Value};
+
+use crate::error::{Error, Result};
+use crate::filter::{Clause, Entity, Literal, Op, OrderBy};
+use crate::model::{
+    Dataset, DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus,
+    Metric, ModelMetric, Run, RunInfo, RunStatus,
+};
+
+/// `?, ?, ?` with `n` placeholders.
+pub fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
+/// Maximum ids per `IN (...)` list.
+const CHUNK: usize = 500;
+
+fn kv(r: &Row<'_>, k: usize) -> Result<KeyValue, StoreError> {
+    Ok(KeyValue {
+        key: r.string(k)?,
+        value: r.string(k + 1)?,
+    })
+}
+
+fn metric_value(r: &Row<'_>, value_idx: usize, nan_idx: usize) -> Result<f64, StoreError> {
+    if r.i64(nan_idx)? != 0 {
+        Ok(f64::NAN)
+    } else {
+        r.f64(value_idx)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Experiments
+
+const EXPERIMENT_COLUMNS: &str =
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time";
+
+fn experiment_row(r: &Row<'_>) -> Result<Experiment, StoreError> {
+    Ok(Experiment {
+        id: r.i64(0)?,
+        name: r.string(1)?,
+        artifact_location: r.string(2)?,
+        lifecycle_stage: LifecycleStage::parse(&r.string(3)?),
+        creation_time: r.i64(4)?,
+        last_update_time: r.i64(5)?,
+        tags: Vec::new(),
+    })
+}
+
+fn attach_experiment_tags(c: &Conn<'_>, exps: &mut [Experiment]) -> Result<()> {
+    for chunk in exps.chunks_mut(CHUNK) {
+        let ids: Vec<Value<'_>> = chunk.iter().map(|e| Value::Int(e.id)).collect();
+        let sql = format!(
+            "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({}) \
+             ORDER BY key",
+            placeholders(ids.len())
+        );
+        let rows = c.query(&sql, &ids, |r| Ok((r.i64(0)?, kv(r, 1)?)))?;
+        let mut by_id: HashMap<i64, Vec<KeyValue>> = HashMap::new();
+        for (id, t) in rows {
+            by_id.entry(id).or_default().push(t);
+        }
+        for e in chunk.iter_mut() {
+            e.tags = by_id.remove(&e.id).unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+/// Loads an experiment with its tags.
+pub fn experiment_by_id(c: &Conn<'_>, id: i64) -> Result<Option<Experiment>> {
+    let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id = ?");
+    let Some(e) = c.query_opt(&sql, &[Value::Int(id)], experiment_row)? else {
+        return Ok(None);
+    };
+    let mut v = vec![e];
+    attach_experiment_tags(c, &mut v)?;
+    Ok(v.pop())
+}
+
+/// Loads an experiment by name.
+pub fn experiment_by_name(c: &Conn<'_>, name: &str) -> Result<Option<Experiment>> {
+    let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE name = ?");
+    let Some(e) = c.query_opt(&sql, &[name.into()], experiment_row)? else {
+        return Ok(None);
+    };
+    let mut v = vec![e];
+    attach_experiment_tags(c, &mut v)?;
+    Ok(v.pop())
+}
+
+/// Loads experiment or fails with MLflow's not-found error.
+pub fn require_experiment(c: &Conn<'_>, id: i64) -> Result<Experiment> {
+    experiment_by_id(c, id)?
+        .ok_or_else(|| Error::NotFound(format!("No Experiment with id={id} exists")))
+}
+
+fn string_cmp(col: &str, op: Op) -> Result<String> {
+    Ok(match op {
+        Op::Eq | Op::Ne | Op::Like => format!("{col} {} ?", op.sql()),
+        Op::ILike => format!("LOWER({col}) LIKE LOWER(?)"),
+        _ => {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid comparator '{}' for a string attribute",
+                op.sql()
+            )));
+        }
+    })
+}
+
+fn numeric_cmp(col: &str, clause: &Clause) -> Result<(String, f64)> {
+    if !clause.op.is_numeric() {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid comparator '{}' for numeric {}. Only =, !=, >, >=, <, <= are allowed.",
+            clause.op.sql(),
+            clause.entity.describe()
+        )));
+    }
+    Ok((format!("{col} {} ?", clause.op.sql()), clause.numeric_value()?))
+}
+
+/// A key/value table condition (`params`, `tags`, …) for one clause.
+fn kv_condition(
+    table: &str,
+    id_col: &str,
+    outer: &str,
+    key: &str,
+    clause: &Clause,
+    params: &mut Vec<Value<'static>>,
+) -> Result<String> {
+    match clause.op {
+        Op::IsNull | Op::IsNotNull => {
+            params.push(Value::from(key.to_string()));
+            let not = if clause.op == Op::IsNull { "NOT " } else { "" };
+            Ok(format!(
+                "{not}EXISTS (SELECT 1 FROM {table} x WHERE x.{id_col} = {outer} AND x.key = ?)"
+            ))
+        }
+        op if op.is_string() => {
+            let v = clause.string_value()?.to_string();
+            params.push(Value::from(key.to_string()));
+            params.push(Value::from(v));
+            Ok(format!(
+                "EXISTS (SELECT 1 FROM {table} x WHERE x.{id_col} = {outer} AND x.key = ? AND {})",
+                string_cmp("x.value", op)?
+            ))
+        }
+        op => Err(Error::InvalidParameter(format!(
+            "Invalid comparator '{}' for {}. Only =, !=, LIKE, ILIKE, IS NULL and IS NOT NULL \
+             are allowed.",
+            op.sql(),
+            clause.entity.describe()
+        ))),
+    }
+}
+
+fn list_condition(col: &str, clause: &Clause, params: &mut Vec<Value<'static>>) -> Result<String> {
+    let Literal::List(items) = &clause.value else {
+        return Err(Error::InvalidParameter(format!(
+            "Expected a parenthesised list of quoted strings after {} for {}",
+            clause.op.sql(),
+            clause.entity.describe()
+        )));
+    };
+    params.extend(items.iter().map(|i| Value::from(i.clone())));
+    Ok(format!("{col} {} ({})", clause.op.sql(), placeholders(items.len())))
+}
+
+/// Builds the query for an experiments search: returns SQL and parameters.
+pub fn search_experiments_sql(
+    clauses: &[Clause],
+    order: &[OrderBy],
+    stages: &[&'static str],
+    limit: i64,
+    offset: i64,
+) -> Result<(String, Vec<Value<'static>>)> {
+    let mut params: Vec<Value<'static>> = stages.iter().map(|s| Value::from(*s)).collect();
+    let mut wheres = vec![format!("e.lifecycle_stage IN ({})", placeholders(stages.len()))];
+    for clause in clauses {
+        let cond = match &clause.entity {
+            Entity::Attribute(a) => match a.as_str() {
+                "name" => match clause.op {
+                    Op::In | Op::NotIn => list_condition("e.name", clause, &mut params)?,
+                    op => {
+                        params.push(Value::from(clause.string_value()?.to_string()));
+                        string_cmp("e.name", op)?
+                    }
+                },
+                "experiment_id" => match clause.op {
+                    Op::In | Op::NotIn => {
+                        list_condition("CAST(e.experiment_id AS TEXT)", clause, &mut params)?
+                    }
+                    Op::Eq | Op::Ne => {
+                        let v = match &clause.value {
+                            Literal::Str(s) => s.clone(),
+                            Literal::Num(_, t) => t.clone(),
+                            _ => return Err(Error::InvalidParameter("bad experiment_id".into())),
+                        };
+                        params.push(Value::from(v));
+                        format!("CAST(e.experiment_id AS TEXT) {} ?", clause.op.sql())
+                    }
+                    _ => {
+                        return Err(Error::InvalidParameter(
+                            "experiment_id supports only =, !=, IN and NOT IN".into(),
+                        ));
+                    }
+                },
+                "creation_time" | "last_update_time" => {
+                    let (sql, v) = numeric_cmp(&format!("e.{a}"), clause)?;
+                    params.push(Value::Real(v));
+                    sql
+                }
+                other => {
+                    return Err(Error::InvalidParameter(format!(
+                        "Invalid attribute key '{other}' specified. Valid keys are \
+                         ['name', 'experiment_id', 'creation_time', 'last_update_time']"
+                    )));
+                }
+            },
+            Entity::Tag(k) => kv_condition(
+                "experiment_tags",
+                "experiment_id",
+                "e.experiment_id",
+                k,
+                clause,
+                &mut params,
+            )?,
+            other => {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid entity type '{}' for an experiments search: only attributes and \
+                     tags can be filtered on.",
+                    other.describe()
+                )));
+            }
+        };
+        wheres.push(cond);
+    }
+    let mut order_sql = Vec::new();
+    let mut has_id = false;
+    for o in order {
+        let dir = if o.ascending { "ASC" } else { "DESC" };
+        let col = match &o.entity {
+            Entity::Attribute(a) => match a.as_str() {
+                "name" => "e.name",
+                "experiment_id" => {
+                    has_id = true;
+                    "e.experiment_id"
+                }
+                "creation_time" => "e.creation_time",
+                "last_update_time" => "e.last_update_time",
+                other => {
+                    return Err(Error::InvalidParameter(format!(
+                        "Invalid order_by key '{other}'. Valid keys are ['name', \
+                         'experiment_id', 'creation_time', 'last_update_time']"
+                    )));
+                }
+            },
+            other => {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid order_by entity '{}' for experiments",
+                    other.describe()
+                )));
+            }
+        };
+        order_sql.push(format!("{col} {dir}"));
+    }
+    if order.is_empty() {
+        order_sql.push("e.creation_time DESC".into());
+        order_sql.push("e.experiment_id ASC".into());
+    } else if !has_id {
+        order_sql.push("e.experiment_id DESC".into());
+    }
+    params.push(Value::Int(limit));
+    params.push(Value::Int(offset));
+    Ok((
+        format!(
+            "SELECT e.experiment_id FROM experiments e WHERE {} ORDER BY {} LIMIT ? OFFSET ?",
+            wheres.join(" AND "),
+            order_sql.join(", ")
+        ),
+        params,
+    ))
+}
+
+/// Loads experiments by id, in the given order.
+pub fn experiments_by_ids(c: &Conn<'_>, ids: &[i64]) -> Result<Vec<Experiment>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let p: Vec<Value<'_>> = chunk.iter().map(|i| Value::Int(*i)).collect();
+        let sql = format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE experiment_id IN ({})",
+            placeholders(p.len())
+        );
+        let mut found: HashMap<i64, Experiment> = c
+            .query(&sql, &p, experiment_row)?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+        out.extend(chunk.iter().filter_map(|i| found.remove(i)));
+    }
+    attach_experiment_tags(c, &mut out)?;
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------
+// Runs
+
+const RUN_COLUMNS: &str = "run_uuid, experiment_id, name, user_id, status, start_time, end_time, \
+                           artifact_uri, lifecycle_stage";
+
+fn run_info_row(r: &Row<'_>) -> Result<RunInfo, StoreError> {
+    Ok(RunInfo {
+        run_id: r.string(0)?,
+        experiment_id: r.i64(1)?,
+        run_name: r.string(2)?,
+        user_id: r.string(3)?,
+        status: RunStatus::parse(&r.string(4)?).unwrap_or(RunStatus::Running),
+        start_time: r.i64(5)?,
+        end_time: r.opt_i64(6)?,
+        artifact_uri: r.string(7)?,
+        lifecycle_stage: LifecycleStage::parse(&r.string(8)?),
+    })
+}
+
+/// Loads one run's info.
+pub fn run_info(c: &Conn<'_>, run_id: &str) -> Result<Option<RunInfo>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid = ?");
+    Ok(c.query_opt(&sql, &[run_id.into()], run_info_row)?)
+}
+
+/// Loads a run's info or fails with MLflow's not-found error.
+pub fn require_run(c: &Conn<'_>, run_id: &str) -> Result<RunInfo> {
+    run_info(c, run_id)?.ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
+}
+
+/// Loads a run that must be active (writes to deleted runs are refused).
+pub fn require_active_run(c: &Conn<'_>, run_id: &str) -> Result<RunInfo> {
+    let info = require_run(c, run_id)?;
+    if info.lifecycle_stage != LifecycleStage::Active {
+        return Err(Error::InvalidParameter(format!(
+            "The run {run_id} must be in the 'active' state. Current state is deleted."
+        )));
+    }
+    Ok(info)
+}
+
+/// Loads full runs (latest metrics, params, tags, inputs, outputs), in the order of `ids`.
+pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let p: Vec<Value<'_>> = chunk.iter().map(|i| Value::from(i.as_str())).collect();
+        let ph = placeholders(p.len());
+        let mut runs: HashMap<String, Run> = c
+            .query(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid IN ({ph})"),
+                &p,
+                run_info_row,
+            )?
+            .into_iter()
+            .map(|info| {
+                (
+                    info.run_id.clone(),
+                    Run {
+                        info,
+                        metrics: Vec::new(),
+                        params: Vec::new(),
+                        tags: Vec::new(),
+                        dataset_inputs: Vec::new(),
+                        model_inputs: Vec::new(),
+                        model_outputs: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        c.query(
+            &format!(
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics \
+                 WHERE run_uuid IN ({ph})"
+            ),
+            &p,
+            |r| {
+                if let Some(run) = runs.get_mut(&r.string(0)?) {
+                    run.metrics.push(Metric {
+                        key: r.string(1)?,
+                        value: metric_value(r, 2, 5)?,
+                        timestamp: r.i64(3)?,
+                        step: r.i64(4)?,
+                    });
+                }
+                Ok(())
+            },
+        )?;
+        for (table, is_param) in [("params", true), ("tags", false)] {
+            c.query(
+                &format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({ph})"),
+                &p,
+                |r| {
+                    if let Some(run) = runs.get_mut(&r.string(0)?) {
+                        let item = kv(r, 1)?;
+                        if is_param {
+                            run.params.push(item);
+                        } else {
+                            run.tags.push(item);
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        let mut input_tags: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+        c.query(
+            &format!(
+                "SELECT run_uuid, dataset_uuid, key, value FROM run_dataset_input_tags \
+                 WHERE run_uuid IN ({ph})"
+            ),
+            &p,
+            |r| {
+                input_tags
+                    .entry((r.string(0)?, r.string(1)?))
+                    .or_default()
+                    .push(kv(r, 2)?);
+                Ok(())
+            },
+        )?;
+        c.query(
+            &format!(
+                "SELECT i.run_uuid, d.dataset_uuid, d.name, d.digest, d.source_type, d.source, \
+                 d.schema, d.profile FROM run_dataset_inputs i \
+                 JOIN datasets d ON d.dataset_uuid = i.dataset_uuid \
+                 WHERE i.run_uuid IN ({ph}) ORDER BY d.name"
+            ),
+            &p,
+            |r| {
+                let run_id = r.string(0)?;
+                let ds_id = r.string(1)?;
+                let tags = input_tags
+                    .remove(&(run_id.clone(), ds_id))
+                    .unwrap_or_default();
+                if let Some(run) = runs.get_mut(&run_id) {
+                    run.dataset_inputs.push(DatasetInput {
+                        tags,
+                        dataset: Dataset {
+                            name: r.string(2)?,
+                            digest: r.string(3)?,
+                            source_type: r.string(4)?,
+                            source: r.string(5)?,
+                            schema: r.opt_string(6)?,
+                            profile: r.opt_string(7)?,
+                        },
+                    });
+                }
+                Ok(())
+            },
+        )?;
+        c.query(
+            &format!("SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN ({ph})"),
+            &p,
+            |r| {
+                if let Some(run) = runs.get_mut(&r.string(0)?) {
+                    run.model_inputs.push(r.string(1)?);
+                }
+                Ok(())
+            },
+        )?;
+        c.query(
+            &format!(
+                "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN ({ph})"
+            ),
+            &p,
+            |r| {
+                if let Some(run) = runs.get_mut(&r.string(0)?) {
+                    run.model_outputs.push((r.string(1)?, r.i64(2)?));
+                }
+                Ok(())
+            },
+        )?;
+        out.extend(chunk.iter().filter_map(|id| runs.remove(id)));
+    }
+    Ok(out)
+}
+
+fn run_attribute(name: &str) -> Option<(&'static str, bool)> {
+    // (column, is_numeric)
+    Some(match name {
+        "run_id" | "run_uuid" => ("r.run_uuid", false),
+        "run_name" | "run name" | "Run name" | "Run Name" => ("r.name", false),
+        "status" => ("r.status", false),
+        "user_id" => ("r.user_id", false),
+        "artifact_uri" => ("r.artifact_uri", false),
+        "lifecycle_stage" => ("r.lifecycle_stage", false),
+        "start_time" | "created" | "Created" => ("r.start_time", true),
+        "end_time" => ("r.end_time", true),
+        _ => return None,
+    })
+}
+
+const RUN_ATTRIBUTES: &str = "['run_id', 'run_name', 'status', 'user_id', 'artifact_uri', \
+                              'start_time', 'end_time', 'created']";
+
+/// Builds the query for a runs search: returns SQL (selecting run ids) and parameters.
+pub fn search_runs_sql(
+    experiment_ids: &[i64],
+    stages: &[&'static str],
+    clauses: &[Clause],
+    order: &[OrderBy],
+    limit: i64,
+    offset: i64,
+) -> Result<(String, Vec<Value<'static>>)> {
+    let mut join_params: Vec<Value<'static>> = Vec::new();
+    let mut joins = String::new();
+    let mut order_sql = Vec::new();
+    for (i, o) in order.iter().enumerate() {
+        let dir = if o.ascending { "ASC" } else { "DESC" };
+        match &o.entity {
+            Entity::Metric(k) => {
+                joins.push_str(&format!(
+                    " LEFT JOIN latest_metrics o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
+                ));
+                join_params.push(Value::from(k.clone()));
+                order_sql.push(format!(
+                    "(o{i}.run_uuid IS NULL), o{i}.is_nan, o{i}.value {dir}"
+                ));
+            }
+            Entity::Param(k) | Entity::Tag(k) => {
+                let table = if matches!(o.entity, Entity::Param(_)) { "params" } else { "tags" };
+                joins.push_str(&format!(
+                    " LEFT JOIN {table} o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
+                ));
+                join_params.push(Value::from(k.clone()));
+                order_sql.push(format!("(o{i}.value IS NULL), o{i}.value {dir}"));
+            }
+            Entity::Attribute(a) => {
+                let (col, _) = run_attribute(a).ok_or_else(|| {
+                    Error::InvalidParameter(format!(
+                        "Invalid order_by attribute '{a}'. Valid attributes are {RUN_ATTRIBUTES}"
+                    ))
+                })?;
+                order_sql.push(format!("({col} IS NULL), {col} {dir}"));
+            }
+            Entity::Dataset(_) => {
+                return Err(Error::InvalidParameter(
+                    "Invalid order_by entity: datasets cannot be ordered by".into(),
+                ));
+            }
+        }
+    }
+    order_sql.push("r.start_time DESC".into());
+    order_sql.push("r.run_uuid ASC".into());
+
+    let mut params: Vec<Value<'static>> = Vec::new();
+    let mut wheres = vec![
+        format!("r.experiment_id IN ({})", placeholders(experiment_ids.len())),
+        format!("r.lifecycle_stage IN ({})", placeholders(stages.len())),
+    ];
+    params.extend(experiment_ids.iter().map(|i| Value::Int(*i)));
+    params.extend(stages.iter().map(|s| Value::from(*s)));
+    for clause in clauses {
+        let cond = match &clause.entity {
+            Entity::Metric(k) => {
+                if !clause.op.is_numeric() {
+                    return Err(Error::InvalidParameter(format!(
+                        "Invalid comparator '{}' for metrics.{k}. Only =, !=, >, >=, <, <= are \
+                         allowed.",
+                        clause.op.sql()
+                    )));
+                }
+                let v = clause.numeric_value()?;
+                params.push(Value::from(k.clone()));
+                params.push(Value::Real(v));
+                format!(
+                    "EXISTS (SELECT 1 FROM latest_metrics x WHERE x.run_uuid = r.run_uuid AND \
+                     x.key = ? AND x.is_nan = 0 AND x.value {} ?)",
+                    clause.op.sql()
+                )
+            }
+            Entity::Param(k) => kv_condition("params", "run_uuid", "r.run_uuid", k, clause, &mut params)?,
+            Entity::Tag(k) => kv_condition("tags", "run_uuid", "r.run_uuid", k, clause, &mut params)?,
+            Entity::Attribute(a) => {
+                let (col, numeric) = run_attribute(a).ok_or_else(|| {
+                    Error::InvalidParameter(format!(
+                        "Invalid attribute key '{a}' specified. Valid keys are {RUN_ATTRIBUTES}"
+                    ))
+                })?;
+                match clause.op {
+                    Op::In | Op::NotIn if col == "r.run_uuid" => {
+                        list_condition(col, clause, &mut params)?
+                    }
+                    Op::In | Op::NotIn => {
+                        return Err(Error::InvalidParameter(format!(
+                            "Invalid comparator '{}' for attribute {a}: IN and NOT IN are only \
+                             supported for run_id.",
+                            clause.op.sql()
+                        )));
+                    }
+                    _ if numeric => {
+                        let (sql, v) = numeric_cmp(col, clause)?;
+                        params.push(Value::Real(v));
+                        sql
+                    }
+                    op => {
+                        params.push(Value::from(clause.string_value()?.to_string()));
+                        string_cmp(col, op)?
+                    }
+                }
+            }
+            Entity::Dataset(field) => {
+                let (sub, col) = match field.as_str() {
+                    "name" => ("datasets", "d.name"),
+                    "digest" => ("datasets", "d.digest"),
+                    "context" => ("context", "t.value"),
+                    other => {
+                        return Err(Error::InvalidParameter(format!(
+                            "Invalid dataset key '{other}'. Valid keys are ['name', 'digest', \
+                             'context']"
+                        )));
+                    }
+                };
+                let cmp = match clause.op {
+                    Op::In | Op::NotIn => list_condition(col, clause, &mut params)?,
+                    op => {
+                        params.push(Value::from(clause.string_value()?.to_string()));
+                        string_cmp(col, op)?
+                    }
+                };
+                if sub == "datasets" {
+                    format!(
+                        "EXISTS (SELECT 1 FROM run_dataset_inputs i JOIN datasets d ON \
+                         d.dataset_uuid = i.dataset_uuid WHERE i.run_uuid = r.run_uuid AND {cmp})"
+                    )
+                } else {
+                    format!(
+                        "EXISTS (SELECT 1 FROM run_dataset_input_tags t WHERE t.run_uuid = \
+                         r.run_uuid AND t.key = 'mlflow.data.context' AND {cmp})"
+                    )
+                }
+            }
+        };
+        wheres.push(cond);
+    }
+    let mut all = join_params;
+    all.extend(params);
+    all.push(Value::Int(limit));
+    all.push(Value::Int(offset));
+    Ok((
+        format!(
+            "SELECT r.run_uuid FROM runs r{joins} WHERE {} ORDER BY {} LIMIT ? OFFSET ?",
+            wheres.join(" AND "),
+            order_sql.join(", ")
+        ),
+        all,
+    ))
+}
+
+// ------------------------------------------------------------------------------------------
+// Logged models
+
+const MODEL_COLUMNS: &str = "model_id, experiment_id, name, artifact_uri, status, status_message, \
+                             model_type, source_run_id, creation_time, last_updated_time, \
+                             lifecycle_stage";
+
+fn model_row(r: &Row<'_>) -> Result<LoggedModel, StoreError> {
+    Ok(LoggedModel {
+        model_id: r.string(0)?,
+        experiment_id: r.i64(1)?,
+        name: r.string(2)?,
+        artifact_uri: r.string(3)?,
+        status: LoggedModelStatus::parse(&r.string(4)?).unwrap_or(LoggedModelStatus::Unspecified),
+        status_message: r.opt_string(5)?,
+        model_type: r.opt_string(6)?,
+        source_run_id: r.opt_string(7)?,
+        creation_timestamp_ms: r.i64(8)?,
+        last_updated_timestamp_ms: r.i64(9)?,
+        lifecycle_stage: LifecycleStage::parse(&r.string(10)?),
+        tags: Vec::new(),
+        params: Vec::new(),
+        metrics: Vec::new(),
+    })
+}
+
+/// Loads logged models with tags, params and metrics, in the order of `ids`.
+pub fn models_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<LoggedModel>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let p: Vec<Value<'_>> = chunk.iter().map(|i| Value::from(i.as_str())).collect();
+        let ph = placeholders(p.len());
+        let mut models: HashMap<String, LoggedModel> = c
+            .query(
+                &format!("SELECT {MODEL_COLUMNS} FROM logged_models WHERE model_id IN ({ph})"),
+                &p,
+                model_row,
+            )?
+            .into_iter()
+            .map(|m| (m.model_id.clone(), m))
+            .collect();
+        for (table, is_param) in [("logged_model_params", true), ("logged_model_tags", false)] {
+            c.query(
+                &format!(
+                    "SELECT model_id, key, value FROM {table} WHERE model_id IN ({ph}) ORDER BY key"
+                ),
+                &p,
+                |r| {
+                    if let Some(m) = models.get_mut(&r.string(0)?) {
+                        let item = kv(r, 1)?;
+                        if is_param {
+                            m.params.push(item);
+                        } else {
+                            m.tags.push(item);
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        c.query(
+            &format!(
+                "SELECT model_id, key, value, timestamp, step, is_nan, run_uuid, dataset_name, \
+                 dataset_digest FROM logged_model_metrics WHERE model_id IN ({ph}) \
+                 ORDER BY key, step, timestamp"
+            ),
+            &p,
+            |r| {
+                if let Some(m) = models.get_mut(&r.string(0)?) {
+                    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+                    m.metrics.push(ModelMetric {
+                        metric: Metric {
+                            key: r.string(1)?,
+                            value: metric_value(r, 2, 5)?,
+                            timestamp: r.i64(3)?,
+                            step: r.i64(4)?,
+                        },
+                        run_id: r.opt_string(6)?,
+                        dataset_name: nonempty(r.opt_string(7)?),
+                        dataset_digest: nonempty(r.opt_string(8)?),
+                    });
+                }
+                Ok(())
+            },
+        )?;
+        out.extend(chunk.iter().filter_map(|id| models.remove(id)));
+    }
+    Ok(out)
+}
+
+/// Loads one logged model or fails with MLflow's not-found error.
+pub fn require_model(c: &Conn<'_>, model_id: &str, allow_deleted: bool) -> Result<LoggedModel> {
+    let not_found = || Error::NotFound(format!("Logged model with ID '{model_id}' not found."));
+    let m = models_by_ids(c, &[model_id.to_string()])?
+        .pop()
+        .ok_or_else(not_found)?;
+    if m.lifecycle_stage == LifecycleStage::Deleted && !allow_deleted {
+        return Err(not_found());
+    }
+    Ok(m)
+}
+
+/// How a logged-model search orders results.
+#[derive(Debug, Clone)]
+pub struct ModelOrder {
+    /// Field name (`name`, `creation_timestamp`, `metrics.<k>`, …).
+    pub field: String,
+    /// Ascending?
+    pub ascending: bool,
+    /// Dataset scope for metric ordering.
+    pub dataset_name: Option<String>,
+    /// Dataset scope for metric ordering.
+    pub dataset_digest: Option<String>,
+}
+
+fn model_attribute(name: &str) -> Option<(&'static str, bool)> {
+    Some(match name {
+        "name" => ("m.name", false),
+        "model_id" => ("m.model_id", false),
+        "model_type" => ("m.model_type", false),
+        "status" => ("m.status", false),
+        "source_run_id" => ("m.source_run_id", false),
+        "creation_timestamp" | "creation_time" | "creation_timestamp_ms" => {
+            ("m.creation_time", true)
+        }
+        "last_updated_timestamp" | "last_updated_time" | "last_updated_timestamp_ms" => {
+            ("m.last_updated_time", true)
+        }
+        _ => return None,
+    })
+}
+
+/// Builds the query for a logged-model search.
+pub fn search_models_sql(
+    experiment_ids: &[i64],
+    clauses: &[Clause],
+    datasets: &[(String, Option<String>)],
+    order: &[ModelOrder],
+    limit: i64,
+    offset: i64,
+) -> Result<(String, Vec<Value<'static>>)> {
+    let mut joins = String::new();
+    let mut join_params: Vec<Value<'static>> = Vec::new();
+    let mut order_sql = Vec::new();
+    for (i, o) in order.iter().enumerate() {
+        let dir = if o.ascending { "ASC" } else { "DESC" };
+        if let Some(key) = o.field.strip_prefix("metrics.") {
+            let mut cond = format!("o{i}.model_id = m.model_id AND o{i}.key = ?");
+            join_params.push(Value::from(key.to_string()));
+            if let Some(n) = &o.dataset_name {
+                cond.push_str(&format!(" AND o{i}.dataset_name = ?"));
+                join_params.push(Value::from(n.clone()));
+            }
+            if let Some(d) = &o.dataset_digest {
+                cond.push_str(&format!(" AND o{i}.dataset_digest = ?"));
+                join_params.push(Value::from(d.clone()));
+            }
+            joins.push_str(&format!(
+                " LEFT JOIN (SELECT model_id, key, dataset_name, dataset_digest, MAX(value) AS \
+                 value FROM logged_model_metrics WHERE is_nan = 0 GROUP BY model_id, key, \
+                 dataset_name, dataset_digest) o{i} ON {cond}"
+            ));
+            order_sql.push(format!("(o{i}.value IS NULL), o{i}.value {dir}"));
+        } else {
+            let (col, _) = model_attribute(&o.field).ok_or_else(|| {
+                Error::InvalidParameter(format!("Invalid order_by field '{}'", o.field))
+            })?;
+            order_sql.push(format!("({col} IS NULL), {col} {dir}"));
+        }
+    }
+    order_sql.push("m.creation_time DESC".into());
+    order_sql.push("m.model_id ASC".into());
+
+    let mut params: Vec<Value<'static>> = experiment_ids.iter().map(|i| Value::Int(*i)).collect();
+    let mut wheres = vec![
+        format!("m.experiment_id IN ({})", placeholders(experiment_ids.len())),
+        "m.lifecycle_stage = 'active'".to_string(),
+    ];
+    for clause in clauses {
+        let cond = match &clause.entity {
+            Entity::Metric(k) => {
+                if !clause.op.is_numeric() {
+                    return Err(Error::InvalidParameter(format!(
+                        "Invalid comparator '{}' for metrics.{k}",
+                        clause.op.sql()
+                    )));
+                }
+                let v = clause.numeric_value()?;
+                params.push(Value::from(k.clone()));
+                params.push(Value::Real(v));
+                let mut scope = String::new();
+                if !datasets.is_empty() {
+                    let mut alts = Vec::new();
+                    for (name, digest) in datasets {
+                        params.push(Value::from(name.clone()));
+                        match digest {
+                            Some(d) => {
+                                params.push(Value::from(d.clone()));
+                                alts.push("(x.dataset_name = ? AND x.dataset_digest = ?)");
+                            }
+                            None => alts.push("(x.dataset_name = ?)"),
+                        }
+                    }
+                    scope = format!(" AND ({})", alts.join(" OR "));
+                }
+                format!(
+                    "EXISTS (SELECT 1 FROM logged_model_metrics x WHERE x.model_id = m.model_id \
+                     AND x.key = ? AND x.is_nan = 0 AND x.value {} ?{scope})",
+                    clause.op.sql()
+                )
+            }
+            Entity::Param(k) => kv_condition(
+                "logged_model_params",
+                "model_id",
+                "m.model_id",
+                k,
+                clause,
+                &mut params,
+            )?,
+            Entity::Tag(k) => kv_condition(
+                "logged_model_tags",
+                "model_id",
+                "m.model_id",
+                k,
+                clause,
+                &mut params,
+            )?,
+            Entity::Attribute(a) => {
+                let (col, numeric) = model_attribute(a).ok_or_else(|| {
+                    Error::InvalidParameter(format!("Invalid attribute '{a}' for logged models"))
+                })?;
+                match clause.op {
+                    Op::In | Op::NotIn => list_condition(col, clause, &mut params)?,
+                    _ if numeric => {
+                        let (sql, v) = numeric_cmp(col, clause)?;
+                        params.push(Value::Real(v));
+                        sql
+                    }
+                    op => {
+                        params.push(Value::from(clause.string_value()?.to_string()));
+                        string_cmp(col, op)?
+                    }
+                }
+            }
+            Entity::Dataset(_) => {
+                return Err(Error::InvalidParameter(
+                    "Filter on datasets is not supported for logged models; use the \
+                     'datasets' field"
+                        .into(),
+                ));
+            }
+        };
+        wheres.push(cond);
+    }
+    let mut all = join_params;
+    all.extend(params);
+    all.push(Value::Int(limit));
+    all.push(Value::Int(offset));
+    Ok((
+        format!(
+            "SELECT m.model_id FROM logged_models m{joins} WHERE {} ORDER BY {} LIMIT ? OFFSET ?",
+            wheres.join(" AND "),
+            order_sql.join(", ")
+        ),
+        all,
+    ))
+}

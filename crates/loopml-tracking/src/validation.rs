@@ -1,0 +1,165 @@
+//! MLflow's server-side limits and name rules (values of MLflow 3.x), and page tokens.
+
+use base64::Engine;
+
+use crate::error::{Error, Result};
+
+/// Maximum metrics in one log-batch request.
+pub const MAX_BATCH_METRICS: usize = 1000;
+/// Maximum params in one log-batch request.
+pub const MAX_BATCH_PARAMS: usize = 100;
+/// Maximum tags in one log-batch request.
+pub const MAX_BATCH_TAGS: usize = 100;
+/// Maximum entities in one log-batch request.
+pub const MAX_BATCH_TOTAL: usize = 1000;
+/// Maximum length of metric, param and tag keys.
+pub const MAX_KEY_LEN: usize = 250;
+/// Param values longer than this are truncated.
+pub const MAX_PARAM_VALUE_LEN: usize = 6000;
+/// Run tag values longer than this are truncated.
+pub const MAX_TAG_VALUE_LEN: usize = 8000;
+/// Maximum experiment tag value length (rejected above).
+pub const MAX_EXPERIMENT_TAG_VALUE_LEN: usize = 20000;
+/// Maximum experiment name length.
+pub const MAX_EXPERIMENT_NAME_LEN: usize = 500;
+/// Maximum `max_results` of a runs search.
+pub const MAX_RUNS_SEARCH: i64 = 50000;
+/// Maximum `max_results` of an experiments search.
+pub const MAX_EXPERIMENTS_SEARCH: i64 = 50000;
+
+/// Checks a metric, param or tag key: MLflow's character set, length, and no path tricks.
+pub fn validate_key(key: &str, what: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid value \"\" for parameter '{what}' supplied: the key must not be empty."
+        )));
+    }
+    if key.chars().count() > MAX_KEY_LEN {
+        return Err(Error::InvalidParameter(format!(
+            "'{what}' exceeds the maximum length of {MAX_KEY_LEN} characters (got {} for \
+             \"{}…\").",
+            key.chars().count(),
+            key.chars().take(40).collect::<String>()
+        )));
+    }
+    let ok_chars = key
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '/' | '.' | '-' | ' ' | ':'));
+    if !ok_chars {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid value \"{key}\" for parameter '{what}' supplied: Names may only contain \
+             alphanumerics, underscores (_), dashes (-), periods (.), spaces ( ), colon(:) and \
+             slashes (/)."
+        )));
+    }
+    if key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(Error::InvalidParameter(format!(
+            "Invalid value \"{key}\" for parameter '{what}' supplied: Names cannot resolve to a \
+             different path when normalized (no leading '/', empty segments, '.' or '..')."
+        )));
+    }
+    Ok(())
+}
+
+/// Truncates `value` to at most `max` characters (MLflow truncates long params and tags).
+pub fn truncate(mut value: String, max: usize) -> String {
+    if value.len() > max
+        && let Some((idx, _)) = value.char_indices().nth(max)
+    {
+        value.truncate(idx);
+    }
+    value
+}
+
+/// Validates the name of an experiment.
+pub fn validate_experiment_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidParameter(
+            "Invalid experiment name: '' . The experiment name must be a non-empty string."
+                .into(),
+        ));
+    }
+    if name.chars().count() > MAX_EXPERIMENT_NAME_LEN {
+        return Err(Error::InvalidParameter(format!(
+            "Experiment name exceeds the maximum length of {MAX_EXPERIMENT_NAME_LEN} characters."
+        )));
+    }
+    Ok(())
+}
+
+/// Parses an experiment id (integer string).
+pub fn parse_experiment_id(raw: &str) -> Result<i64> {
+    raw.trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "Invalid value '{raw}' for parameter 'experiment_id': experiment ids are \
+             non-negative integers."
+        ))
+    })
+}
+
+/// Checks a run id's format.
+pub fn validate_run_id(raw: &str) -> Result<()> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 256
+        && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "Invalid value \"{raw}\" for parameter 'run_id' supplied."
+        )))
+    }
+}
+
+/// Encodes an offset page token (base64 JSON, as MLflow does).
+pub fn encode_page_token(offset: i64) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{{\"offset\": {offset}}}"))
+}
+
+/// Decodes a page token into an offset; empty means the first page.
+pub fn decode_page_token(token: Option<&str>) -> Result<i64> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(0);
+    };
+    let bad = || Error::InvalidParameter(format!("Invalid page token, could not base64-decode: {token}"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
+        .map_err(|_| bad())?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    v.get("offset")
+        .and_then(serde_json::Value::as_i64)
+        .filter(|o| *o >= 0)
+        .ok_or_else(|| Error::InvalidParameter(format!("Invalid page token: {token}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for ok in ["m", "a/b", "loss v2", "x:y", "über_metric", "a.b-c"] {
+            validate_key(ok, "key").unwrap();
+        }
+        for bad in ["bad|name", "../x", "/x", "a//b", "a/./b", "a/", "", &"k".repeat(251)] {
+            assert!(validate_key(bad, "key").is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn truncation_is_char_safe() {
+        assert_eq!(truncate("ééé".into(), 2), "éé");
+        assert_eq!(truncate("abc".into(), 6000), "abc");
+    }
+
+    #[test]
+    fn page_tokens_round_trip() {
+        assert_eq!(decode_page_token(Some(&encode_page_token(42))).unwrap(), 42);
+        assert_eq!(decode_page_token(None).unwrap(), 0);
+        assert!(decode_page_token(Some("garbage!!")).is_err());
+    }
+}
