@@ -1,0 +1,170 @@
+//! End-to-end: start the real `loopml` binary on a free port and talk HTTP to it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> (Server, Duration) {
+    let port = free_port();
+    let t0 = Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopml"));
+    cmd.args(["server", "--port", &port.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let server = Server { child, port };
+    loop {
+        if let Ok((200, body)) = http(port, "GET", "/health", None) {
+            assert_eq!(body, "OK");
+            return (server, t0.elapsed());
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "server did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn starts_fast_and_serves_default_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, took) = start(dir.path(), &[]);
+    assert!(took < Duration::from_secs(2), "start-up took {took:?}");
+    let (status, body) = http(srv.port, "GET", "/api/2.0/mlflow/experiments/get?experiment_id=0", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"name\":\"Default\""), "{body}");
+    let (status, body) = http(srv.port, "GET", "/api/2.0/mlflow/no-such-endpoint", None).unwrap();
+    assert_eq!(status, 404);
+    assert!(body.contains("ENDPOINT_NOT_FOUND"), "{body}");
+    assert!(dir.path().join("loopml.db").exists());
+    assert!(dir.path().join("artifacts").is_dir());
+}
+
+#[test]
+fn flags_beat_env_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("loopml.toml");
+    std::fs::write(&cfg, "[server]\nport = 1111\nhost = \"127.0.0.1\"\ndurability = \"full\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["config", "--port", "2222", "--config"])
+        .arg(&cfg)
+        .env("LOOPML_PORT", "3333")
+        .env("LOOPML_DATA_DIR", "/tmp/from-env")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("port        = 2222"), "{text}");
+    assert!(text.contains("data_dir    = /tmp/from-env"), "{text}");
+    assert!(text.contains("durability  = Full"), "{text}");
+    std::fs::write(&cfg, "[server]\nprot = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unknown keys in loopml.toml are rejected");
+}
+
+#[test]
+fn acknowledged_batches_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, _) = start(dir.path(), &[]);
+    let port = srv.port;
+    let (_, body) = http(port, "POST", "/api/2.0/mlflow/runs/create", Some(r#"{"experiment_id":"0"}"#)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let run = v["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, run) = (stop.clone(), run.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for i in 0..100_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let metrics: Vec<String> = (0..20)
+                    .map(|j| format!(r#"{{"key":"k{j}","value":{i},"timestamp":{i},"step":{i}}}"#))
+                    .collect();
+                let body = format!(r#"{{"run_id":"{run}","metrics":[{}]}}"#, metrics.join(","));
+                match http(port, "POST", "/api/2.0/mlflow/runs/log-batch", Some(&body)) {
+                    Ok((200, _)) => acked.push(i),
+                    _ => break,
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    // SIGKILL: no chance to flush or shut down cleanly.
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(acked.len() > 10, "only {} batches were acknowledged", acked.len());
+    let (srv2, _) = start(dir.path(), &[]);
+    for key in ["k0", "k19"] {
+        let (status, body) = http(
+            srv2.port,
+            "GET",
+            &format!("/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key={key}"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let steps: std::collections::HashSet<i64> = v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["step"].as_i64().unwrap())
+            .collect();
+        for i in &acked {
+            assert!(steps.contains(&(*i as i64)), "acknowledged batch {i} lost for {key}");
+        }
+    }
+}
