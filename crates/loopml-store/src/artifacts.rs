@@ -39,8 +39,7 @@ impl ArtifactPath {
         if raw.contains('\0') || raw.contains('\\') {
             return Err(bad("contains a NUL byte or a backslash"));
         }
-        if raw.len() >= 2 && raw.as_bytes()[1] == b':' && raw.as_bytes()[0].is_ascii_alphabetic()
-        {
+        if raw.len() >= 2 && raw.as_bytes()[1] == b':' && raw.as_bytes()[0].is_ascii_alphabetic() {
             return Err(bad("looks like a Windows drive path"));
         }
         let mut parts = Vec::new();
@@ -175,7 +174,9 @@ impl ArtifactStore {
         E: std::fmt::Display,
     {
         if path.is_root() {
-            return Err(StoreError::InvalidPath("an artifact file needs a name".into()));
+            return Err(StoreError::InvalidPath(
+                "an artifact file needs a name".into(),
+            ));
         }
         self.confine(path)?;
         let loc = path.to_object_path()?;
@@ -218,7 +219,10 @@ impl ArtifactStore {
             other => other.into(),
         })?;
         let size = res.meta.size;
-        let stream = res.into_stream().map(|r| r.map_err(StoreError::from)).boxed();
+        let stream = res
+            .into_stream()
+            .map(|r| r.map_err(StoreError::from))
+            .boxed();
         Ok((size, stream))
     }
 
@@ -267,7 +271,9 @@ impl ArtifactStore {
     /// Deletes a file, or a directory and everything under it.
     pub async fn delete(&self, path: &ArtifactPath) -> Result<(), StoreError> {
         if path.is_root() {
-            return Err(StoreError::InvalidPath("refusing to delete the artifact root".into()));
+            return Err(StoreError::InvalidPath(
+                "refusing to delete the artifact root".into(),
+            ));
         }
         self.confine(path)?;
         let loc = path.to_object_path()?;
@@ -315,7 +321,9 @@ mod tests {
         assert!(ArtifactPath::parse("").unwrap().is_root());
     }
 
-    fn body(parts: Vec<&'static [u8]>) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
+    fn body(
+        parts: Vec<&'static [u8]>,
+    ) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
         futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p))))
     }
 
@@ -324,7 +332,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::local(dir.path()).unwrap();
         let p = ArtifactPath::parse("1/run/artifacts/sub/x.txt").unwrap();
-        let n = store.put(&p, body(vec![b"hello ", b"world"])).await.unwrap();
+        let n = store
+            .put(&p, body(vec![b"hello ", b"world"]))
+            .await
+            .unwrap();
         assert_eq!(n, 11);
         let (size, mut s) = store.get(&p).await.unwrap();
         assert_eq!(size, 11);
@@ -337,11 +348,33 @@ mod tests {
             .list(&ArtifactPath::parse("1/run/artifacts").unwrap())
             .await
             .unwrap();
-        assert_eq!(l, vec![ArtifactEntry { name: "sub".into(), is_dir: true, size: None }]);
-        assert!(store.list(&p).await.unwrap().is_empty(), "a file lists as empty");
-        assert!(store.list(&ArtifactPath::parse("nope").unwrap()).await.unwrap().is_empty());
-        store.delete(&ArtifactPath::parse("1/run").unwrap()).await.unwrap();
-        assert!(matches!(store.get(&p).await, Err(StoreError::ArtifactNotFound(_))));
+        assert_eq!(
+            l,
+            vec![ArtifactEntry {
+                name: "sub".into(),
+                is_dir: true,
+                size: None
+            }]
+        );
+        assert!(
+            store.list(&p).await.unwrap().is_empty(),
+            "a file lists as empty"
+        );
+        assert!(
+            store
+                .list(&ArtifactPath::parse("nope").unwrap())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .delete(&ArtifactPath::parse("1/run").unwrap())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.get(&p).await,
+            Err(StoreError::ArtifactNotFound(_))
+        ));
     }
 
     #[cfg(unix)]
@@ -354,7 +387,10 @@ mod tests {
         let store = ArtifactStore::local(&root).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
         let p = ArtifactPath::parse("link/secret").unwrap();
-        assert!(matches!(store.get(&p).await, Err(StoreError::InvalidPath(_))));
+        assert!(matches!(
+            store.get(&p).await,
+            Err(StoreError::InvalidPath(_))
+        ));
         assert!(matches!(
             store.put(&p, body(vec![b"x"])).await,
             Err(StoreError::InvalidPath(_))

@@ -30,7 +30,9 @@ impl std::str::FromStr for Durability {
         match s.to_ascii_lowercase().as_str() {
             "normal" => Ok(Durability::Normal),
             "full" => Ok(Durability::Full),
-            other => Err(format!("unknown durability '{other}' (expected 'normal' or 'full')")),
+            other => Err(format!(
+                "unknown durability '{other}' (expected 'normal' or 'full')"
+            )),
         }
     }
 }

@@ -49,7 +49,9 @@ pub mod de {
             Value::Bool(b) => Ok(Some(b)),
             Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
             Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            v => Err(D::Error::custom(format!("expected 'true' or 'false', got {v}"))),
+            v => Err(D::Error::custom(format!(
+                "expected 'true' or 'false', got {v}"
+            ))),
         }
     }
 
@@ -139,7 +141,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
                 .map(Mlflow)
                 .map_err(bad_request);
         }
-        serde_json::from_slice(&body).map(Mlflow).map_err(bad_request)
+        serde_json::from_slice(&body)
+            .map(Mlflow)
+            .map_err(bad_request)
     }
 }
 
@@ -895,7 +899,9 @@ mod tests {
 
     #[test]
     fn query_strings_become_messages() {
-        let v = query_to_json(Some("run_id=a&run_uuid=a&max_results=25000&order_by=x&order_by=y"));
+        let v = query_to_json(Some(
+            "run_id=a&run_uuid=a&max_results=25000&order_by=x&order_by=y",
+        ));
         let h: GetHistory = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(h.max_results, Some(25000));
         let s: SearchRuns = serde_json::from_value(v).unwrap();
@@ -907,10 +913,22 @@ mod tests {
 
     #[test]
     fn nan_and_infinity_serialize_as_mlflow_strings() {
-        let m = Metric { key: "k".into(), value: f64::NAN, timestamp: 1, step: 0 };
+        let m = Metric {
+            key: "k".into(),
+            value: f64::NAN,
+            timestamp: 1,
+            step: 0,
+        };
         let s = serde_json::to_string(&MetricJson::from(&m)).unwrap();
         assert!(s.contains("\"NaN\""));
-        let m = Metric { value: f64::NEG_INFINITY, ..m };
-        assert!(serde_json::to_string(&MetricJson::from(&m)).unwrap().contains("\"-Infinity\""));
+        let m = Metric {
+            value: f64::NEG_INFINITY,
+            ..m
+        };
+        assert!(
+            serde_json::to_string(&MetricJson::from(&m))
+                .unwrap()
+                .contains("\"-Infinity\"")
+        );
     }
 }

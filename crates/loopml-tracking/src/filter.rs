@@ -171,7 +171,9 @@ impl<'a> Scanner<'a> {
         &rest[..end]
     }
     fn quoted(&mut self) -> Result<String> {
-        let quote = self.peek().ok_or_else(|| invalid("unexpected end of filter"))?;
+        let quote = self
+            .peek()
+            .ok_or_else(|| invalid("unexpected end of filter"))?;
         let body_start = self.pos + quote.len_utf8();
         let rest = &self.src[body_start..];
         let mut out = String::new();
@@ -240,7 +242,9 @@ fn parse_identifier(s: &mut Scanner<'_>) -> Result<Entity> {
                         let key = s.quoted()?;
                         make_entity(Some(prefix), key, src)
                     }
-                    _ => Err(invalid(format!("Invalid identifier '{w}' in filter '{src}'"))),
+                    _ => Err(invalid(format!(
+                        "Invalid identifier '{w}' in filter '{src}'"
+                    ))),
                 }
             } else if let Some((prefix, key)) = w.split_once('.') {
                 make_entity(Some(prefix), key.to_string(), src)
@@ -284,7 +288,10 @@ fn parse_op(s: &mut Scanner<'_>) -> Result<Op> {
         if s.keyword("IN") {
             return Ok(Op::NotIn);
         }
-        return Err(invalid(format!("Invalid clause(s) in filter string: 'NOT' in '{}'", s.src)));
+        return Err(invalid(format!(
+            "Invalid clause(s) in filter string: 'NOT' in '{}'",
+            s.src
+        )));
     }
     if s.keyword("IS") {
         if s.keyword("NOT") {
@@ -294,7 +301,10 @@ fn parse_op(s: &mut Scanner<'_>) -> Result<Op> {
         } else if s.keyword("NULL") {
             return Ok(Op::IsNull);
         }
-        return Err(invalid(format!("Invalid filter '{}': expected IS [NOT] NULL", s.src)));
+        return Err(invalid(format!(
+            "Invalid filter '{}': expected IS [NOT] NULL",
+            s.src
+        )));
     }
     Err(invalid(format!(
         "Invalid comparator in filter '{}' at '{}'. Valid comparators are =, !=, >, >=, <, <=, \
@@ -342,7 +352,12 @@ fn parse_value(s: &mut Scanner<'_>, op: Op) -> Result<Literal> {
                         s.pos += 1;
                         break;
                     }
-                    _ => return Err(invalid(format!("Invalid filter '{}': unclosed list", s.src))),
+                    _ => {
+                        return Err(invalid(format!(
+                            "Invalid filter '{}': unclosed list",
+                            s.src
+                        )));
+                    }
                 }
             }
             Ok(Literal::List(items))
@@ -360,7 +375,10 @@ fn parse_value(s: &mut Scanner<'_>, op: Op) -> Result<Literal> {
                 .map_or(rest.len(), |(i, _)| i);
             let text = &rest[..end];
             let num: f64 = text.parse().map_err(|_| {
-                invalid(format!("Invalid filter '{}': '{text}' is not a number", s.src))
+                invalid(format!(
+                    "Invalid filter '{}': '{text}' is not a number",
+                    s.src
+                ))
             })?;
             s.pos += end;
             Ok(Literal::Num(num, text.to_string()))
@@ -448,7 +466,10 @@ impl Clause {
             Literal::Num(v, _) => Ok(*v),
             Literal::Str(v) if matches!(self.entity, Entity::Attribute(_)) => {
                 v.parse().map_err(|_| {
-                    invalid(format!("Expected numeric value type for {}", self.entity.describe()))
+                    invalid(format!(
+                        "Expected numeric value type for {}",
+                        self.entity.describe()
+                    ))
                 })
             }
             _ => Err(invalid(format!(

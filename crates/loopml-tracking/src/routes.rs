@@ -26,7 +26,9 @@ use crate::validation::parse_experiment_id;
 fn json<T: Serialize>(v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => Error::InvalidParameter(format!("could not encode response: {e}")).into_response(),
+        Err(e) => {
+            Error::InvalidParameter(format!("could not encode response: {e}")).into_response()
+        }
     }
 }
 
@@ -35,7 +37,8 @@ fn empty() -> Response {
 }
 
 fn required(v: Option<String>, name: &str) -> Result<String> {
-    v.filter(|s| !s.is_empty()).ok_or_else(|| Error::missing(name))
+    v.filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::missing(name))
 }
 
 fn run_id(run_id: Option<String>, run_uuid: Option<String>) -> Result<String> {
@@ -71,7 +74,9 @@ async fn create_experiment(
     let id = s
         .create_experiment(name, r.artifact_location, key_values(r.tags)?)
         .await?;
-    Ok(json(&serde_json::json!({ "experiment_id": id.to_string() })))
+    Ok(json(
+        &serde_json::json!({ "experiment_id": id.to_string() }),
+    ))
 }
 
 #[derive(Serialize)]
@@ -127,7 +132,8 @@ async fn update_experiment(
     Mlflow(r): Mlflow<api::UpdateExperiment>,
 ) -> Result<Response> {
     let id = experiment_id(r.experiment_id)?;
-    s.rename_experiment(id, required(r.new_name, "new_name")?).await?;
+    s.rename_experiment(id, required(r.new_name, "new_name")?)
+        .await?;
     Ok(empty())
 }
 
@@ -187,7 +193,13 @@ async fn create_run(
         None => 0,
     };
     let run = s
-        .create_run(exp, r.user_id, r.run_name, r.start_time, key_values(r.tags)?)
+        .create_run(
+            exp,
+            r.user_id,
+            r.run_name,
+            r.start_time,
+            key_values(r.tags)?,
+        )
         .await?;
     Ok(json(&RunResponse { run: (&run).into() }))
 }
@@ -432,7 +444,12 @@ async fn log_outputs(
     let models = r
         .models
         .into_iter()
-        .map(|m| Ok((m.model_id.ok_or_else(|| Error::missing("model_id"))?, m.step.unwrap_or(0))))
+        .map(|m| {
+            Ok((
+                m.model_id.ok_or_else(|| Error::missing("model_id"))?,
+                m.step.unwrap_or(0),
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     s.log_outputs(id, models).await?;
     Ok(empty())
@@ -464,7 +481,9 @@ async fn get_metric_history(
 ) -> Result<Response> {
     let id = run_id(r.run_id, r.run_uuid)?;
     let key = required(r.metric_key, "metric_key")?;
-    let page = s.metric_history(id, key, r.max_results, r.page_token).await?;
+    let page = s
+        .metric_history(id, key, r.max_results, r.page_token)
+        .await?;
     if page.items.is_empty() && page.next_page_token.is_none() {
         return Ok(empty());
     }
@@ -487,10 +506,19 @@ async fn get_metric_history_bulk_interval(
     ids.extend(r.run_id);
     let key = required(r.metric_key, "metric_key")?;
     let points = s
-        .metric_history_bulk_interval(ids, key, r.start_step, r.end_step, r.max_results.unwrap_or(320))
+        .metric_history_bulk_interval(
+            ids,
+            key,
+            r.start_step,
+            r.end_step,
+            r.max_results.unwrap_or(320),
+        )
         .await?;
     Ok(json(&BulkHistory {
-        metrics: points.iter().map(|(id, m)| api::RunMetricJson::new(id, m)).collect(),
+        metrics: points
+            .iter()
+            .map(|(id, m)| api::RunMetricJson::new(id, m))
+            .collect(),
     }))
 }
 
@@ -601,7 +629,8 @@ async fn search_logged_models(
             .into_iter()
             .map(|d| {
                 Ok((
-                    d.dataset_name.ok_or_else(|| Error::missing("dataset_name"))?,
+                    d.dataset_name
+                        .ok_or_else(|| Error::missing("dataset_name"))?,
                     d.dataset_digest,
                 ))
             })
@@ -701,7 +730,10 @@ async fn upload_artifact(
     req: Request,
 ) -> Result<Response> {
     let p = ArtifactPath::parse(&path)?;
-    let body = req.into_body().into_data_stream().map_err(|e| e.to_string());
+    let body = req
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| e.to_string());
     s.artifacts().put(&p, body).await?;
     Ok(empty())
 }
@@ -857,7 +889,10 @@ pub fn router(service: TrackingService) -> Router {
         r = r
             .nest(&format!("{prefix}/2.0/mlflow"), tracking_routes())
             .nest(&format!("{prefix}/2.0/mlflow-artifacts"), artifact_routes())
-            .route(&format!("{prefix}/3.0/mlflow/server-info"), get(server_info));
+            .route(
+                &format!("{prefix}/3.0/mlflow/server-info"),
+                get(server_info),
+            );
     }
     r.with_state(service)
 }
@@ -869,11 +904,15 @@ mod tests {
     #[test]
     fn proxied_paths() {
         assert_eq!(
-            proxied_artifact_path("mlflow-artifacts:/1/abc/artifacts").unwrap().as_str(),
+            proxied_artifact_path("mlflow-artifacts:/1/abc/artifacts")
+                .unwrap()
+                .as_str(),
             "1/abc/artifacts"
         );
         assert_eq!(
-            proxied_artifact_path("mlflow-artifacts://host:5000/1/x").unwrap().as_str(),
+            proxied_artifact_path("mlflow-artifacts://host:5000/1/x")
+                .unwrap()
+                .as_str(),
             "1/x"
         );
         assert!(proxied_artifact_path("s3://bucket/x").is_none());

@@ -590,7 +590,11 @@ impl TrackingService {
             });
         }
         let user = user_id
-            .or_else(|| tags.iter().find(|t| t.key == USER_TAG).map(|t| t.value.clone()))
+            .or_else(|| {
+                tags.iter()
+                    .find(|t| t.key == USER_TAG)
+                    .map(|t| t.value.clone())
+            })
             .unwrap_or_default();
         let run_id = new_id();
         let start = start_time.unwrap_or_else(now_ms);
@@ -604,7 +608,8 @@ impl TrackingService {
                          state is deleted."
                     )));
                 }
-                let artifact_uri = format!("{}/{rid}/artifacts", artifact_base(&e.artifact_location));
+                let artifact_uri =
+                    format!("{}/{rid}/artifacts", artifact_base(&e.artifact_location));
                 c.execute(
                     "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, \
                      end_time, artifact_uri, lifecycle_stage) \
@@ -790,7 +795,12 @@ impl TrackingService {
                     "SELECT timestamp, step, value, is_nan FROM metrics \
                      WHERE run_uuid = ? AND key = ? \
                      ORDER BY timestamp, step, value LIMIT ? OFFSET ?",
-                    &[(&run_id).into(), (&key).into(), (max + 1).into(), offset.into()],
+                    &[
+                        (&run_id).into(),
+                        (&key).into(),
+                        (max + 1).into(),
+                        offset.into(),
+                    ],
                     |r| {
                         Ok(Metric {
                             key: key.clone(),
@@ -865,7 +875,11 @@ impl TrackingService {
                         let n = max_results as usize;
                         (0..n)
                             .map(|i| {
-                                steps[if n == 1 { 0 } else { i * (steps.len() - 1) / (n - 1) }]
+                                steps[if n == 1 {
+                                    0
+                                } else {
+                                    i * (steps.len() - 1) / (n - 1)
+                                }]
                             })
                             .collect()
                     };
@@ -983,7 +997,9 @@ impl TrackingService {
     ) -> Result<LoggedModel> {
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
-                if let Some(bad) = n.chars().find(|c| matches!(c, '/' | ':' | '.' | '%' | '"' | '\''))
+                if let Some(bad) = n
+                    .chars()
+                    .find(|c| matches!(c, '/' | ':' | '.' | '%' | '"' | '\''))
                 {
                     return Err(Error::InvalidParameter(format!(
                         "Invalid model name '{n}': names cannot contain '{bad}' (the characters \
@@ -1143,8 +1159,14 @@ impl TrackingService {
                 next_page_token: None,
             });
         }
-        let (q, params) =
-            sql::search_models_sql(&exp_ids, &clauses, &req.datasets, &req.order_by, max + 1, offset)?;
+        let (q, params) = sql::search_models_sql(
+            &exp_ids,
+            &clauses,
+            &req.datasets,
+            &req.order_by,
+            max + 1,
+            offset,
+        )?;
         self.db
             .read(move |c| {
                 let mut ids = c.query(&q, &params, |r| r.string(0))?;
@@ -1193,7 +1215,12 @@ fn validate_dataset(d: &NewDatasetInput) -> Result<()> {
     check("source_type", &ds.source_type, 36, true)?;
     check("source", &ds.source, 65535, true)?;
     check("schema", ds.schema.as_deref().unwrap_or(""), 1 << 20, false)?;
-    check("profile", ds.profile.as_deref().unwrap_or(""), 16 << 20, false)?;
+    check(
+        "profile",
+        ds.profile.as_deref().unwrap_or(""),
+        16 << 20,
+        false,
+    )?;
     for t in &d.tags {
         if t.key.is_empty() || t.key.len() > 255 {
             return Err(Error::InvalidParameter(format!(

@@ -129,7 +129,10 @@ fn numeric_cmp(col: &str, clause: &Clause) -> Result<(String, f64)> {
             clause.entity.describe()
         )));
     }
-    Ok((format!("{col} {} ?", clause.op.sql()), clause.numeric_value()?))
+    Ok((
+        format!("{col} {} ?", clause.op.sql()),
+        clause.numeric_value()?,
+    ))
 }
 
 /// A key/value table condition (`params`, `tags`, …) for one clause.
@@ -176,7 +179,11 @@ fn list_condition(col: &str, clause: &Clause, params: &mut Vec<Value<'static>>) 
         )));
     };
     params.extend(items.iter().map(|i| Value::from(i.clone())));
-    Ok(format!("{col} {} ({})", clause.op.sql(), placeholders(items.len())))
+    Ok(format!(
+        "{col} {} ({})",
+        clause.op.sql(),
+        placeholders(items.len())
+    ))
 }
 
 /// Builds the query for an experiments search: returns SQL and parameters.
@@ -188,7 +195,10 @@ pub fn search_experiments_sql(
     offset: i64,
 ) -> Result<(String, Vec<Value<'static>>)> {
     let mut params: Vec<Value<'static>> = stages.iter().map(|s| Value::from(*s)).collect();
-    let mut wheres = vec![format!("e.lifecycle_stage IN ({})", placeholders(stages.len()))];
+    let mut wheres = vec![format!(
+        "e.lifecycle_stage IN ({})",
+        placeholders(stages.len())
+    )];
     for clause in clauses {
         let cond = match &clause.entity {
             Entity::Attribute(a) => match a.as_str() {
@@ -535,7 +545,11 @@ pub fn search_runs_sql(
                 ));
             }
             Entity::Param(k) | Entity::Tag(k) => {
-                let table = if matches!(o.entity, Entity::Param(_)) { "params" } else { "tags" };
+                let table = if matches!(o.entity, Entity::Param(_)) {
+                    "params"
+                } else {
+                    "tags"
+                };
                 joins.push_str(&format!(
                     " LEFT JOIN {table} o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
                 ));
@@ -562,7 +576,10 @@ pub fn search_runs_sql(
 
     let mut params: Vec<Value<'static>> = Vec::new();
     let mut wheres = vec![
-        format!("r.experiment_id IN ({})", placeholders(experiment_ids.len())),
+        format!(
+            "r.experiment_id IN ({})",
+            placeholders(experiment_ids.len())
+        ),
         format!("r.lifecycle_stage IN ({})", placeholders(stages.len())),
     ];
     params.extend(experiment_ids.iter().map(|i| Value::Int(*i)));
@@ -586,8 +603,12 @@ pub fn search_runs_sql(
                     clause.op.sql()
                 )
             }
-            Entity::Param(k) => kv_condition("params", "run_uuid", "r.run_uuid", k, clause, &mut params)?,
-            Entity::Tag(k) => kv_condition("tags", "run_uuid", "r.run_uuid", k, clause, &mut params)?,
+            Entity::Param(k) => {
+                kv_condition("params", "run_uuid", "r.run_uuid", k, clause, &mut params)?
+            }
+            Entity::Tag(k) => {
+                kv_condition("tags", "run_uuid", "r.run_uuid", k, clause, &mut params)?
+            }
             Entity::Attribute(a) => {
                 let (col, numeric) = run_attribute(a).ok_or_else(|| {
                     Error::InvalidParameter(format!(
@@ -839,7 +860,10 @@ pub fn search_models_sql(
 
     let mut params: Vec<Value<'static>> = experiment_ids.iter().map(|i| Value::Int(*i)).collect();
     let mut wheres = vec![
-        format!("m.experiment_id IN ({})", placeholders(experiment_ids.len())),
+        format!(
+            "m.experiment_id IN ({})",
+            placeholders(experiment_ids.len())
+        ),
         "m.lifecycle_stage = 'active'".to_string(),
     ];
     for clause in clauses {

@@ -52,7 +52,11 @@ pub fn validate_key(key: &str, what: &str) -> Result<()> {
              slashes (/)."
         )));
     }
-    if key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key.starts_with('/')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(Error::InvalidParameter(format!(
             "Invalid value \"{key}\" for parameter '{what}' supplied: Names cannot resolve to a \
              different path when normalized (no leading '/', empty segments, '.' or '..')."
@@ -75,8 +79,7 @@ pub fn truncate(mut value: String, max: usize) -> String {
 pub fn validate_experiment_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(Error::InvalidParameter(
-            "Invalid experiment name: '' . The experiment name must be a non-empty string."
-                .into(),
+            "Invalid experiment name: '' . The experiment name must be a non-empty string.".into(),
         ));
     }
     if name.chars().count() > MAX_EXPERIMENT_NAME_LEN {
@@ -89,19 +92,26 @@ pub fn validate_experiment_name(name: &str) -> Result<()> {
 
 /// Parses an experiment id (integer string).
 pub fn parse_experiment_id(raw: &str) -> Result<i64> {
-    raw.trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-        Error::InvalidParameter(format!(
-            "Invalid value '{raw}' for parameter 'experiment_id': experiment ids are \
+    raw.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "Invalid value '{raw}' for parameter 'experiment_id': experiment ids are \
              non-negative integers."
-        ))
-    })
+            ))
+        })
 }
 
 /// Checks a run id's format.
 pub fn validate_run_id(raw: &str) -> Result<()> {
     let ok = !raw.is_empty()
         && raw.len() <= 256
-        && raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && raw
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -124,7 +134,11 @@ pub fn decode_page_token(token: Option<&str>) -> Result<i64> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Ok(0);
     };
-    let bad = || Error::InvalidParameter(format!("Invalid page token, could not base64-decode: {token}"));
+    let bad = || {
+        Error::InvalidParameter(format!(
+            "Invalid page token, could not base64-decode: {token}"
+        ))
+    };
     let raw = base64::engine::general_purpose::STANDARD
         .decode(token)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
@@ -145,7 +159,16 @@ mod tests {
         for ok in ["m", "a/b", "loss v2", "x:y", "über_metric", "a.b-c"] {
             validate_key(ok, "key").unwrap();
         }
-        for bad in ["bad|name", "../x", "/x", "a//b", "a/./b", "a/", "", &"k".repeat(251)] {
+        for bad in [
+            "bad|name",
+            "../x",
+            "/x",
+            "a//b",
+            "a/./b",
+            "a/",
+            "",
+            &"k".repeat(251),
+        ] {
             assert!(validate_key(bad, "key").is_err(), "{bad} accepted");
         }
     }

@@ -1,4 +1,5 @@
 //! Drives the tracking router in-process against a real SQLite file and artifact folder.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use axum::Router;
 use axum::body::Body;
@@ -26,7 +27,9 @@ fn app() -> App {
 
 impl App {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(format!("/api/2.0/mlflow/{path}"));
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/api/2.0/mlflow/{path}"));
         let body = match body {
             Some(b) => {
                 req = req.header("content-type", "application/json");
@@ -34,13 +37,21 @@ impl App {
             }
             None => Body::empty(),
         };
-        let resp = self.router.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let v = if bytes.is_empty() {
             json!({})
         } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         (status, v)
     }
@@ -51,7 +62,11 @@ impl App {
     }
     async fn new_run(&self, exp: &str) -> String {
         let v = self
-            .ok("POST", "runs/create", Some(json!({"experiment_id": exp, "start_time": 1})))
+            .ok(
+                "POST",
+                "runs/create",
+                Some(json!({"experiment_id": exp, "start_time": 1})),
+            )
             .await;
         v["run"]["info"]["run_id"].as_str().unwrap().to_string()
     }
@@ -67,14 +82,31 @@ async fn default_experiment_and_duplicate_names() {
     let v = a.ok("GET", "experiments/get?experiment_id=0", None).await;
     assert_eq!(v["experiment"]["name"], "Default");
     assert_eq!(v["experiment"]["artifact_location"], "mlflow-artifacts:/0");
-    let v = a.ok("POST", "experiments/create", Some(json!({"name": "e"}))).await;
+    let v = a
+        .ok("POST", "experiments/create", Some(json!({"name": "e"})))
+        .await;
     assert_eq!(v["experiment_id"], "1");
-    let (s, v) = a.call("POST", "experiments/create", Some(json!({"name": "e"}))).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"));
-    let (s, v) = a.call("GET", "experiments/get?experiment_id=99", None).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"));
-    let (s, v) = a.call("GET", "experiments/get-by-name?experiment_name=nope", None).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"));
+    let (s, v) = a
+        .call("POST", "experiments/create", Some(json!({"name": "e"})))
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS")
+    );
+    let (s, v) = a
+        .call("GET", "experiments/get?experiment_id=99", None)
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
+    );
+    let (s, v) = a
+        .call("GET", "experiments/get-by-name?experiment_name=nope", None)
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
+    );
 }
 
 #[tokio::test]
@@ -93,8 +125,12 @@ async fn post_without_content_type_is_rejected() {
 async fn failed_batch_writes_nothing() {
     let a = app();
     let run = a.new_run("0").await;
-    a.ok("POST", "runs/log-parameter", Some(json!({"run_id": run, "key": "p", "value": "1"})))
-        .await;
+    a.ok(
+        "POST",
+        "runs/log-parameter",
+        Some(json!({"run_id": run, "key": "p", "value": "1"})),
+    )
+    .await;
     // The param overwrite fails after the metric and the other param were inserted in the
     // same transaction: none of them may remain.
     let (s, v) = a
@@ -107,13 +143,27 @@ async fn failed_batch_writes_nothing() {
                 "tags": [{"key": "t", "value": "v"}]})),
         )
         .await;
-    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"));
-    assert!(v["message"].as_str().unwrap().contains("Changing param values is not allowed"));
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("Changing param values is not allowed")
+    );
     let r = a.ok("GET", &format!("runs/get?run_id={run}"), None).await;
     assert!(r["run"]["data"]["metrics"].as_array().unwrap().is_empty());
     let params = r["run"]["data"]["params"].as_array().unwrap();
     assert_eq!(params.len(), 1, "{params:?}");
-    assert!(r["run"]["data"]["tags"].as_array().unwrap().iter().all(|t| t["key"] != "t"));
+    assert!(
+        r["run"]["data"]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["key"] != "t")
+    );
 }
 
 #[tokio::test]
@@ -124,10 +174,19 @@ async fn batch_limits_and_key_rules() {
         .map(|i| json!({"key": "m", "value": 1.0, "timestamp": 1, "step": i}))
         .collect();
     let (s, v) = a
-        .call("POST", "runs/log-batch", Some(json!({"run_id": run, "metrics": metrics})))
+        .call(
+            "POST",
+            "runs/log-batch",
+            Some(json!({"run_id": run, "metrics": metrics})),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["message"].as_str().unwrap().contains("at most 1000 metrics"));
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1000 metrics")
+    );
     for bad in ["bad|name", "../x", "/abs"] {
         let (s, v) = a
             .call(
@@ -136,22 +195,37 @@ async fn batch_limits_and_key_rules() {
                 Some(json!({"run_id": run, "key": bad, "value": 1, "timestamp": 1})),
             )
             .await;
-        assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"), "{bad}");
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
+            "{bad}"
+        );
     }
     let (s, _) = a
-        .call("POST", "runs/log-metric", Some(json!({"run_id": run, "key": "m", "value": 1})))
+        .call(
+            "POST",
+            "runs/log-metric",
+            Some(json!({"run_id": run, "key": "m", "value": 1})),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "timestamp is required");
     // Long param values are truncated, not rejected; string int64s and "Infinity" accepted.
-    a.ok("POST", "runs/log-parameter", Some(json!({"run_id": run, "key": "long", "value": "x".repeat(7000)})))
-        .await;
+    a.ok(
+        "POST",
+        "runs/log-parameter",
+        Some(json!({"run_id": run, "key": "long", "value": "x".repeat(7000)})),
+    )
+    .await;
     a.ok("POST", "runs/log-metric", Some(json!({"run_id": run, "key": "inf", "value": "Infinity", "timestamp": "5", "step": "7"})))
         .await;
     let r = a.ok("GET", &format!("runs/get?run_id={run}"), None).await;
     let p = &r["run"]["data"]["params"][0];
     assert_eq!(p["value"].as_str().unwrap().len(), 6000);
     let m = &r["run"]["data"]["metrics"][0];
-    assert_eq!((m["value"].as_str(), m["step"].as_i64()), (Some("Infinity"), Some(7)));
+    assert_eq!(
+        (m["value"].as_str(), m["step"].as_i64()),
+        (Some("Infinity"), Some(7))
+    );
 }
 
 #[tokio::test]
@@ -162,19 +236,37 @@ async fn metric_history_orders_and_pages() {
         .rev()
         .map(|i| json!({"key": "loss", "value": i as f64, "timestamp": 1000 + i, "step": i}))
         .collect();
-    a.ok("POST", "runs/log-batch", Some(json!({"run_id": run, "metrics": metrics}))).await;
+    a.ok(
+        "POST",
+        "runs/log-batch",
+        Some(json!({"run_id": run, "metrics": metrics})),
+    )
+    .await;
     // Duplicate point is stored once.
-    a.ok("POST", "runs/log-metric", Some(json!({"run_id": run, "key": "loss", "value": 0.0, "timestamp": 1000, "step": 0})))
-        .await;
+    a.ok(
+        "POST",
+        "runs/log-metric",
+        Some(json!({"run_id": run, "key": "loss", "value": 0.0, "timestamp": 1000, "step": 0})),
+    )
+    .await;
     let mut token: Option<String> = None;
     let mut all = Vec::new();
     loop {
         let mut q = format!("metrics/get-history?run_id={run}&metric_key=loss&max_results=100");
         if let Some(t) = &token {
-            q.push_str(&format!("&page_token={}", t.replace('=', "%3D").replace('+', "%2B")));
+            q.push_str(&format!(
+                "&page_token={}",
+                t.replace('=', "%3D").replace('+', "%2B")
+            ));
         }
         let v = a.ok("GET", &q, None).await;
-        all.extend(v["metrics"].as_array().unwrap().iter().map(|m| m["timestamp"].as_i64().unwrap()));
+        all.extend(
+            v["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["timestamp"].as_i64().unwrap()),
+        );
         match v.get("next_page_token").and_then(Value::as_str) {
             Some(t) => token = Some(t.to_string()),
             None => break,
@@ -183,8 +275,17 @@ async fn metric_history_orders_and_pages() {
     assert_eq!(all.len(), 250);
     assert!(all.windows(2).all(|w| w[0] < w[1]));
     let r = a.ok("GET", &format!("runs/get?run_id={run}"), None).await;
-    assert_eq!(r["run"]["data"]["metrics"][0]["step"], 249, "latest is the largest step");
-    let v = a.ok("GET", &format!("metrics/get-history?run_id={run}&metric_key=none"), None).await;
+    assert_eq!(
+        r["run"]["data"]["metrics"][0]["step"], 249,
+        "latest is the largest step"
+    );
+    let v = a
+        .ok(
+            "GET",
+            &format!("metrics/get-history?run_id={run}&metric_key=none"),
+            None,
+        )
+        .await;
     assert_eq!(v, json!({}));
 }
 
@@ -194,7 +295,8 @@ async fn search_runs_grammar_order_and_paging() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let run = a.new_run("0").await;
-        let mut metrics = vec![json!({"key": "acc", "value": i as f64 / 10.0, "timestamp": 1, "step": 0})];
+        let mut metrics =
+            vec![json!({"key": "acc", "value": i as f64 / 10.0, "timestamp": 1, "step": 0})];
         if i == 4 {
             metrics.clear(); // run 4 has no acc: sorts last
         }
@@ -217,40 +319,128 @@ async fn search_runs_grammar_order_and_paging() {
     };
     let ids_of = |v: &Value| -> Vec<String> {
         v["runs"].as_array().map_or(vec![], |r| {
-            r.iter().map(|x| x["info"]["run_id"].as_str().unwrap().to_string()).collect()
+            r.iter()
+                .map(|x| x["info"]["run_id"].as_str().unwrap().to_string())
+                .collect()
         })
     };
-    let v = a.ok("POST", "runs/search", Some(search("metrics.acc >= 0.1 AND params.lr = '0.1'", vec!["metrics.acc DESC"], 100, None))).await;
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(search(
+                "metrics.acc >= 0.1 AND params.lr = '0.1'",
+                vec!["metrics.acc DESC"],
+                100,
+                None,
+            )),
+        )
+        .await;
     assert_eq!(ids_of(&v), vec![ids[2].clone()]);
-    let v = a.ok("POST", "runs/search", Some(search("tags.team LIKE 'vis%'", vec![], 100, None))).await;
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(search("tags.team LIKE 'vis%'", vec![], 100, None)),
+        )
+        .await;
     assert!(ids_of(&v).is_empty(), "LIKE is case-sensitive");
-    let v = a.ok("POST", "runs/search", Some(search("tags.team ILIKE 'vis%'", vec![], 100, None))).await;
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(search("tags.team ILIKE 'vis%'", vec![], 100, None)),
+        )
+        .await;
     assert_eq!(ids_of(&v).len(), 2);
-    let v = a.ok("POST", "runs/search", Some(search(&format!("attributes.run_id IN ('{}', '{}')", ids[0], ids[3]), vec![], 100, None))).await;
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(search(
+                &format!("attributes.run_id IN ('{}', '{}')", ids[0], ids[3]),
+                vec![],
+                100,
+                None,
+            )),
+        )
+        .await;
     assert_eq!(ids_of(&v).len(), 2);
-    let v = a.ok("POST", "runs/search", Some(search("tags.team IS NULL", vec![], 100, None))).await;
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(search("tags.team IS NULL", vec![], 100, None)),
+        )
+        .await;
     assert_eq!(v, json!({}), "every run has a team tag");
-    let v = a.ok("POST", "runs/search", Some(search("tags.nothere IS NULL AND tags.team IS NOT NULL", vec![], 100, None))).await;
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(search(
+                "tags.nothere IS NULL AND tags.team IS NOT NULL",
+                vec![],
+                100,
+                None,
+            )),
+        )
+        .await;
     assert_eq!(ids_of(&v).len(), 5);
     // Order with missing values last, then page through one at a time.
     let mut token: Option<String> = None;
     let mut seen = Vec::new();
     loop {
-        let v = a.ok("POST", "runs/search", Some(search("", vec!["metrics.acc DESC"], 2, token.as_deref()))).await;
+        let v = a
+            .ok(
+                "POST",
+                "runs/search",
+                Some(search("", vec!["metrics.acc DESC"], 2, token.as_deref())),
+            )
+            .await;
         seen.extend(ids_of(&v));
         match v.get("next_page_token").and_then(Value::as_str) {
             Some(t) => token = Some(t.to_string()),
             None => break,
         }
     }
-    assert_eq!(seen, vec![ids[3].clone(), ids[2].clone(), ids[1].clone(), ids[0].clone(), ids[4].clone()]);
-    for bad in ["metrics.acc > 1 OR metrics.acc < 0", "metrics.acc = 'abc'", "params.lr > 1", "foo.bar = 1", "params.lr IN ('a')"] {
-        let (s, v) = a.call("POST", "runs/search", Some(search(bad, vec![], 10, None))).await;
-        assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"), "{bad}");
+    assert_eq!(
+        seen,
+        vec![
+            ids[3].clone(),
+            ids[2].clone(),
+            ids[1].clone(),
+            ids[0].clone(),
+            ids[4].clone()
+        ]
+    );
+    for bad in [
+        "metrics.acc > 1 OR metrics.acc < 0",
+        "metrics.acc = 'abc'",
+        "params.lr > 1",
+        "foo.bar = 1",
+        "params.lr IN ('a')",
+    ] {
+        let (s, v) = a
+            .call("POST", "runs/search", Some(search(bad, vec![], 10, None)))
+            .await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
+            "{bad}"
+        );
     }
-    let (s, _) = a.call("POST", "runs/search", Some(search("", vec![], 50001, None))).await;
+    let (s, _) = a
+        .call("POST", "runs/search", Some(search("", vec![], 50001, None)))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = a.call("POST", "runs/search", Some(search("", vec![], 10, Some("garbage")))).await;
+    let (s, _) = a
+        .call(
+            "POST",
+            "runs/search",
+            Some(search("", vec![], 10, Some("garbage"))),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
@@ -258,19 +448,45 @@ async fn search_runs_grammar_order_and_paging() {
 async fn deleted_runs_refuse_writes_and_restore() {
     let a = app();
     let run = a.new_run("0").await;
-    a.ok("POST", "runs/delete", Some(json!({"run_id": run}))).await;
-    let (s, v) = a
-        .call("POST", "runs/log-parameter", Some(json!({"run_id": run, "key": "p", "value": "1"})))
+    a.ok("POST", "runs/delete", Some(json!({"run_id": run})))
         .await;
-    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"));
-    let v = a.ok("POST", "runs/search", Some(json!({"experiment_ids": ["0"], "run_view_type": "DELETED_ONLY"}))).await;
+    let (s, v) = a
+        .call(
+            "POST",
+            "runs/log-parameter",
+            Some(json!({"run_id": run, "key": "p", "value": "1"})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+    );
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "run_view_type": "DELETED_ONLY"})),
+        )
+        .await;
     assert_eq!(v["runs"].as_array().unwrap().len(), 1);
-    a.ok("POST", "runs/restore", Some(json!({"run_id": run}))).await;
-    a.ok("POST", "runs/update", Some(json!({"run_id": run, "run_name": "renamed", "status": "FINISHED", "end_time": 9}))).await;
+    a.ok("POST", "runs/restore", Some(json!({"run_id": run})))
+        .await;
+    a.ok(
+        "POST",
+        "runs/update",
+        Some(json!({"run_id": run, "run_name": "renamed", "status": "FINISHED", "end_time": 9})),
+    )
+    .await;
     let r = a.ok("GET", &format!("runs/get?run_id={run}"), None).await;
     assert_eq!(r["run"]["info"]["run_name"], "renamed");
     assert_eq!(r["run"]["info"]["status"], "FINISHED");
-    assert!(r["run"]["data"]["tags"].as_array().unwrap().iter().any(|t| t["key"] == "mlflow.runName" && t["value"] == "renamed"));
+    assert!(
+        r["run"]["data"]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["key"] == "mlflow.runName" && t["value"] == "renamed")
+    );
     let (s, _) = a.call("GET", "runs/get?run_id=doesnotexist", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -278,7 +494,12 @@ async fn deleted_runs_refuse_writes_and_restore() {
 #[tokio::test]
 async fn artifact_paths_are_confined() {
     let a = app();
-    for path in ["../etc/passwd", "a/../../b", "%2Fetc%2Fpasswd", "..%2F..%2Fsecret"] {
+    for path in [
+        "../etc/passwd",
+        "a/../../b",
+        "%2Fetc%2Fpasswd",
+        "..%2F..%2Fsecret",
+    ] {
         let req = Request::builder()
             .method("PUT")
             .uri(format!("/api/2.0/mlflow-artifacts/artifacts/{path}"))
@@ -292,19 +513,27 @@ async fn artifact_paths_are_confined() {
         .uri("/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/a.txt")
         .body(Body::from("hello"))
         .unwrap();
-    assert_eq!(a.router.clone().oneshot(put).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        a.router.clone().oneshot(put).await.unwrap().status(),
+        StatusCode::OK
+    );
     let get = Request::builder()
         .uri("/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/a.txt")
         .body(Body::empty())
         .unwrap();
     let resp = a.router.clone().oneshot(get).await.unwrap();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(&bytes[..], b"hello");
     let missing = Request::builder()
         .uri("/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/nope.txt")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(a.router.clone().oneshot(missing).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        a.router.clone().oneshot(missing).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -318,18 +547,49 @@ async fn logged_model_lifecycle() {
     let id = v["model"]["info"]["model_id"].as_str().unwrap().to_string();
     assert!(id.starts_with("m-"));
     assert_eq!(v["model"]["info"]["status"], "LOGGED_MODEL_PENDING");
-    assert!(v["model"]["info"]["artifact_uri"].as_str().unwrap().ends_with(&format!("/models/{id}/artifacts")));
-    let (s, _) = a.call("POST", "logged-models", Some(json!({"experiment_id": "0", "name": "a/b"}))).await;
+    assert!(
+        v["model"]["info"]["artifact_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/models/{id}/artifacts"))
+    );
+    let (s, _) = a
+        .call(
+            "POST",
+            "logged-models",
+            Some(json!({"experiment_id": "0", "name": "a/b"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     a.ok("POST", "runs/log-batch", Some(json!({"run_id": run, "metrics": [{"key": "acc", "value": 0.9, "timestamp": 1, "step": 0, "model_id": id}]}))).await;
-    let v = a.ok("PATCH", &format!("logged-models/{id}"), Some(json!({"model_id": id, "status": "LOGGED_MODEL_READY"}))).await;
+    let v = a
+        .ok(
+            "PATCH",
+            &format!("logged-models/{id}"),
+            Some(json!({"model_id": id, "status": "LOGGED_MODEL_READY"})),
+        )
+        .await;
     assert_eq!(v["model"]["info"]["status"], "LOGGED_MODEL_READY");
     assert_eq!(v["model"]["data"]["metrics"][0]["key"], "acc");
-    a.ok("PATCH", &format!("logged-models/{id}/tags"), Some(json!({"tags": [{"key": "lt", "value": "1"}]}))).await;
+    a.ok(
+        "PATCH",
+        &format!("logged-models/{id}/tags"),
+        Some(json!({"tags": [{"key": "lt", "value": "1"}]})),
+    )
+    .await;
     let v = a.ok("POST", "logged-models/search", Some(json!({"experiment_ids": ["0"], "filter": "name = 'model' AND metrics.acc > 0.5", "order_by": [{"field_name": "creation_timestamp", "ascending": false}]}))).await;
     assert_eq!(v["models"].as_array().unwrap().len(), 1);
-    a.ok("DELETE", &format!("logged-models/{id}/tags/lt"), None).await;
-    a.ok("DELETE", &format!("logged-models/{id}"), Some(json!({"model_id": id}))).await;
+    a.ok("DELETE", &format!("logged-models/{id}/tags/lt"), None)
+        .await;
+    a.ok(
+        "DELETE",
+        &format!("logged-models/{id}"),
+        Some(json!({"model_id": id})),
+    )
+    .await;
     let (s, v) = a.call("GET", &format!("logged-models/{id}"), None).await;
-    assert_eq!((s, error_code(&v)), (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"));
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST")
+    );
 }

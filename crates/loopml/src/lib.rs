@@ -92,7 +92,11 @@ impl ServerConfig {
     }
     /// Address to bind.
     pub fn addr(&self) -> anyhow::Result<SocketAddr> {
-        let host = if self.host == "localhost" { "127.0.0.1" } else { &self.host };
+        let host = if self.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
         let ip: std::net::IpAddr = host
             .parse()
             .with_context(|| format!("invalid --host '{}': expected an IP address", self.host))?;
@@ -105,7 +109,10 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn version() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain")], env!("CARGO_PKG_VERSION"))
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {

@@ -1,4 +1,5 @@
 //! End-to-end: start the real `loopml` binary on a free port and talk HTTP to it.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,14 +10,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
-    let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
@@ -30,7 +39,10 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Res
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -64,7 +76,10 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> (Server, Duration) {
             assert_eq!(body, "OK");
             return (server, t0.elapsed());
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "server did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -74,7 +89,13 @@ fn starts_fast_and_serves_default_experiment() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, took) = start(dir.path(), &[]);
     assert!(took < Duration::from_secs(2), "start-up took {took:?}");
-    let (status, body) = http(srv.port, "GET", "/api/2.0/mlflow/experiments/get?experiment_id=0", None).unwrap();
+    let (status, body) = http(
+        srv.port,
+        "GET",
+        "/api/2.0/mlflow/experiments/get?experiment_id=0",
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"name\":\"Default\""), "{body}");
     let (status, body) = http(srv.port, "GET", "/api/2.0/mlflow/no-such-endpoint", None).unwrap();
@@ -88,7 +109,11 @@ fn starts_fast_and_serves_default_experiment() {
 fn flags_beat_env_and_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("loopml.toml");
-    std::fs::write(&cfg, "[server]\nport = 1111\nhost = \"127.0.0.1\"\ndurability = \"full\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[server]\nport = 1111\nhost = \"127.0.0.1\"\ndurability = \"full\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
         .args(["config", "--port", "2222", "--config"])
         .arg(&cfg)
@@ -107,7 +132,10 @@ fn flags_beat_env_and_config_file() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert!(!out.status.success(), "unknown keys in loopml.toml are rejected");
+    assert!(
+        !out.status.success(),
+        "unknown keys in loopml.toml are rejected"
+    );
 }
 
 #[test]
@@ -115,7 +143,13 @@ fn acknowledged_batches_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut srv, _) = start(dir.path(), &[]);
     let port = srv.port;
-    let (_, body) = http(port, "POST", "/api/2.0/mlflow/runs/create", Some(r#"{"experiment_id":"0"}"#)).unwrap();
+    let (_, body) = http(
+        port,
+        "POST",
+        "/api/2.0/mlflow/runs/create",
+        Some(r#"{"experiment_id":"0"}"#),
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let run = v["run"]["info"]["run_id"].as_str().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
@@ -145,7 +179,11 @@ fn acknowledged_batches_survive_kill_9() {
     srv.child.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
     let acked = writer.join().unwrap();
-    assert!(acked.len() > 10, "only {} batches were acknowledged", acked.len());
+    assert!(
+        acked.len() > 10,
+        "only {} batches were acknowledged",
+        acked.len()
+    );
     let (srv2, _) = start(dir.path(), &[]);
     for key in ["k0", "k19"] {
         let (status, body) = http(
@@ -164,7 +202,10 @@ fn acknowledged_batches_survive_kill_9() {
             .map(|m| m["step"].as_i64().unwrap())
             .collect();
         for i in &acked {
-            assert!(steps.contains(&(*i as i64)), "acknowledged batch {i} lost for {key}");
+            assert!(
+                steps.contains(&(*i as i64)),
+                "acknowledged batch {i} lost for {key}"
+            );
         }
     }
 }
