@@ -20,6 +20,49 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 /// Chunk size of streamed uploads.
 const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
+/// Read size of local downloads: large enough that a 1 GB file is ~1000 blocking reads.
+const DOWNLOAD_CHUNK: usize = 1024 * 1024;
+
+/// Streams a local file in large chunks (object_store's local reader uses 8 KiB chunks,
+/// each a blocking-pool round trip, which caps downloads far below disk speed).
+async fn local_file_stream(
+    full: PathBuf,
+    path: &ArtifactPath,
+) -> Result<(u64, ByteStream), StoreError> {
+    let file = match tokio::fs::File::open(&full).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::ArtifactNotFound(path.to_string()));
+        }
+        Err(e) => return Err(StoreError::Artifact(format!("cannot open '{path}': {e}"))),
+    };
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| StoreError::Artifact(format!("cannot stat '{path}': {e}")))?
+        .len();
+    let stream = futures::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = bytes::BytesMut::with_capacity(DOWNLOAD_CHUNK);
+        while buf.len() < DOWNLOAD_CHUNK {
+            let n = file
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| StoreError::Artifact(format!("read failed: {e}")))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some((buf.freeze(), file)))
+        }
+    })
+    .boxed();
+    Ok((size, stream))
+}
+
 /// A normalised, relative artifact path (`/`-separated, no `.`/`..`, never absolute).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ArtifactPath(String);
@@ -212,6 +255,9 @@ impl ArtifactStore {
             && root.join(path.as_str()).is_dir()
         {
             return Err(StoreError::ArtifactNotFound(path.to_string()));
+        }
+        if let Some(root) = &self.local_root {
+            return local_file_stream(root.join(path.as_str()), path).await;
         }
         let loc = path.to_object_path()?;
         let res = self.store.get(&loc).await.map_err(|e| match e {
