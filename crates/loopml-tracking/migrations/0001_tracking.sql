@@ -61,7 +61,6 @@ CREATE TABLE latest_metrics (
     is_nan    INTEGER NOT NULL,
     PRIMARY KEY (run_uuid, key)
 ) WITHOUT ROWID;
-CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);
 
 CREATE TABLE datasets (
     dataset_uuid  TEXT PRIMARY KEY,

@@ -127,6 +127,33 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
     )
 }
 
+/// Tags each request with an id (the caller's `x-request-id`, or a fresh one), echoes it,
+/// and records method, path, status and latency in a tracing span.
+async fn request_span(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    tracing::debug!(request_id = %id, %method, %path, status, micros = start.elapsed().as_micros() as u64, "request");
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
 /// What [`build_app`] returns besides the router: the services, for embedding and tests.
 #[derive(Debug, Clone)]
 pub struct AppHandle {
@@ -149,7 +176,8 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .route("/health", get(health))
         .route("/version", get(version))
         .merge(loopml_tracking::router(tracking.clone()))
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_span));
     Ok((router, AppHandle { tracking }))
 }
 

@@ -101,6 +101,18 @@ fn starts_fast_and_serves_default_experiment() {
     let (status, body) = http(srv.port, "GET", "/api/2.0/mlflow/no-such-endpoint", None).unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("ENDPOINT_NOT_FOUND"), "{body}");
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: x\r\nx-request-id: abc123\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(
+        raw.to_ascii_lowercase().contains("x-request-id: abc123"),
+        "{raw}"
+    );
     assert!(dir.path().join("loopml.db").exists());
     assert!(dir.path().join("artifacts").is_dir());
 }
