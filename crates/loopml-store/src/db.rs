@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 
 use crate::StoreError;
@@ -237,10 +237,156 @@ impl Conn<'_> {
     }
 }
 
+/// Work for the writer thread.
+enum Job {
+    /// Runs inside the shared group-commit transaction, under its own savepoint. Returns
+    /// whether it succeeded and a callback that reports the outcome once the commit is known.
+    Grouped(GroupedJob),
+    /// Runs alone with the connection outside any transaction (migrations).
+    Exclusive(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// A job of the group-commit transaction.
+type GroupedJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+/// Reports a grouped job's result; gets the commit error, if the commit failed.
+type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// Most jobs folded into one commit.
+const MAX_GROUP: usize = 64;
+
 struct Inner {
     config: DatabaseConfig,
-    writer: Mutex<Connection>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     readers: Mutex<Vec<Connection>>,
+}
+
+/// The writer thread: takes every job queued at the moment, runs each under a savepoint
+/// inside one `BEGIN IMMEDIATE` transaction and commits once (group commit). A job that fails
+/// is rolled back to its savepoint alone; nobody hears "ok" before the commit succeeded.
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(j) => j,
+            None => match jobs.recv() {
+                Ok(j) => j,
+                Err(_) => return, // every Database handle is gone
+            },
+        };
+        let first = match first {
+            Job::Exclusive(f) => {
+                if catch_unwind(AssertUnwindSafe(|| f(&mut conn))).is_err() {
+                    tracing::error!("exclusive database job panicked");
+                }
+                continue;
+            }
+            Job::Grouped(f) => f,
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(Job::Grouped(f)) => group.push(f),
+                Ok(other) => {
+                    pending = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_group(&conn, group);
+    }
+}
+
+/// Runs one group of jobs in one transaction (see [`writer_loop`]).
+fn run_group(conn: &Connection, group: Vec<GroupedJob>) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut finishers: Vec<Finish> = Vec::with_capacity(group.len());
+    let mut in_tx = false;
+    for job in group {
+        if !in_tx {
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "cannot begin a write transaction");
+                drop(job); // its caller gets a worker error
+                continue;
+            }
+            in_tx = true;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "cannot open a savepoint");
+            drop(job);
+            continue;
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| job(conn)));
+        if conn.is_autocommit() {
+            // SQLite aborted the whole transaction (I/O error, disk full…): everything in it
+            // so far is gone, so everyone in it hears the failure.
+            let err =
+                StoreError::Worker("the write transaction was aborted by the database".into());
+            for f in finishers.drain(..) {
+                f(Some(&err));
+            }
+            if let Ok((_, f)) = outcome {
+                f(Some(&err));
+            }
+            in_tx = false;
+            continue;
+        }
+        match outcome {
+            Ok((true, finish)) => {
+                let _ = conn.execute_batch("RELEASE job");
+                finishers.push(finish);
+            }
+            Ok((false, finish)) => {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                finishers.push(finish);
+            }
+            Err(_) => {
+                // The job's result sender is dropped, so its caller gets a worker error.
+                tracing::error!("database job panicked; its writes were rolled back");
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+        }
+    }
+    if !in_tx {
+        return;
+    }
+    let commit_err = conn.execute_batch("COMMIT").err().map(StoreError::from);
+    if commit_err.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for finish in finishers {
+        finish(commit_err.as_ref());
+    }
+}
+
+/// Copies WAL frames into the database file every second, off the commit path; truncates
+/// the WAL when it has grown large. Stops when the database is dropped.
+fn checkpoint_loop(inner: std::sync::Weak<Inner>, conn: Connection) {
+    const TRUNCATE_AT: u64 = 256 * 1024 * 1024;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let wal = inner.config.path.with_extension(
+            inner
+                .config
+                .path
+                .extension()
+                .map(|e| format!("{}-wal", e.to_string_lossy()))
+                .unwrap_or_else(|| "wal".into()),
+        );
+        drop(inner);
+        let big = std::fs::metadata(&wal)
+            .map(|m| m.len() > TRUNCATE_AT)
+            .unwrap_or(false);
+        let mode = if big { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// Handle to the metadata database; cheap to clone.
@@ -276,10 +422,12 @@ fn open_connection(config: &DatabaseConfig, write: bool) -> Result<Connection, S
     };
     // case_sensitive_like: MLflow's SQL store compares LIKE case-sensitively (PostgreSQL does
     // natively); ILIKE is written as LOWER(x) LIKE LOWER(y) by callers.
+    // wal_autocheckpoint=0: checkpoints (which fsync) run on a background thread instead of
+    // stalling whichever commit crosses the threshold.
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=10000; \
          PRAGMA foreign_keys=ON; PRAGMA case_sensitive_like=ON; PRAGMA temp_store=MEMORY; \
-         PRAGMA cache_size=-32000;"
+         PRAGMA cache_size=-8000; PRAGMA wal_autocheckpoint=0;"
     ))
     .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(128);
@@ -303,13 +451,23 @@ impl Database {
                domain TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, \
                applied_at INTEGER NOT NULL, PRIMARY KEY (domain, version))",
         )?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
-            }),
-        })
+        let checkpointer = open_connection(&config, false)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+        std::thread::Builder::new()
+            .name("loopml-db-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Worker(format!("cannot start the writer thread: {e}")))?;
+        let inner = Arc::new(Inner {
+            config,
+            jobs: tx,
+            readers: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("loopml-db-checkpoint".into())
+            .spawn(move || checkpoint_loop(weak, checkpointer))
+            .map_err(|e| StoreError::Worker(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Self { inner })
     }
 
     /// Path of the database file.
@@ -324,11 +482,61 @@ impl Database {
 
     /// Applies the not-yet-applied migrations of `domain`, in order, each in its own transaction.
     pub fn migrate(&self, domain: &str, migrations: &[Migration]) -> Result<(), StoreError> {
-        let mut conn = self
-            .inner
-            .writer
-            .lock()
-            .map_err(|_| StoreError::Worker("writer lock poisoned".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let domain_owned = domain.to_string();
+        let migrations = migrations.to_vec();
+        self.inner
+            .jobs
+            .send(Job::Exclusive(Box::new(move |conn| {
+                let _ = tx.send(apply_migrations(conn, &domain_owned, &migrations));
+            })))
+            .map_err(|_| StoreError::Worker("the writer thread has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError::Worker("a migration job panicked".into()))?
+    }
+
+    /// Runs `f` in a write transaction on the writer thread and resolves once it is
+    /// committed. Concurrent writes share one commit (group commit) but each runs under its
+    /// own savepoint: when `f` returns `Err` only its own writes are rolled back, so a
+    /// rejected request never leaves half a write behind.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job = Job::Grouped(Box::new(move |conn: &Connection| {
+            let out = f(&Conn(conn));
+            let ok = out.is_ok();
+            let finish: Finish = Box::new(move |commit_err: Option<&StoreError>| {
+                let res = match (out, commit_err) {
+                    (Ok(_), Some(e)) => {
+                        Err(E::from(StoreError::Worker(format!("commit failed: {e}"))))
+                    }
+                    (out, _) => out,
+                };
+                let _ = tx.send(res);
+            });
+            (ok, finish)
+        }));
+        let jobs = self.inner.jobs.clone();
+        // A full queue blocks the sender: do that off the async executor.
+        tokio::task::spawn_blocking(move || jobs.send(job))
+            .await
+            .map_err(|e| E::from(StoreError::Worker(e.to_string())))?
+            .map_err(|_| E::from(StoreError::Worker("the writer thread has stopped".into())))?;
+        rx.await
+            .map_err(|_| E::from(StoreError::Worker("the write job panicked".into())))?
+    }
+}
+
+fn apply_migrations(
+    conn: &mut Connection,
+    domain: &str,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    {
         let applied: i64 = conn.query_row(
             "SELECT COALESCE(MAX(version), 0) FROM loopml_migrations WHERE domain = ?1",
             [domain],
@@ -355,34 +563,11 @@ impl Database {
             tx.commit().map_err(fail)?;
             tracing::debug!(domain, migration = m.name, "applied migration");
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// Runs `f` in a write transaction on the blocking pool; commits when `f` returns `Ok`,
-    /// rolls back otherwise, so a failed request never leaves half a write behind.
-    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner
-                .writer
-                .lock()
-                .map_err(|_| StoreError::Worker("writer lock poisoned".into()))?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
-            let out = f(&Conn(&tx))?;
-            tx.commit().map_err(StoreError::from)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| E::from(StoreError::Worker(e.to_string())))?
-    }
-
+impl Database {
     /// Runs `f` on a reader connection on the blocking pool (a consistent snapshot).
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -447,6 +632,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, vec!["a".to_string()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[allow(clippy::disallowed_methods)] // the test needs truly concurrent writers
+    async fn concurrent_writes_share_commits_but_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(DatabaseConfig::sqlite(dir.path().join("m.db"))).unwrap();
+        db.migrate("test", M).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..200i64 {
+            let db = db.clone();
+            handles.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute(
+                        "INSERT INTO t VALUES (?, ?)",
+                        &[format!("k{i}").into(), i.into()],
+                    )?;
+                    c.execute(
+                        "INSERT INTO t VALUES (?, ?)",
+                        &[format!("x{i}").into(), i.into()],
+                    )?;
+                    if i % 5 == 0 {
+                        return Err(StoreError::Constraint(format!("job {i} refuses")));
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 160);
+        let n: Vec<i64> = db
+            .read(|c| c.query("SELECT COUNT(*) FROM t WHERE v % 5 = 0", &[], |r| r.i64(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, vec![0], "failed jobs left rows behind");
+        let n: Vec<i64> = db
+            .read(|c| c.query("SELECT COUNT(*) FROM t", &[], |r| r.i64(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, vec![320]);
     }
 
     #[tokio::test]
