@@ -158,6 +158,13 @@ impl Row<'_> {
     pub fn string(&self, idx: usize) -> Result<String, StoreError> {
         Ok(self.0.get(idx)?)
     }
+    /// Text column, borrowed from the row (no allocation).
+    pub fn str(&self, idx: usize) -> Result<&str, StoreError> {
+        self.0
+            .get_ref(idx)?
+            .as_str()
+            .map_err(|e| StoreError::Database(e.into()))
+    }
     /// Nullable text column.
     pub fn opt_string(&self, idx: usize) -> Result<Option<String>, StoreError> {
         Ok(self.0.get(idx)?)

@@ -402,7 +402,7 @@ pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
             ),
             &p,
             |r| {
-                if let Some(run) = runs.get_mut(&r.string(0)?) {
+                if let Some(run) = runs.get_mut(r.str(0)?) {
                     run.metrics.push(Metric {
                         key: r.string(1)?,
                         value: metric_value(r, 2, 5)?,
@@ -418,7 +418,7 @@ pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
                 &format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({ph})"),
                 &p,
                 |r| {
-                    if let Some(run) = runs.get_mut(&r.string(0)?) {
+                    if let Some(run) = runs.get_mut(r.str(0)?) {
                         let item = kv(r, 1)?;
                         if is_param {
                             run.params.push(item);
@@ -479,7 +479,7 @@ pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
             &format!("SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN ({ph})"),
             &p,
             |r| {
-                if let Some(run) = runs.get_mut(&r.string(0)?) {
+                if let Some(run) = runs.get_mut(r.str(0)?) {
                     run.model_inputs.push(r.string(1)?);
                 }
                 Ok(())
@@ -491,7 +491,7 @@ pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
             ),
             &p,
             |r| {
-                if let Some(run) = runs.get_mut(&r.string(0)?) {
+                if let Some(run) = runs.get_mut(r.str(0)?) {
                     run.model_outputs.push((r.string(1)?, r.i64(2)?));
                 }
                 Ok(())
@@ -733,7 +733,7 @@ pub fn models_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<LoggedModel>> {
                 ),
                 &p,
                 |r| {
-                    if let Some(m) = models.get_mut(&r.string(0)?) {
+                    if let Some(m) = models.get_mut(r.str(0)?) {
                         let item = kv(r, 1)?;
                         if is_param {
                             m.params.push(item);
@@ -753,7 +753,7 @@ pub fn models_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<LoggedModel>> {
             ),
             &p,
             |r| {
-                if let Some(m) = models.get_mut(&r.string(0)?) {
+                if let Some(m) = models.get_mut(r.str(0)?) {
                     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
                     m.metrics.push(ModelMetric {
                         metric: Metric {
