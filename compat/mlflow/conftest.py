@@ -1,92 +1,74 @@
-"""Starts the real `loopml server` binary for the compatibility suite and points the real
-`mlflow` client at it."""
+"""Starts the real `loopml server` binary once per session and points the real `mlflow` client
+at it. The binary is `$LOOPML_BIN`, or `<repo>/target/release/loopml` when that is unset."""
 
 import os
-import signal
-import socket
-import subprocess
+import shutil
 import tempfile
-import time
-from pathlib import Path
+import uuid
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("LOOPML_BIN", str(ROOT / "target" / "release" / "loopml"))
+from loopml_server import LoopmlServer
 
-# Fail fast instead of retrying for minutes; keep telemetry off.
+# Server bugs must fail fast instead of being retried for minutes, and nothing may leave the
+# machine: no telemetry. These are read by the client at call time, so setting them here (before
+# any test runs) is enough.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"
+# Settings from the caller's shell that would send the client elsewhere or change its defaults.
+for _var in [
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_ENABLE_ASYNC_LOGGING",
+]:
+    os.environ.pop(_var, None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A running `loopml server` on a free port with its own data dir."""
-
-    def __init__(self, data_dir: str):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(os.path.join(data_dir, "server.log"), "ab")
-        self.proc = subprocess.Popen(
-            [BIN, "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", data_dir],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"loopml exited with {self.proc.returncode}: {self.read_log()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).text == "OK":
-                    return
-            except requests.RequestException:
-                pass
-            if time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"loopml did not become healthy: {self.read_log()}")
-            time.sleep(0.02)
-
-    def read_log(self) -> str:
-        with open(os.path.join(self.data_dir, "server.log"), "rb") as f:
-            return f.read().decode(errors="replace")[-4000:]
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def api(self, method: str, path: str, **kw) -> requests.Response:
-        return requests.request(method, f"{self.url}/api/2.0/mlflow/{path}", timeout=60, **kw)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def server():
-    if not os.path.exists(BIN):
-        pytest.fail(f"loopml binary not found at {BIN}; run `cargo build --release` first")
-    with tempfile.TemporaryDirectory() as d:
-        srv = Server(d)
+    """The shared server. Autouse, so no test can fall back to a local ./mlruns store.
+
+    Its data dir is removed afterwards (it holds the large-file artifacts, ~350 MB)."""
+    data_dir = tempfile.mkdtemp(prefix="loopml-compat-")
+    try:
+        srv = LoopmlServer(data_dir)
         os.environ["MLFLOW_TRACKING_URI"] = srv.url
         import mlflow
 
         mlflow.set_tracking_uri(srv.url)
-        yield srv
+        try:
+            yield srv
+        finally:
+            crashed = not srv.alive()
+            tail = srv.stderr_tail() if crashed else ""
+            srv.stop()
+            if crashed:
+                pytest.fail(f"the shared loopml server died during the session:\n{tail}")
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory for extra, independent servers: `start_server()` or `start_server(data_dir)`.
+
+    Reusing a data_dir restarts a server on the same SQLite file and artifact folder (a new
+    port). Every server started here is stopped when the test ends."""
+    started = []
+
+    def start(data_dir=None):
+        srv = LoopmlServer(data_dir or (tmp_path / f"extra-{len(started)}"))
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
         srv.stop()
 
 
@@ -98,29 +80,20 @@ def client(server):
 
 
 @pytest.fixture
-def experiment(client, request):
-    """A fresh experiment per test, set as the active one."""
+def experiment(client):
+    """A fresh experiment per test, set as the active one; returns its id."""
     import mlflow
 
-    name = f"{request.node.name}-{time.time_ns()}"
-    exp_id = client.create_experiment(name)
+    exp_id = client.create_experiment(f"t-{uuid.uuid4().hex[:12]}")
     mlflow.set_experiment(experiment_id=exp_id)
-    yield exp_id
-    if mlflow.active_run():
+    return exp_id
+
+
+@pytest.fixture(autouse=True)
+def _end_active_runs():
+    """A failing test must not leave a run active for the next one."""
+    yield
+    import mlflow
+
+    while mlflow.active_run():
         mlflow.end_run()
-
-
-@pytest.fixture
-def fresh_server():
-    """An independent server (for crash tests); yields a factory bound to one data dir."""
-    with tempfile.TemporaryDirectory() as d:
-        started = []
-
-        def start():
-            srv = Server(d)
-            started.append(srv)
-            return srv
-
-        yield start
-        for s in started:
-            s.stop()

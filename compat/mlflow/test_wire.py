@@ -1,85 +1,212 @@
-"""Raw HTTP edges the client relies on (or that a careless client could hit)."""
+"""Wire edges with raw HTTP: what the real server does with requests the client (or a careless
+caller) can send. Error codes are those of MLflow 3 (see the wire reference, sections 1 and 7).
+The log-batch size limits live in test_metrics.py."""
 
 import http.client
 import json
 
+import pytest
 import requests
 
+from loopml_server import assert_error, metrics_of, params_of, tags_of, unique
 
-def new_run(server):
-    r = server.api("POST", "runs/create", json={"experiment_id": "0"})
-    assert r.status_code == 200
-    return r.json()["run"]["info"]["run_id"]
+
+def raw(server, method, path, body=None):
+    """A request sent byte for byte: `requests` would normalise `..` segments away."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_health(server):
+    r = requests.get(server.url + "/health", timeout=5)
+    assert r.status_code == 200 and r.text.strip() == "OK"
 
 
 def test_post_without_content_type(server):
-    r = requests.post(server.url + "/api/2.0/mlflow/experiments/create", data='{"name": "x"}')
-    assert r.status_code == 400
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    name = unique("no-ctype")
+    r = requests.post(server.url + "/api/2.0/mlflow/experiments/create", data=json.dumps({"name": name}), timeout=10)
+    assert "Content-Type" not in r.request.headers
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    r = server.api("GET", "experiments/get-by-name", params={"experiment_name": name})
+    assert_error(r, 404, "RESOURCE_DOES_NOT_EXIST")
 
 
-def test_batch_limits(server):
-    rid = new_run(server)
-    r = server.api("POST", "runs/log-batch", json={
-        "run_id": rid, "metrics": [{"key": "m", "value": 1, "timestamp": 1, "step": i} for i in range(1001)]})
-    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    r = server.api("POST", "runs/log-batch", json={
-        "run_id": rid, "params": [{"key": f"p{i}", "value": "v"} for i in range(101)]})
-    assert r.status_code == 400
-    r = server.api("POST", "runs/log-batch", json={
-        "run_id": rid, "params": [{"key": "dup", "value": "1"}, {"key": "dup", "value": "2"}]})
-    assert r.status_code == 400
-    assert server.api("GET", f"runs/get?run_id={rid}").json()["run"]["data"].get("params", []) == []
-
-
-def test_value_limits_and_key_rules(server):
-    rid = new_run(server)
-    assert server.api("POST", "runs/log-parameter", json={"run_id": rid, "key": "long", "value": "x" * 7000}).status_code == 200
-    params = server.api("GET", f"runs/get?run_id={rid}").json()["run"]["data"]["params"]
-    assert len(params[0]["value"]) == 6000
-    r = server.api("POST", "runs/set-tag", json={"run_id": rid, "key": "k" * 251, "value": "v"})
-    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    for bad in ["bad|name", "../x"]:
-        r = server.api("POST", "runs/log-metric", json={"run_id": rid, "key": bad, "value": 1, "timestamp": 1})
-        assert r.status_code == 400, bad
-        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    r = server.api("POST", "runs/log-metric", json={"run_id": rid, "key": "inf", "value": "Infinity", "timestamp": "5", "step": "7"})
-    assert r.status_code == 200
-    m = server.api("GET", f"runs/get?run_id={rid}").json()["run"]["data"]["metrics"][0]
-    assert m["value"] == "Infinity" and m["step"] == 7 and m["timestamp"] == 5
-    r = server.api("POST", "runs/log-metric", json={"run_id": rid, "key": "s", "value": "abc", "timestamp": 1})
-    assert r.status_code == 400
-
-
-def test_artifact_edges(server):
-    base = server.url + "/api/2.0/mlflow-artifacts"
-    r = requests.get(base + "/artifacts", params={"path": "0/nothing/here"})
-    assert r.status_code == 200 and r.json().get("files", []) == []
-    r = requests.get(base + "/artifacts/0/nothing/here.txt")
-    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    # requests normalises literal dot segments away, so send those with http.client.
-    for bad in ["0/../../etc/passwd", "0/a/%2E%2E/%2E%2E/%2E%2E/x", "0/a/..%2F..%2F..%2Fx"]:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("PUT", "/api/2.0/mlflow-artifacts/artifacts/" + bad, body=b"x")
-        resp = conn.getresponse()
-        body = json.loads(resp.read())
-        conn.close()
-        assert resp.status == 400, bad
-        assert body["error_code"] == "INVALID_PARAMETER_VALUE"
-    r = requests.get(base + "/artifacts", params={"path": "../"})
-    assert r.status_code == 400
-    r = requests.get(base + "/artifacts", params={"path": "/etc"})
-    assert r.status_code == 400
-    r = requests.post(base + "/mpu/create/0/x", json={"path": "f", "num_parts": 2})
-    assert r.status_code == 501 and r.json()["error_code"] == "NOT_IMPLEMENTED"
-
-
-def test_unknown_endpoint_and_missing_params(server):
-    r = server.api("GET", "no/such/thing")
-    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"
-    r = server.api("GET", "runs/get")
-    assert r.status_code == 400 and "run_id" in r.json()["message"]
-    r = server.api("POST", "experiments/create", json={})
-    assert r.status_code == 400 and "name" in r.json()["message"]
+def test_malformed_json_and_missing_fields(server):
     r = server.api("POST", "runs/log-batch", data=b"{not json", headers={"Content-Type": "application/json"})
-    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    assert "run_id" in assert_error(server.api("GET", "runs/get"), 400, "INVALID_PARAMETER_VALUE")["message"]
+    assert "name" in assert_error(server.api("POST", "experiments/create", json={}), 400, "INVALID_PARAMETER_VALUE")["message"]
+    rid = server.new_run()
+    body = assert_error(
+        server.api("POST", "runs/log-metric", json={"run_id": rid, "key": "m", "value": 1.0}),
+        400, "INVALID_PARAMETER_VALUE",
+    )
+    assert "timestamp" in body["message"]
+    assert_error(
+        server.api("POST", "runs/log-metric", json={"run_id": rid, "key": "m", "value": "abc", "timestamp": 1}),
+        400, "INVALID_PARAMETER_VALUE",
+    )
+
+
+def test_unknown_endpoint(server):
+    assert_error(server.api("GET", "no/such/thing"), 404, "ENDPOINT_NOT_FOUND")
+
+
+def test_long_values_are_truncated(server):
+    rid = server.new_run()
+    server.ok("POST", "runs/log-parameter", json={"run_id": rid, "key": "long", "value": "x" * 6999 + "y"})
+    server.ok("POST", "runs/set-tag", json={"run_id": rid, "key": "longtag", "value": "t" * 9000})
+    run = server.get_run(rid)
+    assert params_of(run)["long"] == "x" * 6000
+    assert tags_of(run)["longtag"] == "t" * 8000
+
+
+def test_key_length_limits(server):
+    rid = server.new_run()
+    server.ok("POST", "runs/set-tag", json={"run_id": rid, "key": "k" * 250, "value": "v"})
+    assert_error(server.api("POST", "runs/set-tag", json={"run_id": rid, "key": "k" * 251, "value": "v"}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(server.api("POST", "runs/log-parameter", json={"run_id": rid, "key": "p" * 251, "value": "v"}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(
+        server.api("POST", "runs/log-metric", json={"run_id": rid, "key": "m" * 251, "value": 1, "timestamp": 1}),
+        400, "INVALID_PARAMETER_VALUE",
+    )
+    tags = tags_of(server.get_run(rid))
+    assert "k" * 250 in tags and "k" * 251 not in tags
+
+
+@pytest.mark.parametrize("bad", ["bad|name", "../x", "/lead", "a//b", ".", "a/../b", "semi;colon"])
+def test_bad_metric_keys(server, bad):
+    rid = server.new_run()
+    r = server.api("POST", "runs/log-metric", json={"run_id": rid, "key": bad, "value": 1, "timestamp": 1})
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    r = server.api("POST", "runs/log-batch", json={"run_id": rid, "metrics": [{"key": bad, "value": 1, "timestamp": 1}]})
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    assert metrics_of(server.get_run(rid)) == {}
+
+
+def test_odd_but_valid_keys(server):
+    rid = server.new_run()
+    key = "a/b c:d-e.f_g9"
+    server.ok("POST", "runs/log-metric", json={"run_id": rid, "key": key, "value": 1, "timestamp": 1})
+    server.ok("POST", "runs/log-parameter", json={"run_id": rid, "key": key, "value": "v"})
+    run = server.get_run(rid)
+    assert metrics_of(run) == {key: 1} and params_of(run) == {key: "v"}
+
+
+def test_non_finite_strings_and_string_int64s(server):
+    rid = server.new_run()
+    for key, value in [("pinf", "Infinity"), ("ninf", "-Infinity"), ("nan", "NaN")]:
+        server.ok("POST", "runs/log-metric", json={"run_id": rid, "key": key, "value": value, "timestamp": "5", "step": "7"})
+    server.ok("POST", "runs/log-batch", json={
+        "run_id": rid, "metrics": [{"key": "s", "value": 2.5, "timestamp": "1795413406043", "step": "3"}]})
+    hist = server.history(rid, "pinf")
+    assert [(m["value"], m["timestamp"], m["step"]) for m in hist] == [("Infinity", 5, 7)]
+    assert metrics_of(server.get_run(rid)) == {"pinf": "Infinity", "ninf": "-Infinity", "nan": "NaN", "s": 2.5}
+    assert [(m["timestamp"], m["step"]) for m in server.history(rid, "s")] == [(1795413406043, 3)]
+
+
+def test_enum_integers_accepted(server):
+    rid = server.new_run()
+    server.ok("POST", "runs/update", json={"run_id": rid, "status": 3, "end_time": 10})  # 3 = FINISHED
+    info = server.get_run(rid)["info"]
+    assert info["status"] == "FINISHED" and int(info["end_time"]) == 10
+
+
+def test_run_name_disagreeing_with_tag(server):
+    r = server.api("POST", "runs/create", json={
+        "experiment_id": "0", "run_name": "one", "tags": [{"key": "mlflow.runName", "value": "two"}]})
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_experiment_validation(server):
+    assert_error(server.api("POST", "experiments/create", json={"name": ""}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(server.api("POST", "experiments/create", json={"name": "n" * 501}), 400, "INVALID_PARAMETER_VALUE")
+    exp = server.ok("POST", "experiments/create", json={"name": unique("tagval")})["experiment_id"]
+    server.ok("POST", "experiments/set-experiment-tag", json={"experiment_id": exp, "key": "ok", "value": "v" * 20000})
+    assert_error(
+        server.api("POST", "experiments/set-experiment-tag", json={"experiment_id": exp, "key": "big", "value": "v" * 20001}),
+        400, "INVALID_PARAMETER_VALUE",
+    )
+    assert_error(server.api("GET", "experiments/get", params={"experiment_id": "424242"}), 404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_search_max_results_bounds(server):
+    assert_error(server.api("POST", "experiments/search", json={"max_results": 0}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(
+        server.api("POST", "runs/search", json={"experiment_ids": ["0"], "max_results": 50001}),
+        400, "INVALID_PARAMETER_VALUE",
+    )
+    assert server.ok("POST", "runs/search", json={}).get("runs", []) == []
+
+
+def test_server_info_does_not_promise_multipart(server):
+    r = requests.get(server.url + "/api/3.0/mlflow/server-info", timeout=5)
+    if r.status_code == 404:
+        return  # the client reads 404 as "every feature off"
+    assert r.status_code == 200
+    info = r.json()
+    assert not info.get("multipart_uploads_enabled"), "mpu/* answers 501, so multipart must be off"
+    assert not info.get("artifacts_presigned_only")
+
+
+# -- artifact proxy -------------------------------------------------------------------------------
+
+
+def test_artifact_list_of_missing_dir(server):
+    r = requests.get(server.artifacts_url("artifacts"), params={"path": "0/nothing/here"}, timeout=10)
+    assert r.status_code == 200
+    assert r.json().get("files", []) == []
+
+
+def test_artifact_missing_file_is_404_json(server):
+    r = requests.get(server.artifacts_url("artifacts/0/nothing/here.txt"), timeout=10)
+    assert_error(r, 404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_artifact_put_get_list_raw(server):
+    rel = f"0/{unique('raw')}/artifacts/f.txt"
+    assert requests.put(server.artifacts_url(f"artifacts/{rel}"), data=b"payload", timeout=10).status_code == 200
+    r = requests.get(server.artifacts_url(f"artifacts/{rel}"), timeout=10)
+    assert r.status_code == 200 and r.content == b"payload"
+    listing = requests.get(server.artifacts_url("artifacts"), params={"path": rel.rsplit("/", 1)[0]}, timeout=10).json()
+    assert [(f["path"], f["is_dir"], int(f["file_size"])) for f in listing["files"]] == [("f.txt", False, 7)]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "0/../../etc/passwd",
+        "0/a/../../../x",
+        "0/a/%2E%2E/%2E%2E/%2E%2E/x",
+        "0/a/..%2F..%2F..%2Fx",
+        "..",
+    ],
+)
+@pytest.mark.parametrize("method", ["PUT", "GET"])
+def test_artifact_dot_dot_rejected(server, method, path):
+    status, body = raw(server, method, "/api/2.0/mlflow-artifacts/artifacts/" + path, b"x" if method == "PUT" else None)
+    assert status == 400, (method, path, status, body[:200])
+    assert json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.mark.parametrize("path", ["../", "0/../..", "/etc", "/tmp/x"])
+def test_artifact_list_traversal_and_absolute_rejected(server, path):
+    r = requests.get(server.artifacts_url("artifacts"), params={"path": path}, timeout=10)
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+
+
+def test_artifact_absolute_path_rejected(server):
+    for method in ["PUT", "GET"]:
+        status, body = raw(server, method, "/api/2.0/mlflow-artifacts/artifacts/%2Fetc%2Fpasswd", b"x" if method == "PUT" else None)
+        assert status == 400, (method, status, body[:200])
+        assert json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_multipart_upload_not_implemented(server):
+    r = requests.post(server.artifacts_url("mpu/create/0/x/f.bin"), json={"path": "f.bin", "num_parts": 2}, timeout=10)
+    assert_error(r, 501, "NOT_IMPLEMENTED")

@@ -374,7 +374,7 @@ impl TrackingService {
                     .unwrap_or(0);
                 let location = artifact_location
                     .filter(|l| !l.trim().is_empty())
-                    .map(|l| format!("{}/{id}", artifact_base(&l)))
+                    .map(|l| artifact_base(&l))
                     .unwrap_or_else(|| format!("mlflow-artifacts:/{id}"));
                 let now = now_ms();
                 c.execute(
