@@ -536,6 +536,42 @@ async fn artifact_paths_are_confined() {
     );
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn escaping_symlink_and_ajax_prefix() {
+    let a = app();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), b"top secret").unwrap();
+    let art = a._dir.path().join("art");
+    std::os::unix::fs::symlink(outside.path(), art.join("escape")).unwrap();
+    for (method, uri) in [
+        (
+            "GET",
+            "/api/2.0/mlflow-artifacts/artifacts/escape/secret.txt",
+        ),
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/escape/new.txt"),
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts?path=escape"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from("x"))
+            .unwrap();
+        let resp = a.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method} {uri}");
+    }
+    assert!(!outside.path().join("new.txt").exists());
+    // The UI's /ajax-api prefix serves the same API.
+    let req = Request::builder()
+        .uri("/ajax-api/2.0/mlflow/experiments/get?experiment_id=0")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        a.router.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn logged_model_lifecycle() {
     let a = app();
