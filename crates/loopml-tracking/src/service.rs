@@ -755,18 +755,23 @@ impl TrackingService {
         }
         let (q, params) =
             sql::search_runs_sql(&exp_ids, view.stages(), &clauses, &order, max + 1, offset)?;
-        self.db
-            .read(move |c| {
-                let mut ids = c.query(&q, &params, |r| r.string(0))?;
-                let more = ids.len() as i64 > max;
-                ids.truncate(max as usize);
-                let items = sql::runs_by_ids(c, &ids)?;
-                Ok(Page {
-                    items,
-                    next_page_token: more.then(|| encode_page_token(offset + max)),
-                })
-            })
-            .await
+        let mut ids: Vec<String> = self
+            .db
+            .read(move |c| Ok::<_, Error>(c.query(&q, &params, |r| r.string(0))?))
+            .await?;
+        let more = ids.len() as i64 > max;
+        ids.truncate(max as usize);
+        // Large pages load params/tags and the rest on two reader connections at once.
+        let ids = std::sync::Arc::new(ids);
+        let (a, b) = (ids.clone(), ids.clone());
+        let (cores, kvs) = tokio::try_join!(
+            self.db.read(move |c| sql::run_cores(c, &a)),
+            self.db.read(move |c| sql::run_key_values(c, &b)),
+        )?;
+        Ok(Page {
+            items: sql::assemble_runs(&ids, cores, kvs),
+            next_page_token: more.then(|| encode_page_token(offset + max)),
+        })
     }
 
     /// One page of a metric's history, ordered by timestamp, step, value.

@@ -367,9 +367,66 @@ pub fn require_active_run(c: &Conn<'_>, run_id: &str) -> Result<RunInfo> {
     Ok(info)
 }
 
+/// Params and tags of runs, by run id.
+pub type RunKeyValues = HashMap<String, (Vec<KeyValue>, Vec<KeyValue>)>;
+
 /// Loads full runs (latest metrics, params, tags, inputs, outputs), in the order of `ids`.
 pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
-    let mut out = Vec::with_capacity(ids.len());
+    let cores = run_cores(c, ids)?;
+    let kvs = run_key_values(c, ids)?;
+    Ok(assemble_runs(ids, cores, kvs))
+}
+
+/// Puts runs loaded in parts back together, in the order of `ids`.
+pub fn assemble_runs(
+    ids: &[String],
+    mut cores: HashMap<String, Run>,
+    mut kvs: RunKeyValues,
+) -> Vec<Run> {
+    ids.iter()
+        .filter_map(|id| {
+            let mut run = cores.remove(id)?;
+            if let Some((params, tags)) = kvs.remove(id) {
+                run.params = params;
+                run.tags = tags;
+            }
+            Some(run)
+        })
+        .collect()
+}
+
+/// Loads the params and tags of runs.
+pub fn run_key_values(c: &Conn<'_>, ids: &[String]) -> Result<RunKeyValues> {
+    let mut out: RunKeyValues = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let p: Vec<Value<'_>> = chunk.iter().map(|i| Value::from(i.as_str())).collect();
+        let ph = placeholders(p.len());
+        for (table, is_param) in [("params", true), ("tags", false)] {
+            c.query(
+                &format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({ph})"),
+                &p,
+                |r| {
+                    let item = kv(r, 1)?;
+                    let entry = match out.get_mut(r.str(0)?) {
+                        Some(e) => e,
+                        None => out.entry(r.string(0)?).or_default(),
+                    };
+                    if is_param {
+                        entry.0.push(item);
+                    } else {
+                        entry.1.push(item);
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+/// Loads runs without params and tags (info, latest metrics, inputs, outputs), by run id.
+pub fn run_cores(c: &Conn<'_>, ids: &[String]) -> Result<HashMap<String, Run>> {
+    let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         let p: Vec<Value<'_>> = chunk.iter().map(|i| Value::from(i.as_str())).collect();
         let ph = placeholders(p.len());
@@ -413,23 +470,6 @@ pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
                 Ok(())
             },
         )?;
-        for (table, is_param) in [("params", true), ("tags", false)] {
-            c.query(
-                &format!("SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({ph})"),
-                &p,
-                |r| {
-                    if let Some(run) = runs.get_mut(r.str(0)?) {
-                        let item = kv(r, 1)?;
-                        if is_param {
-                            run.params.push(item);
-                        } else {
-                            run.tags.push(item);
-                        }
-                    }
-                    Ok(())
-                },
-            )?;
-        }
         let mut input_tags: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
         c.query(
             &format!(
@@ -497,7 +537,7 @@ pub fn runs_by_ids(c: &Conn<'_>, ids: &[String]) -> Result<Vec<Run>> {
                 Ok(())
             },
         )?;
-        out.extend(chunk.iter().filter_map(|id| runs.remove(id)));
+        out.extend(runs);
     }
     Ok(out)
 }
