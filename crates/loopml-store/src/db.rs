@@ -527,12 +527,19 @@ impl Database {
             });
             (ok, finish)
         }));
-        let jobs = self.inner.jobs.clone();
-        // A full queue blocks the sender: do that off the async executor.
-        tokio::task::spawn_blocking(move || jobs.send(job))
-            .await
-            .map_err(|e| E::from(StoreError::Worker(e.to_string())))?
-            .map_err(|_| E::from(StoreError::Worker("the writer thread has stopped".into())))?;
+        let stopped = || E::from(StoreError::Worker("the writer thread has stopped".into()));
+        match self.inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                // Backpressure: wait for room off the async executor.
+                let jobs = self.inner.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|e| E::from(StoreError::Worker(e.to_string())))?
+                    .map_err(|_| stopped())?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
         rx.await
             .map_err(|_| E::from(StoreError::Worker("the write job panicked".into())))?
     }
