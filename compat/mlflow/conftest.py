@@ -1,5 +1,9 @@
 """Starts the real `loopml server` binary once per session and points the real `mlflow` client
-at it. The binary is `$LOOPML_BIN`, or `<repo>/target/release/loopml` when that is unset."""
+at it. The binary is `$LOOPML_BIN`, or `<repo>/target/release/loopml` when that is unset.
+
+With `COMPAT_EXTERNAL_URL` set, no loopml is started: the client talks to the server already
+running at that URL (e.g. the real `mlflow server`, to check that a test is faithful), and tests
+that start servers of their own (`start_server`) are skipped."""
 
 import os
 import shutil
@@ -8,7 +12,9 @@ import uuid
 
 import pytest
 
-from loopml_server import LoopmlServer
+from loopml_server import ExternalServer, LoopmlServer
+
+EXTERNAL_URL = os.environ.get("COMPAT_EXTERNAL_URL", "").strip()
 
 # Server bugs must fail fast instead of being retried for minutes, and nothing may leave the
 # machine: no telemetry. These are read by the client at call time, so setting them here (before
@@ -35,6 +41,14 @@ def server():
     """The shared server. Autouse, so no test can fall back to a local ./mlruns store.
 
     Its data dir is removed afterwards (it holds the large-file artifacts, ~350 MB)."""
+    if EXTERNAL_URL:
+        srv = ExternalServer(EXTERNAL_URL)
+        os.environ["MLFLOW_TRACKING_URI"] = srv.url
+        import mlflow
+
+        mlflow.set_tracking_uri(srv.url)
+        yield srv
+        return
     data_dir = tempfile.mkdtemp(prefix="loopml-compat-")
     try:
         srv = LoopmlServer(data_dir)
@@ -59,7 +73,10 @@ def start_server(tmp_path):
     """Factory for extra, independent servers: `start_server()` or `start_server(data_dir)`.
 
     Reusing a data_dir restarts a server on the same SQLite file and artifact folder (a new
-    port). Every server started here is stopped when the test ends."""
+    port). Every server started here is stopped when the test ends. Skipped under
+    COMPAT_EXTERNAL_URL: such a test needs servers it controls."""
+    if EXTERNAL_URL:
+        pytest.skip("starts its own loopml servers; not possible with COMPAT_EXTERNAL_URL")
     started = []
 
     def start(data_dir=None):

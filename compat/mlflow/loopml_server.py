@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -192,6 +193,32 @@ class LoopmlServer:
             token = body.get("next_page_token")
             if not token:
                 return out
+
+
+class ExternalServer(LoopmlServer):
+    """A server someone else runs at `url` (`COMPAT_EXTERNAL_URL`, e.g. the real `mlflow server`,
+    to prove a test faithful). Nothing is started or stopped; the raw-HTTP helpers work as usual."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.port = urllib.parse.urlsplit(self.url).port or 80
+        self.data_dir = ""
+        self.proc = None
+
+    def stderr_tail(self, limit: int = 6000) -> str:
+        return "<external server: no stderr>"
+
+    def alive(self) -> bool:
+        return True
+
+    def kill9(self) -> None:
+        raise RuntimeError("cannot kill an external server")
+
+    def stop(self) -> None:
+        pass
+
+    def peak_rss_kib(self) -> int | None:
+        return None
 
 
 class _DiedEarly(Exception):

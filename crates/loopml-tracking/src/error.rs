@@ -54,18 +54,24 @@ impl Error {
             Error::InvalidState(_) => ("INVALID_STATE", StatusCode::BAD_REQUEST),
             Error::NotImplemented(_) => ("NOT_IMPLEMENTED", StatusCode::NOT_IMPLEMENTED),
             Error::EndpointNotFound(_) => ("ENDPOINT_NOT_FOUND", StatusCode::NOT_FOUND),
-            Error::Store(e) => match e {
-                StoreError::InvalidPath(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
-                StoreError::ArtifactNotFound(_) => {
-                    ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND)
-                }
-                StoreError::Constraint(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
-                StoreError::Database(_)
-                | StoreError::Open { .. }
-                | StoreError::Migration { .. }
-                | StoreError::Artifact(_)
-                | StoreError::Worker(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
-            },
+            Error::Store(e) => Self::store_code_and_status(e),
+        }
+    }
+}
+
+impl Error {
+    /// MLflow error code and HTTP status for a storage error (shared with other MLflow-speaking
+    /// crates so every route maps the store the same way).
+    pub fn store_code_and_status(e: &StoreError) -> (&'static str, StatusCode) {
+        match e {
+            StoreError::InvalidPath(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
+            StoreError::ArtifactNotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
+            StoreError::Constraint(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
+            StoreError::Database(_)
+            | StoreError::Open { .. }
+            | StoreError::Migration { .. }
+            | StoreError::Artifact(_)
+            | StoreError::Worker(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 }

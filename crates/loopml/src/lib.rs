@@ -159,6 +159,8 @@ async fn request_span(
 pub struct AppHandle {
     /// Tracking service.
     pub tracking: loopml_tracking::TrackingService,
+    /// Model registry service.
+    pub registry: loopml_registry::RegistryService,
 }
 
 /// Opens the store under `config.data_dir`, builds every service and merges their routes.
@@ -170,15 +172,18 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     let db = Database::open(db_config).context("cannot open the metadata database")?;
     let artifacts =
         ArtifactStore::local(config.artifacts_path()).context("cannot open the artifact store")?;
-    let tracking = loopml_tracking::TrackingService::new(db, artifacts)
+    let tracking = loopml_tracking::TrackingService::new(db.clone(), artifacts)
         .context("cannot initialise tracking")?;
+    let registry = loopml_registry::RegistryService::new(db, tracking.clone())
+        .context("cannot initialise the model registry")?;
     let router = Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
         .merge(loopml_tracking::router(tracking.clone()))
+        .merge(loopml_registry::router(registry.clone()))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_span));
-    Ok((router, AppHandle { tracking }))
+    Ok((router, AppHandle { tracking, registry }))
 }
 
 /// Serves the app until Ctrl-C or SIGTERM.

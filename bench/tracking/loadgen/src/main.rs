@@ -2,7 +2,8 @@
 //! HTTP/1.1 on loopback (keep-alive, TCP_NODELAY, one connection per client thread) and prints
 //! one JSON object per command on stdout. Progress and errors go to stderr.
 //!
-//! Commands (see `usage()`): ingest, search, history, ready, settle, rss, freeport.
+//! Commands (see `usage()`): ingest, search, history, ready, settle, rss, freeport; and for
+//! `bench/registry`: registry-populate, registry-query (in `registry.rs`).
 //! Latencies are HTTP round trips (request written → response body fully read); JSON parsing
 //! of responses in this process is outside the timed span.
 
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+mod registry;
+
 type Res<T> = Result<T, String>;
 
 fn usage() -> &'static str {
@@ -23,6 +26,9 @@ fn usage() -> &'static str {
            [--deadline-s S]   (stop early after S seconds; the result is marked partial)
   search   --url U [--runs 2000] [--queries 100] [--populate-threads 8] [--watch-pid P]
   history  --url U [--points 100000] [--reps 20] [--watch-pid P]
+  registry-populate --url U [--models 1000] [--versions 20] [--clients 8] [--watch-pid P]
+  registry-query    --url U [--models 1000] [--versions 20] [--queries 500] [--clients 8]
+           [--conc-queries 250] [--broad-queries 50] [--warmup 16] [--watch-pid P]
   ready    --url U [--path /health] [--since-ns N] [--timeout-s 120]
   settle   --pid P [--max-s 60]   (wait until the process tree is idle: <10% of a core for 1 s)
   rss      --pid P
@@ -46,6 +52,8 @@ fn main() {
         "ingest" => ingest(&args),
         "search" => search(&args),
         "history" => history(&args),
+        "registry-populate" => registry::populate(&args),
+        "registry-query" => registry::query(&args),
         "ready" => ready(&args),
         "settle" => settle(&args),
         "rss" => args.u32("pid").map(|pid| {
