@@ -130,6 +130,15 @@ fn is_within(uri: &str, root: &str) -> bool {
     !r.is_empty() && u.len() >= r.len() && u[..r.len()] == r[..]
 }
 
+impl std::fmt::Debug for RegistryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryService")
+            .field("db", &self.inner.db)
+            .field("feed_seq", &*self.inner.feed.borrow())
+            .finish()
+    }
+}
+
 impl RegistryService {
     /// Builds the service on an opened store (applies the registry migrations).
     pub fn new(db: Database, tracking: TrackingService) -> Result<Self> {

@@ -389,10 +389,36 @@ impl Spec {
 }
 
 /// One query; returns (seconds, status, body). Round trip only: no parsing inside the span.
-fn send(cl: &Client, spec: &Spec, kind: Kind, stream: u64, q: usize) -> Res<(f64, usize, String)> {
+/// With `fresh`, the request carries `Connection: close`, so every query opens a new TCP
+/// connection (see README: a fresh connection avoids the delayed-ACK stall that keep-alive
+/// requests meet on a server that writes headers and body separately without TCP_NODELAY).
+fn send(
+    cl: &Client,
+    spec: &Spec,
+    kind: Kind,
+    stream: u64,
+    q: usize,
+    fresh: bool,
+) -> Res<(f64, usize, String)> {
     let (path, query, target) = spec.request(kind, stream, q);
-    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (dt, status, text) = cl.get_raw(&cl.api(path), &query)?;
+    let url = cl.api(path);
+    let t = Instant::now();
+    let mut req = cl.agent.get(&url);
+    if fresh {
+        req = req.header("Connection", "close");
+    }
+    for (k, v) in &query {
+        req = req.query(*k, v.as_str());
+    }
+    let mut resp = req.call().map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 31)
+        .read_to_string()
+        .map_err(|e| format!("GET {url}: reading body: {e}"))?;
+    let dt = t.elapsed().as_secs_f64();
     parse_ok(path, status, &text).map_err(|e| explain(&format!("GET {path}"), e))?;
     Ok((dt, target, text))
 }
@@ -400,22 +426,30 @@ fn send(cl: &Client, spec: &Spec, kind: Kind, stream: u64, q: usize) -> Res<(f64
 /// Sequential: one client, `warmup` untimed queries, then `n` timed ones, every answer checked.
 /// A wrong answer is counted (and the first few kept) rather than ending the run; an HTTP error
 /// ends it.
-fn sequential(cl: &Client, spec: &Spec, kind: Kind, n: usize, warmup: usize) -> Res<Value> {
+fn sequential(
+    cl: &Client,
+    spec: &Spec,
+    kind: Kind,
+    n: usize,
+    warmup: usize,
+    fresh: bool,
+) -> Res<Value> {
     let mut bad = Bad::default();
     for w in 0..warmup {
-        let (_, target, text) = send(cl, spec, kind, 900 + kind as u64, w)?;
+        let (_, target, text) = send(cl, spec, kind, 900 + kind as u64, w, fresh)?;
         bad.check(spec.verify(kind, target, &text));
     }
     let mut lat = Vec::with_capacity(n);
     let mut returned = 0usize;
     for q in 0..n {
-        let (dt, target, text) = send(cl, spec, kind, kind as u64, q)?;
+        let (dt, target, text) = send(cl, spec, kind, kind as u64, q, fresh)?;
         lat.push(dt);
         returned += bad.check(spec.verify(kind, target, &text));
     }
     let wall: f64 = lat.iter().sum();
     Ok(json!({
         "queries": n,
+        "connection": if fresh { "new per request" } else { "keep-alive" },
         "latency": summary(lat),
         "qps": if wall > 0.0 { (n as f64 / wall * 10.0).round() / 10.0 } else { 0.0 },
         "returned_per_query": if n > 0 { returned as f64 / n as f64 } else { 0.0 },
@@ -466,6 +500,7 @@ fn concurrent(
     clients: usize,
     per_client: usize,
     warmup: usize,
+    fresh: bool,
 ) -> Res<Value> {
     const FULL_EVERY: usize = 8;
     let barrier = Arc::new(Barrier::new(clients + 1));
@@ -478,7 +513,7 @@ fn concurrent(
                 let mut bad = Bad::default();
                 let mut warm = Ok(());
                 for w in 0..warmup {
-                    match send(&cl, &spec, kind, stream + 50, w) {
+                    match send(&cl, &spec, kind, stream + 50, w, fresh) {
                         Ok((_, t, text)) => {
                             bad.check(spec.verify(kind, t, &text));
                         }
@@ -494,7 +529,7 @@ fn concurrent(
                 let mut lat = Vec::with_capacity(per_client);
                 let mut verified = 0;
                 for q in 0..per_client {
-                    let (dt, target, text) = send(&cl, &spec, kind, stream, q)?;
+                    let (dt, target, text) = send(&cl, &spec, kind, stream, q, fresh)?;
                     lat.push(dt);
                     if q % FULL_EVERY == c % FULL_EVERY {
                         bad.check(spec.verify(kind, target, &text));
@@ -537,6 +572,7 @@ fn concurrent(
     Ok(json!({
         "clients": clients,
         "queries": n,
+        "connection": if fresh { "new per request" } else { "keep-alive" },
         "wall_s": (wall * 1e3).round() / 1e3,
         "qps": (n as f64 / wall * 10.0).round() / 10.0,
         "latency": summary(lat),
@@ -568,14 +604,19 @@ pub fn query(a: &Args) -> Res<Value> {
     });
     for (label, kind) in [("search", Kind::Search), ("alias", Kind::Alias)] {
         eprintln!("registry-query: {label}: {queries} sequential");
-        let seq = sequential(&cl, &spec, kind, queries, warmup)?;
+        let seq = sequential(&cl, &spec, kind, queries, warmup, false)?;
+        eprintln!("registry-query: {label}: {queries} sequential, new connection each");
+        let seq_fresh = sequential(&cl, &spec, kind, queries, warmup, true)?;
         eprintln!("registry-query: {label}: {clients} clients × {per_client}");
-        let conc = concurrent(&url, &spec, kind, clients, per_client, warmup.div_ceil(4))?;
-        out[label] = json!({"seq": seq, "conc": conc});
+        let conc = concurrent(&url, &spec, kind, clients, per_client, warmup.div_ceil(4), false)?;
+        eprintln!("registry-query: {label}: {clients} clients × {per_client}, new connection each");
+        let conc_fresh =
+            concurrent(&url, &spec, kind, clients, per_client, warmup.div_ceil(4), true)?;
+        out[label] = json!({"seq": seq, "seq_fresh": seq_fresh, "conc": conc, "conc_fresh": conc_fresh});
     }
     if broad > 0 {
         eprintln!("registry-query: broad: {broad} sequential tags.team='x' max_results={BROAD_MAX_RESULTS}");
-        let seq = sequential(&cl, &spec, Kind::Broad, broad, warmup.min(4))?;
+        let seq = sequential(&cl, &spec, Kind::Broad, broad, warmup.min(4), false)?;
         let want = (models_in_team(0, spec.models) * spec.versions).min(BROAD_MAX_RESULTS);
         out["broad"] = json!({
             "seq": seq,
@@ -587,7 +628,7 @@ pub fn query(a: &Args) -> Res<Value> {
     out["query_s"] = json!((t0.elapsed().as_secs_f64() * 1e3).round() / 1e3);
     let wrong: u64 = ["search", "alias", "broad"]
         .iter()
-        .flat_map(|w| ["seq", "conc"].map(|p| out.pointer(&format!("/{w}/{p}/wrong")).and_then(Value::as_u64).unwrap_or(0)))
+        .flat_map(|w| ["seq", "seq_fresh", "conc", "conc_fresh"].map(|p| out.pointer(&format!("/{w}/{p}/wrong")).and_then(Value::as_u64).unwrap_or(0)))
         .sum();
     out["checks"] = json!({"wrong_answers": wrong, "ok": wrong == 0});
     out["memory"] = sampler.finish();
