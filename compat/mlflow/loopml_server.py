@@ -204,6 +204,13 @@ class ExternalServer(LoopmlServer):
         self.port = urllib.parse.urlsplit(self.url).port or 80
         self.data_dir = ""
         self.proc = None
+        try:
+            r = requests.get(self.url + "/health", timeout=10)
+            ok = r.status_code == 200
+        except requests.RequestException as e:
+            ok, r = False, e
+        if not ok:
+            raise RuntimeError(f"COMPAT_EXTERNAL_URL={url}: /health did not answer 200 ({r})")
 
     def stderr_tail(self, limit: int = 6000) -> str:
         return "<external server: no stderr>"

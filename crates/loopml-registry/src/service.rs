@@ -751,40 +751,40 @@ impl RegistryService {
             .await?;
         self.published(Some(seq));
         if let Some(model_id) = &mv.model_id {
-            self.tag_logged_model_versions(model_id).await;
+            self.tag_logged_model_versions(model_id, &mv.name, mv.version)
+                .await;
         }
         Ok(mv)
     }
 
-    /// Keeps the logged model's `mlflow.modelVersions` tag listing its registered versions, as
-    /// MLflow's server does. Best effort: the version is already registered.
-    async fn tag_logged_model_versions(&self, model_id: &str) {
-        let id = model_id.to_string();
-        let versions = self
-            .db()
-            .read(move |c| -> Result<_> {
-                c.query(
-                    "SELECT rm.name, mv.version FROM model_versions mv \
-                     JOIN registered_models rm ON rm.id = mv.model \
-                     WHERE mv.model_id = ?1 ORDER BY mv.creation_time, mv.version",
-                    &[(&id).into()],
-                    |r| Ok(json!({"name": r.string(0)?, "version": r.i64(1)?})),
-                )
-                .map_err(Error::from)
-            })
-            .await;
-        if let Ok(list) = versions {
-            let tag = KeyValue {
-                key: "mlflow.modelVersions".into(),
-                value: serde_json::Value::Array(list).to_string(),
-            };
-            if let Err(e) = self
-                .tracking()
-                .set_logged_model_kvs(model_id.to_string(), vec![tag], vec![])
-                .await
-            {
-                tracing::warn!(model_id, error = %e, "could not tag the logged model with its versions");
-            }
+    /// Appends `{name, version}` to the logged model's `mlflow.modelVersions` tag, as MLflow's
+    /// server does. Best effort: the version is already registered.
+    async fn tag_logged_model_versions(&self, model_id: &str, name: &str, version: i64) {
+        const TAG: &str = "mlflow.modelVersions";
+        let tracking = self.tracking();
+        let Ok(lm) = tracking.get_logged_model(model_id.to_string(), false).await else {
+            return;
+        };
+        let entry = json!({"name": name, "version": version});
+        let mut list: Vec<serde_json::Value> = lm
+            .tags
+            .iter()
+            .find(|t| t.key == TAG)
+            .and_then(|t| serde_json::from_str(&t.value).ok())
+            .unwrap_or_default();
+        if list.contains(&entry) {
+            return;
+        }
+        list.push(entry);
+        let tag = KeyValue {
+            key: TAG.into(),
+            value: serde_json::Value::Array(list).to_string(),
+        };
+        if let Err(e) = tracking
+            .set_logged_model_kvs(model_id.to_string(), vec![tag], vec![])
+            .await
+        {
+            tracing::warn!(model_id, error = %e, "could not tag the logged model with its versions");
         }
     }
 
