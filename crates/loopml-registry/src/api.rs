@@ -172,8 +172,8 @@ pub struct ModelVersionJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
     current_stage: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
+    /// MLflow sends `""` for an unset version description (and run link).
+    description: &'a str,
     source: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<&'a str>,
@@ -181,8 +181,7 @@ pub struct ModelVersionJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     status_message: Option<&'a str>,
     tags: Vec<KeyValueJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_link: Option<&'a str>,
+    run_link: &'a str,
     aliases: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     model_id: Option<&'a str>,
@@ -197,7 +196,7 @@ impl<'a> From<&'a ModelVersion> for ModelVersionJson<'a> {
             last_updated_timestamp: mv.last_updated_timestamp,
             user_id: mv.user_id.as_deref(),
             current_stage: mv.current_stage.as_str(),
-            description: mv.description.as_deref(),
+            description: mv.description.as_deref().unwrap_or(""),
             source: &mv.source,
             run_id: mv.run_id.as_deref(),
             status: &mv.status,
@@ -210,7 +209,7 @@ impl<'a> From<&'a ModelVersion> for ModelVersionJson<'a> {
                     value: &t.value,
                 })
                 .collect(),
-            run_link: mv.run_link.as_deref(),
+            run_link: mv.run_link.as_deref().unwrap_or(""),
             aliases: &mv.aliases,
             model_id: mv.model_id.as_deref(),
         }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod error;
+pub mod lineage;
 pub mod model;
 pub mod routes;
 pub mod search;

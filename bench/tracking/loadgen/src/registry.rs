@@ -98,7 +98,11 @@ fn probe(cl: &Client) -> Res<()> {
         let (_, status, text) = cl.get_raw(&cl.api(path), &q)?;
         let code = serde_json::from_str::<Value>(&text)
             .ok()
-            .and_then(|v| v.get("error_code").and_then(Value::as_str).map(str::to_string))
+            .and_then(|v| {
+                v.get("error_code")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .unwrap_or_default();
         let ok = match status {
             200 => true,
@@ -164,7 +168,10 @@ pub fn populate(a: &Args) -> Res<Value> {
         .collect();
     let mut lat = Vec::new();
     for h in handles {
-        lat.extend(h.join().map_err(|_| "populate thread panicked".to_string())?);
+        lat.extend(
+            h.join()
+                .map_err(|_| "populate thread panicked".to_string())?,
+        );
     }
     let wall = t0.elapsed().as_secs_f64();
     let mem = sampler.finish();
@@ -262,7 +269,12 @@ struct Spec {
 
 impl Spec {
     /// The request for query `q` of stream `stream`: (path, query, what it must return).
-    fn request(&self, kind: Kind, stream: u64, q: usize) -> (&'static str, Vec<(&'static str, String)>, usize) {
+    fn request(
+        &self,
+        kind: Kind,
+        stream: u64,
+        q: usize,
+    ) -> (&'static str, Vec<(&'static str, String)>, usize) {
         match kind {
             Kind::Search => {
                 let i = pick(stream, q, self.models);
@@ -355,17 +367,15 @@ impl Spec {
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
                 let letter = (TEAMS[target] as char).to_string();
-                let want = (models_in_team(target, self.models) * self.versions).min(BROAD_MAX_RESULTS);
+                let want =
+                    (models_in_team(target, self.models) * self.versions).min(BROAD_MAX_RESULTS);
                 for mv in mvs {
-                    let tag_ok = mv
-                        .get("tags")
-                        .and_then(Value::as_array)
-                        .is_some_and(|ts| {
-                            ts.iter().any(|t| {
-                                t.get("key").and_then(Value::as_str) == Some("team")
-                                    && t.get("value").and_then(Value::as_str) == Some(letter.as_str())
-                            })
-                        });
+                    let tag_ok = mv.get("tags").and_then(Value::as_array).is_some_and(|ts| {
+                        ts.iter().any(|t| {
+                            t.get("key").and_then(Value::as_str) == Some("team")
+                                && t.get("value").and_then(Value::as_str) == Some(letter.as_str())
+                        })
+                    });
                     let model_ok = mv
                         .get("name")
                         .and_then(Value::as_str)
@@ -373,7 +383,9 @@ impl Spec {
                         .and_then(|s| s.parse::<usize>().ok())
                         .is_some_and(|i| i % TEAMS.len() == target);
                     if !tag_ok || !model_ok {
-                        return Err(format!("tags.team='{letter}': a version that does not match: {mv}"));
+                        return Err(format!(
+                            "tags.team='{letter}': a version that does not match: {mv}"
+                        ));
                     }
                 }
                 if mvs.len() != want {
@@ -608,14 +620,32 @@ pub fn query(a: &Args) -> Res<Value> {
         eprintln!("registry-query: {label}: {queries} sequential, new connection each");
         let seq_fresh = sequential(&cl, &spec, kind, queries, warmup, true)?;
         eprintln!("registry-query: {label}: {clients} clients × {per_client}");
-        let conc = concurrent(&url, &spec, kind, clients, per_client, warmup.div_ceil(4), false)?;
+        let conc = concurrent(
+            &url,
+            &spec,
+            kind,
+            clients,
+            per_client,
+            warmup.div_ceil(4),
+            false,
+        )?;
         eprintln!("registry-query: {label}: {clients} clients × {per_client}, new connection each");
-        let conc_fresh =
-            concurrent(&url, &spec, kind, clients, per_client, warmup.div_ceil(4), true)?;
-        out[label] = json!({"seq": seq, "seq_fresh": seq_fresh, "conc": conc, "conc_fresh": conc_fresh});
+        let conc_fresh = concurrent(
+            &url,
+            &spec,
+            kind,
+            clients,
+            per_client,
+            warmup.div_ceil(4),
+            true,
+        )?;
+        out[label] =
+            json!({"seq": seq, "seq_fresh": seq_fresh, "conc": conc, "conc_fresh": conc_fresh});
     }
     if broad > 0 {
-        eprintln!("registry-query: broad: {broad} sequential tags.team='x' max_results={BROAD_MAX_RESULTS}");
+        eprintln!(
+            "registry-query: broad: {broad} sequential tags.team='x' max_results={BROAD_MAX_RESULTS}"
+        );
         let seq = sequential(&cl, &spec, Kind::Broad, broad, warmup.min(4), false)?;
         let want = (models_in_team(0, spec.models) * spec.versions).min(BROAD_MAX_RESULTS);
         out["broad"] = json!({
@@ -628,7 +658,13 @@ pub fn query(a: &Args) -> Res<Value> {
     out["query_s"] = json!((t0.elapsed().as_secs_f64() * 1e3).round() / 1e3);
     let wrong: u64 = ["search", "alias", "broad"]
         .iter()
-        .flat_map(|w| ["seq", "seq_fresh", "conc", "conc_fresh"].map(|p| out.pointer(&format!("/{w}/{p}/wrong")).and_then(Value::as_u64).unwrap_or(0)))
+        .flat_map(|w| {
+            ["seq", "seq_fresh", "conc", "conc_fresh"].map(|p| {
+                out.pointer(&format!("/{w}/{p}/wrong"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            })
+        })
         .sum();
     out["checks"] = json!({"wrong_answers": wrong, "ok": wrong == 0});
     out["memory"] = sampler.finish();
