@@ -306,8 +306,13 @@ def main():
                    "the server starts; SQLite synchronous=OFF while populating"}
     methods = {s: dig(per[s], "populate", "method") for s in servers}
     out.append("")
-    out.append("_populate: " + "; ".join(f"{s} {pm.get(mth, '?')}" for s, mth in methods.items() if mth)
-               + ". Queries run on a server started afterwards on the populated data._")
+    used = {m for m in methods.values() if m}
+    if len(used) == 1 and len(methods) > 1:
+        how = f"all servers {pm.get(used.pop(), '?')}"
+    else:
+        how = "; ".join(f"{s} {pm.get(mth, '?')}" for s, mth in methods.items() if mth)
+    out.append(f"_populate: {how}. Queries run on a server started afterwards on the populated "
+               f"data._")
     results["verdicts"] = verdicts
 
     os.makedirs(os.path.dirname(a.json), exist_ok=True)

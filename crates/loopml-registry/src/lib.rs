@@ -5,6 +5,7 @@
 //! to the tracking crate and are reached through its service.
 
 pub mod api;
+pub mod card;
 pub mod error;
 pub mod lineage;
 pub mod model;

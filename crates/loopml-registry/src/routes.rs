@@ -14,6 +14,7 @@ use loopml_tracking::model::KeyValue;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, EventJson, ModelVersionJson, RegisteredModelJson};
+use crate::card::{self, CardFormat};
 use crate::error::{Error, Result};
 use crate::service::{NewModelVersion, RegistryService};
 use crate::validation::parse_version;
@@ -479,8 +480,83 @@ fn registry_routes() -> Router<RegistryService> {
         )
 }
 
+/// Query of the lineage and model-card endpoints: a `models:/` URI, or a name and version.
+#[derive(Debug, Deserialize)]
+pub struct ModelQuery {
+    /// `models:/name/3`, `models:/name@alias`, `models:/name/Production`, `models:/name/latest`.
+    #[serde(default)]
+    uri: Option<String>,
+    /// Registered model name (with `version`).
+    #[serde(default)]
+    name: Option<String>,
+    /// Version number (with `name`).
+    #[serde(default)]
+    version: Option<String>,
+    /// Output format: lineage `json` (default) or `text`; card `html` (default), `md` or `json`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+impl ModelQuery {
+    fn uri(&self) -> Result<String> {
+        match (&self.uri, &self.name) {
+            (Some(u), _) if !u.is_empty() => Ok(u.clone()),
+            (_, Some(n)) if !n.is_empty() => match self.version.as_deref() {
+                None | Some("") | Some("latest") => Ok(format!("models:/{n}/latest")),
+                Some(v) => Ok(format!("models:/{n}/{}", parse_version(v)?)),
+            },
+            _ => Err(Error::InvalidParameter(
+                "Give 'uri' (models:/name/version, models:/name@alias, models:/name/stage) or                  'name' and 'version'."
+                    .into(),
+            )),
+        }
+    }
+}
+
+type QueryReq<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(q: QueryReq<T>) -> Result<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| Error::InvalidParameter(format!("Invalid query: {e}")))
+}
+
+fn text(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn lineage(State(s): State<RegistryService>, q: QueryReq<ModelQuery>) -> Result<Response> {
+    let q = query(q)?;
+    let l = s.lineage(&q.uri()?).await?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(json(&l)),
+        "text" => Ok(text("text/plain; charset=utf-8", l.to_text())),
+        other => Err(Error::InvalidParameter(format!(
+            "Unknown lineage format '{other}': use json or text."
+        ))),
+    }
+}
+
+async fn model_card(State(s): State<RegistryService>, q: QueryReq<ModelQuery>) -> Result<Response> {
+    let q = query(q)?;
+    let format = q.format.clone().unwrap_or_else(|| "html".into());
+    if format != "json" && CardFormat::parse(&format).is_none() {
+        return Err(Error::InvalidParameter(format!(
+            "Unknown model card format '{format}': use html, md or json."
+        )));
+    }
+    let l = s.lineage(&q.uri()?).await?;
+    Ok(match CardFormat::parse(&format) {
+        Some(CardFormat::Html) => text("text/html; charset=utf-8", card::html(&l)),
+        Some(CardFormat::Markdown) => text("text/markdown; charset=utf-8", card::markdown(&l)),
+        None => json(&l),
+    })
+}
+
 fn loopml_routes() -> Router<RegistryService> {
-    Router::new().route("/events", get(events))
+    Router::new()
+        .route("/events", get(events))
+        .route("/lineage", get(lineage))
+        .route("/model-card", get(model_card))
 }
 
 /// The registry router: MLflow's registry API under `/api` and `/ajax-api`, and loopml's

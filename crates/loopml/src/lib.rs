@@ -2,6 +2,8 @@
 //! defaults) and [`build_app`], which opens the store, builds the domain services and merges
 //! their routers. `main.rs`, the end-to-end tests and embedded uses all go through it.
 
+pub mod client;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -233,4 +235,12 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Writes a file the user asked for on the command line (temp file, then rename).
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("loopml-tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

@@ -24,6 +24,41 @@ enum Command {
     Server(ServerArgs),
     /// Check the configuration and print the resolved settings.
     Config(ServerArgs),
+    /// Show how a registered model version was made: datasets → training run → logged model
+    /// → version → aliases and stage.
+    Lineage(LineageArgs),
+    /// Write a model card (purpose, training data, parameters, metrics, signature, lineage,
+    /// history) for a registered model version.
+    ModelCard(ModelCardArgs),
+}
+
+#[derive(Debug, Args)]
+struct LineageArgs {
+    /// The model version: models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/STAGE or
+    /// models:/NAME/latest
+    uri: String,
+    /// Print JSON instead of a tree
+    #[arg(long)]
+    json: bool,
+    /// The loopml server [default: $LOOPML_SERVER, $MLFLOW_TRACKING_URI or http://127.0.0.1:5000]
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ModelCardArgs {
+    /// The model version: models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/STAGE or
+    /// models:/NAME/latest
+    uri: String,
+    /// Output format: md, html or json
+    #[arg(long, default_value = "md")]
+    format: String,
+    /// Write to this file instead of standard output
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The loopml server [default: $LOOPML_SERVER, $MLFLOW_TRACKING_URI or http://127.0.0.1:5000]
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +122,33 @@ fn main() -> anyhow::Result<()> {
             println!("artifacts   = {}", config.artifacts_path().display());
             println!("durability  = {:?}", config.durability);
             println!("log_level   = {}", config.log_level);
+            Ok(())
+        }
+        Command::Lineage(args) => {
+            let server = loopml::client::server_url(args.server);
+            let format = if args.json { "json" } else { "text" };
+            let body = loopml::client::get(
+                &server,
+                "/api/2.0/loopml/registry/lineage",
+                &[("uri", &args.uri), ("format", format)],
+            )?;
+            print!("{body}");
+            if args.json {
+                println!();
+            }
+            Ok(())
+        }
+        Command::ModelCard(args) => {
+            let server = loopml::client::server_url(args.server);
+            let body = loopml::client::get(
+                &server,
+                "/api/2.0/loopml/registry/model-card",
+                &[("uri", &args.uri), ("format", &args.format)],
+            )?;
+            match args.output {
+                Some(path) => loopml::write_file(&path, body.as_bytes())?,
+                None => print!("{body}"),
+            }
             Ok(())
         }
     }
