@@ -294,3 +294,86 @@ impl<'a> From<&'a RegistryEvent> for EventJson<'a> {
         }
     }
 }
+
+/// `{entity, action}` of a webhook event on the wire.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireEvent {
+    /// Entity (`MODEL_VERSION_ALIAS`, any case).
+    #[serde(default, deserialize_with = "loopml_tracking::api::de::opt_string")]
+    pub entity: Option<String>,
+    /// Action (`CREATED`, any case).
+    #[serde(default, deserialize_with = "loopml_tracking::api::de::opt_string")]
+    pub action: Option<String>,
+}
+
+message! {
+    /// `webhooks` create and update.
+    WebhookRequest {
+        /// Name.
+        name: Option<String> = "loopml_tracking::api::de::opt_string",
+        /// Description.
+        description: Option<String> = "loopml_tracking::api::de::opt_string",
+        /// URL.
+        url: Option<String> = "loopml_tracking::api::de::opt_string",
+        /// Events.
+        events: Vec<WireEvent> = "loopml_tracking::api::de::vec_or_one",
+        /// HMAC secret.
+        secret: Option<String> = "loopml_tracking::api::de::opt_string",
+        /// ACTIVE or DISABLED.
+        status: Option<String> = "loopml_tracking::api::de::opt_string",
+    }
+}
+
+/// `webhooks/{id}/test`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TestWebhookRequest {
+    /// Event to send an example of (default: the webhook's first).
+    #[serde(default)]
+    pub event: Option<WireEvent>,
+}
+
+/// An event name on the wire: `{entity: "MODEL_VERSION_ALIAS", action: "CREATED"}`.
+#[derive(Serialize)]
+pub struct EventNameJson {
+    entity: String,
+    action: String,
+}
+
+/// A webhook on the wire (never with its secret).
+#[derive(Serialize)]
+pub struct WebhookJson<'a> {
+    webhook_id: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    url: &'a str,
+    events: Vec<EventNameJson>,
+    status: &'static str,
+    creation_timestamp: i64,
+    last_updated_timestamp: i64,
+}
+
+impl<'a> From<&'a crate::webhooks::Webhook> for WebhookJson<'a> {
+    fn from(w: &'a crate::webhooks::Webhook) -> Self {
+        Self {
+            webhook_id: &w.id,
+            name: &w.name,
+            description: w.description.as_deref(),
+            url: &w.url,
+            events: w
+                .events
+                .iter()
+                .map(|e| {
+                    let (entity, action) = e.split_once('.').unwrap_or((e, ""));
+                    EventNameJson {
+                        entity: entity.to_ascii_uppercase(),
+                        action: action.to_ascii_uppercase(),
+                    }
+                })
+                .collect(),
+            status: w.status.as_str(),
+            creation_timestamp: w.creation_timestamp,
+            last_updated_timestamp: w.last_updated_timestamp,
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod search;
 mod service;
 mod sql;
 pub mod validation;
+pub mod webhooks;
 
 pub use error::{Error, Result};
 pub use model::{Alias, ModelVersion, RegisteredModel, RegistryEvent, Stage};

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -18,6 +18,7 @@ use crate::card::{self, CardFormat};
 use crate::error::{Error, Result};
 use crate::service::{NewModelVersion, RegistryService};
 use crate::validation::parse_version;
+use crate::webhooks::{self, WebhookSpec, WebhookStatus};
 
 /// Serialises a response body as JSON.
 pub(crate) fn json<T: Serialize>(v: &T) -> Response {
@@ -439,6 +440,132 @@ async fn events(
     }))
 }
 
+// ------------------------------------------------------------ webhooks
+
+fn webhook_spec(r: api::WebhookRequest, creating: bool) -> Result<WebhookSpec> {
+    let events = if r.events.is_empty() {
+        None
+    } else {
+        Some(
+            r.events
+                .iter()
+                .map(|e| {
+                    webhooks::event_name(
+                        e.entity.as_deref().unwrap_or(""),
+                        e.action.as_deref().unwrap_or(""),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?,
+        )
+    };
+    let status = match r.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(WebhookStatus::parse(s).ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "Invalid webhook status '{s}': use ACTIVE or DISABLED."
+            ))
+        })?),
+    };
+    if creating && events.is_none() {
+        return Err(Error::InvalidParameter(
+            "Webhook events cannot be empty.".into(),
+        ));
+    }
+    Ok(WebhookSpec {
+        name: r.name,
+        description: r.description,
+        url: r.url,
+        events,
+        secret: r.secret,
+        status,
+    })
+}
+
+#[derive(Serialize)]
+struct WebhookResponse<'a> {
+    webhook: api::WebhookJson<'a>,
+}
+
+async fn create_webhook(
+    State(s): State<RegistryService>,
+    r: Req<api::WebhookRequest>,
+) -> Result<Response> {
+    let w = s.create_webhook(webhook_spec(body(r)?, true)?).await?;
+    Ok(json(&WebhookResponse {
+        webhook: (&w).into(),
+    }))
+}
+
+async fn list_webhooks(State(s): State<RegistryService>) -> Result<Response> {
+    let hooks = s.list_webhooks().await?;
+    let list: Vec<api::WebhookJson<'_>> = hooks.iter().map(Into::into).collect();
+    Ok(json(&serde_json::json!({ "webhooks": list })))
+}
+
+async fn get_webhook(State(s): State<RegistryService>, Path(id): Path<String>) -> Result<Response> {
+    let w = s.get_webhook(id).await?;
+    Ok(json(&WebhookResponse {
+        webhook: (&w).into(),
+    }))
+}
+
+async fn update_webhook(
+    State(s): State<RegistryService>,
+    Path(id): Path<String>,
+    r: Req<api::WebhookRequest>,
+) -> Result<Response> {
+    let w = s.update_webhook(id, webhook_spec(body(r)?, false)?).await?;
+    Ok(json(&WebhookResponse {
+        webhook: (&w).into(),
+    }))
+}
+
+async fn delete_webhook(
+    State(s): State<RegistryService>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    s.delete_webhook(id).await?;
+    Ok(empty())
+}
+
+async fn test_webhook(
+    State(s): State<RegistryService>,
+    Path(id): Path<String>,
+    r: Req<api::TestWebhookRequest>,
+) -> Result<Response> {
+    let event = match body(r)?.event {
+        Some(e) => Some(webhooks::event_name(
+            e.entity.as_deref().unwrap_or(""),
+            e.action.as_deref().unwrap_or(""),
+        )?),
+        None => None,
+    };
+    let d = s.test_webhook(id, event).await?;
+    Ok(json(&serde_json::json!({ "result": {
+        "success": d.success,
+        "response_status": d.status_code,
+        "error_message": d.error,
+    }})))
+}
+
+/// Query of the delivery log.
+#[derive(Debug, Deserialize)]
+pub struct DeliveriesQuery {
+    /// At most this many attempts, newest first (default 100).
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn webhook_deliveries(
+    State(s): State<RegistryService>,
+    Path(id): Path<String>,
+    q: QueryReq<DeliveriesQuery>,
+) -> Result<Response> {
+    let q = query(q)?;
+    let d = s.webhook_deliveries(id, q.limit.unwrap_or(100)).await?;
+    Ok(json(&serde_json::json!({ "deliveries": d })))
+}
+
 fn registry_routes() -> Router<RegistryService> {
     Router::new()
         .route("/registered-models/create", post(create_registered_model))
@@ -478,6 +605,14 @@ fn registry_routes() -> Router<RegistryService> {
             "/model-versions/delete-tag",
             axum::routing::delete(delete_model_version_tag),
         )
+        .route("/webhooks", post(create_webhook).get(list_webhooks))
+        .route(
+            "/webhooks/{id}",
+            get(get_webhook)
+                .patch(update_webhook)
+                .delete(delete_webhook),
+        )
+        .route("/webhooks/{id}/test", post(test_webhook))
 }
 
 /// Query of the lineage and model-card endpoints: a `models:/` URI, or a name and version.
@@ -557,6 +692,7 @@ fn loopml_routes() -> Router<RegistryService> {
         .route("/events", get(events))
         .route("/lineage", get(lineage))
         .route("/model-card", get(model_card))
+        .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
 }
 
 /// The registry router: MLflow's registry API under `/api` and `/ajax-api`, and loopml's

@@ -41,11 +41,13 @@ pub struct NewModelVersion {
     pub description: Option<String>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     db: Database,
     tracking: TrackingService,
-    /// Latest committed feed sequence number; long-polls and webhook delivery wait on it.
+    /// Latest committed feed sequence number; long-polls wait on it.
     feed: tokio::sync::watch::Sender<i64>,
+    /// The same, for the webhook delivery thread.
+    wake: Arc<crate::webhooks::Wake>,
 }
 
 /// The model registry; cheap to clone.
@@ -145,7 +147,12 @@ impl RegistryService {
         db.migrate("registry", crate::MIGRATIONS)?;
         let (feed, _) = tokio::sync::watch::channel(0);
         Ok(Self {
-            inner: Arc::new(Inner { db, tracking, feed }),
+            inner: Arc::new(Inner {
+                db,
+                tracking,
+                feed,
+                wake: Arc::default(),
+            }),
         })
     }
 
@@ -158,9 +165,26 @@ impl RegistryService {
         &self.inner.db
     }
 
+    pub(crate) fn db_handle(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
+    pub(crate) fn wake(&self) -> Arc<crate::webhooks::Wake> {
+        Arc::clone(&self.inner.wake)
+    }
+
     /// Announces a committed event to long-polls and webhook delivery.
     fn published(&self, seq: Option<i64>) {
         if let Some(seq) = seq {
+            self.inner.wake.notify(seq);
             self.inner.feed.send_if_modified(|cur| {
                 if seq > *cur {
                     *cur = seq;

@@ -178,6 +178,9 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .context("cannot initialise tracking")?;
     let registry = loopml_registry::RegistryService::new(db, tracking.clone())
         .context("cannot initialise the model registry")?;
+    registry
+        .start_webhook_delivery()
+        .context("cannot start webhook delivery")?;
     let router = Router::new()
         .route("/health", get(health))
         .route("/version", get(version))

@@ -1,0 +1,204 @@
+//! Webhook delivery end to end: a local receiver that fails once, then accepts. Checks MLflow's
+//! signature scheme, the retry after the failure, ordering and the delivery log.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // test code: the receiver runs on its own task
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use loopml_registry::RegistryService;
+use loopml_registry::webhooks::{WebhookSpec, signature};
+use loopml_store::{ArtifactStore, Database, DatabaseConfig};
+use loopml_tracking::TrackingService;
+
+#[derive(Clone, Default)]
+struct Receiver {
+    calls: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    fail_first: Arc<Mutex<u32>>,
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+    r.calls.lock().unwrap().push((headers, body));
+    let mut fail = r.fail_first.lock().unwrap();
+    if *fail > 0 {
+        *fail -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    StatusCode::OK
+}
+
+async fn start_receiver(fail_first: u32) -> (String, Receiver) {
+    let r = Receiver {
+        fail_first: Arc::new(Mutex::new(fail_first)),
+        ..Receiver::default()
+    };
+    let app = axum::Router::new()
+        .route("/hook", post(receive))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), r)
+}
+
+fn service(dir: &std::path::Path) -> RegistryService {
+    let db = Database::open(DatabaseConfig::sqlite(dir.join("t.db"))).unwrap();
+    let art = ArtifactStore::local(dir.join("art")).unwrap();
+    let tracking = TrackingService::new(db.clone(), art).unwrap();
+    RegistryService::new(db, tracking).unwrap()
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_delivery_with_retry_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = service(dir.path());
+    reg.start_webhook_delivery().unwrap();
+    let (url, rx) = start_receiver(1).await;
+    let hook = reg
+        .create_webhook(WebhookSpec {
+            name: Some("deploy".into()),
+            url: Some(url),
+            events: Some(vec![
+                "model_version_alias.created".into(),
+                "model_version.created".into(),
+            ]),
+            secret: Some("s3cret".into()),
+            ..WebhookSpec::default()
+        })
+        .await
+        .unwrap();
+    // Events before the webhook existed are not replayed; the registered model's creation is
+    // not subscribed.
+    reg.create_registered_model("m".into(), vec![], None)
+        .await
+        .unwrap();
+    let run = reg
+        .tracking()
+        .create_run(0, None, None, None, vec![])
+        .await
+        .unwrap();
+    let rid = run.info.run_id.clone();
+    reg.create_model_version(loopml_registry::NewModelVersion {
+        name: "m".into(),
+        source: format!("runs:/{rid}/model"),
+        run_id: Some(rid),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    reg.set_alias("m".into(), "champion".into(), 1)
+        .await
+        .unwrap();
+
+    // First attempt of the first event gets a 503, the retry (after ~1 s) succeeds, then the
+    // alias event follows in order.
+    let calls = rx.calls.clone();
+    wait_for("three deliveries", || calls.lock().unwrap().len() >= 3).await;
+    let calls = rx.calls.lock().unwrap().clone();
+    let events: Vec<String> = calls
+        .iter()
+        .map(|(_, b)| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            format!(
+                "{}.{}",
+                v["entity"].as_str().unwrap(),
+                v["action"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "model_version.created",
+            "model_version.created",
+            "model_version_alias.created"
+        ]
+    );
+    for (headers, body) in &calls {
+        let id = headers["x-mlflow-delivery-id"].to_str().unwrap();
+        let ts = headers["x-mlflow-timestamp"].to_str().unwrap();
+        let sig = headers["x-mlflow-signature"].to_str().unwrap();
+        assert_eq!(sig, signature("s3cret", id, ts, body));
+    }
+    let alias: serde_json::Value = serde_json::from_str(&calls[2].1).unwrap();
+    assert_eq!(alias["data"]["alias"], "champion");
+    assert_eq!(alias["data"]["version"], "1");
+
+    let log = reg.webhook_deliveries(hook.id.clone(), 10).await.unwrap();
+    assert_eq!(log.len(), 3);
+    let failed: Vec<_> = log.iter().filter(|d| !d.success).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].status_code, Some(503));
+    assert_eq!(failed[0].attempt, 1);
+    assert!(log.iter().any(|d| d.success && d.attempt == 2));
+
+    // The cursor is durable: nothing is re-sent once everything was delivered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let h = reg.get_webhook(hook.id.clone()).await.unwrap();
+    assert!(h.cursor >= 3, "cursor {}", h.cursor);
+    assert_eq!(rx.calls.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_webhooks_are_rejected_and_test_delivery_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = service(dir.path());
+    for (url, events) in [
+        ("ftp://x/y", vec!["model_version.created".to_string()]),
+        ("http://127.0.0.1:9/x", vec![]),
+    ] {
+        let err = reg
+            .create_webhook(WebhookSpec {
+                name: Some("x".into()),
+                url: Some(url.into()),
+                events: Some(events),
+                ..WebhookSpec::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code_and_status().0, "INVALID_PARAMETER_VALUE");
+    }
+    // Nothing listens on port 9: the test delivery reports the failure instead of erroring.
+    let hook = reg
+        .create_webhook(WebhookSpec {
+            name: Some("down".into()),
+            url: Some("http://127.0.0.1:9/x".into()),
+            events: Some(vec!["model_version_alias.created".into()]),
+            ..WebhookSpec::default()
+        })
+        .await
+        .unwrap();
+    let d = reg.test_webhook(hook.id.clone(), None).await.unwrap();
+    assert!(!d.success);
+    assert!(d.error.is_some());
+    assert_eq!(
+        reg.webhook_deliveries(hook.id.clone(), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    reg.delete_webhook(hook.id.clone()).await.unwrap();
+    assert_eq!(
+        reg.get_webhook(hook.id)
+            .await
+            .unwrap_err()
+            .code_and_status()
+            .0,
+        "RESOURCE_DOES_NOT_EXIST"
+    );
+}
