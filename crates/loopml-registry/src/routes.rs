@@ -20,23 +20,10 @@ use crate::service::{NewModelVersion, RegistryService};
 use crate::validation::parse_version;
 use crate::webhooks::{self, WebhookSpec, WebhookStatus};
 
-/// Serialises a response body as JSON.
-pub(crate) fn json<T: Serialize>(v: &T) -> Response {
-    match serde_json::to_vec(v) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => {
-            Error::InvalidParameter(format!("could not encode response: {e}")).into_response()
-        }
-    }
-}
-
-fn empty() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-}
+use loopml_tracking::routes::{empty, json};
 
 fn required(v: Option<String>, name: &str) -> Result<String> {
-    v.filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::missing(name))
+    Ok(loopml_tracking::routes::required(v, name)?)
 }
 
 fn version(v: Option<String>) -> Result<i64> {
@@ -44,15 +31,7 @@ fn version(v: Option<String>) -> Result<i64> {
 }
 
 fn key_values(items: Vec<WireKeyValue>) -> Result<Vec<KeyValue>> {
-    items
-        .into_iter()
-        .map(|kv| {
-            Ok(KeyValue {
-                key: kv.key.ok_or_else(|| Error::missing("key"))?,
-                value: kv.value.unwrap_or_default(),
-            })
-        })
-        .collect()
+    Ok(loopml_tracking::routes::key_values(items)?)
 }
 
 /// The MLflow extractor reports tracking errors; lift them into registry errors.

@@ -23,7 +23,8 @@ use crate::service::{
 use crate::sql::ModelOrder;
 use crate::validation::parse_experiment_id;
 
-fn json<T: Serialize>(v: &T) -> Response {
+/// A JSON response body (`application/json`).
+pub fn json<T: Serialize>(v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
@@ -32,11 +33,13 @@ fn json<T: Serialize>(v: &T) -> Response {
     }
 }
 
-fn empty() -> Response {
+/// The empty MLflow answer `{}`.
+pub fn empty() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
 }
 
-fn required(v: Option<String>, name: &str) -> Result<String> {
+/// A required, non-empty string parameter, or MLflow's "missing value" error.
+pub fn required(v: Option<String>, name: &str) -> Result<String> {
     v.filter(|s| !s.is_empty())
         .ok_or_else(|| Error::missing(name))
 }
@@ -52,7 +55,8 @@ fn experiment_id(v: Option<String>) -> Result<i64> {
     parse_experiment_id(&required(v, "experiment_id")?)
 }
 
-fn key_values(items: Vec<WireKeyValue>) -> Result<Vec<KeyValue>> {
+/// Wire `{key, value}` pairs into domain pairs (a missing key is an error).
+pub fn key_values(items: Vec<WireKeyValue>) -> Result<Vec<KeyValue>> {
     items
         .into_iter()
         .map(|kv| {
