@@ -2,7 +2,7 @@
 -- versions are numbered per model from `next_version`, so a deleted version's number is never
 -- handed out again (as in MLflow).
 CREATE TABLE registered_models (
-    id                INTEGER PRIMARY KEY,
+    id                INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: events refer to it
     name              TEXT    NOT NULL UNIQUE,
     creation_time     INTEGER NOT NULL,
     last_updated_time INTEGER NOT NULL,
@@ -59,15 +59,19 @@ CREATE TABLE registered_model_aliases (
 CREATE INDEX registered_model_aliases_version ON registered_model_aliases (model, version);
 
 -- The change feed: one row per registry change, written in the same transaction as the change.
+-- `model_key` ties events to the registered model itself, so its history survives a rename
+-- and a re-created model of the same name does not inherit the old one's history.
 CREATE TABLE registry_events (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     time       INTEGER NOT NULL,
     event      TEXT    NOT NULL,
+    model_key  INTEGER,
     model_name TEXT    NOT NULL,
     version    INTEGER,
     data       TEXT    NOT NULL
 );
-CREATE INDEX registry_events_model ON registry_events (model_name, seq);
+CREATE INDEX registry_events_key ON registry_events (model_key, seq);
+CREATE INDEX registry_events_name ON registry_events (model_name, seq);
 
 -- Outgoing webhooks (MLflow's webhook API) and their durable delivery state.
 CREATE TABLE registry_webhooks (
@@ -91,6 +95,7 @@ CREATE TABLE registry_webhook_deliveries (
     attempt       INTEGER NOT NULL,
     time          INTEGER NOT NULL,
     status_code   INTEGER,
+    response_body TEXT,
     error         TEXT,
     success       INTEGER NOT NULL,
     duration_ms   INTEGER NOT NULL

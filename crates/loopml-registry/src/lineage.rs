@@ -406,12 +406,10 @@ impl RegistryService {
             }
         };
 
-        let (events, _) = self
-            .events(0, 10_000, Some(mv.name.clone()), std::time::Duration::ZERO)
-            .await?;
-        let history = events
+        let history = self
+            .version_history(mv.name.clone(), mv.version)
+            .await?
             .into_iter()
-            .filter(|e| e.version == Some(mv.version))
             .map(|e| HistoryEntry {
                 seq: e.seq,
                 timestamp: e.timestamp,

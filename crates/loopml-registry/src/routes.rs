@@ -520,10 +520,13 @@ async fn test_webhook(
         None => None,
     };
     let d = s.test_webhook(id, event).await?;
+    // MLflow's test result counts any answer below 400 as success.
+    let success = d.status_code.is_some_and(|c| c < 400);
     Ok(json(&serde_json::json!({ "result": {
-        "success": d.success,
+        "success": success,
         "response_status": d.status_code,
-        "error_message": d.error,
+        "response_body": d.response_body,
+        "error_message": if success { None } else { d.error },
     }})))
 }
 
@@ -620,7 +623,8 @@ impl ModelQuery {
                 Some(v) => Ok(format!("models:/{n}/{}", parse_version(v)?)),
             },
             _ => Err(Error::InvalidParameter(
-                "Give 'uri' (models:/name/version, models:/name@alias, models:/name/stage) or                  'name' and 'version'."
+                "Give 'uri' (models:/name/version, models:/name@alias, models:/name/stage) or \
+                 'name' and 'version'."
                     .into(),
             )),
         }

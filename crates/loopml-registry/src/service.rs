@@ -371,6 +371,14 @@ impl RegistryService {
                     &[row.key.into()],
                     |r| r.i64(0),
                 )?;
+                let seq = sql::record_event(
+                    c,
+                    now,
+                    "registered_model.deleted",
+                    &name,
+                    None,
+                    &json!({"name": name, "deleted_versions": versions}),
+                )?;
                 // Explicit deletes keep the store consistent even where foreign keys are off.
                 for table in [
                     "registered_model_aliases",
@@ -387,14 +395,7 @@ impl RegistryService {
                     "DELETE FROM registered_models WHERE id = ?1",
                     &[row.key.into()],
                 )?;
-                sql::record_event(
-                    c,
-                    now,
-                    "registered_model.deleted",
-                    &name,
-                    None,
-                    &json!({"name": name, "deleted_versions": versions}),
-                )
+                Ok(seq)
             })
             .await?;
         self.published(Some(seq));
@@ -1234,6 +1235,16 @@ impl RegistryService {
 
     // ------------------------------------------------------------ change feed
 
+    /// Every recorded change of one live version, oldest first (survives renames).
+    pub async fn version_history(&self, name: String, version: i64) -> Result<Vec<RegistryEvent>> {
+        self.db()
+            .read(move |c| -> Result<_> {
+                let (_, key) = sql::get_version(c, &name, version)?;
+                sql::events_after(c, 0, i64::MAX, sql::EventScope::Version(key, version))
+            })
+            .await
+    }
+
     /// Events after `after` (oldest first, at most `limit`), optionally for one model. When
     /// there are none yet, waits up to `wait` for one to be committed (long-poll).
     pub async fn events(
@@ -1252,7 +1263,11 @@ impl RegistryService {
             let (events, last) = self
                 .db()
                 .read(move |c| -> Result<_> {
-                    let events = sql::events_after(c, after, limit, n.as_deref())?;
+                    let scope = match n.as_deref() {
+                        Some(name) => sql::EventScope::Model(name),
+                        None => sql::EventScope::All,
+                    };
+                    let events = sql::events_after(c, after, limit, scope)?;
                     let last = sql::last_seq(c)?;
                     Ok::<_, Error>((events, last))
                 })

@@ -296,7 +296,8 @@ pub fn touch_model(c: &Conn<'_>, key: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Appends an event to the change feed; returns its sequence number.
+/// Appends an event to the change feed; returns its sequence number. The event is tied to the
+/// registered model currently named `name` (record it before deleting the model).
 pub fn record_event(
     c: &Conn<'_>,
     now: i64,
@@ -307,8 +308,9 @@ pub fn record_event(
 ) -> Result<i64> {
     let seq = c
         .query_opt(
-            "INSERT INTO registry_events (time, event, model_name, version, data) \
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+            "INSERT INTO registry_events (time, event, model_key, model_name, version, data) \
+             VALUES (?1, ?2, (SELECT id FROM registered_models WHERE name = ?3), ?3, ?4, ?5) \
+             RETURNING seq",
             &[
                 now.into(),
                 event.into(),
@@ -322,12 +324,26 @@ pub fn record_event(
     Ok(seq)
 }
 
-/// Events after `after`, oldest first, optionally for one model and a set of event names.
+/// Which events to list.
+#[derive(Debug, Clone, Copy)]
+pub enum EventScope<'a> {
+    /// Every event.
+    All,
+    /// Events of the registered model now named this (including those from before a rename);
+    /// for a name no model has any more, the events recorded under that name.
+    Model(&'a str),
+    /// Events of one registered model by its key.
+    Key(i64),
+    /// Events of one version (registered model key, version).
+    Version(i64, i64),
+}
+
+/// Events after `after`, oldest first, at most `limit`.
 pub fn events_after(
     c: &Conn<'_>,
     after: i64,
     limit: i64,
-    name: Option<&str>,
+    scope: EventScope<'_>,
 ) -> Result<Vec<RegistryEvent>> {
     let map = |r: &Row<'_>| -> Result<RegistryEvent, StoreError> {
         let data: serde_json::Value =
@@ -341,16 +357,42 @@ pub fn events_after(
             data,
         })
     };
-    Ok(match name {
-        Some(n) => c.query(
-            "SELECT seq, time, event, model_name, version, data FROM registry_events \
-             WHERE model_name = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            &[n.into(), after.into(), limit.into()],
+    const COLS: &str = "SELECT seq, time, event, model_name, version, data FROM registry_events";
+    let scope = match scope {
+        EventScope::Model(name) => {
+            let key = c.query_opt(
+                "SELECT id FROM registered_models WHERE name = ?1",
+                &[name.into()],
+                |r| r.i64(0),
+            )?;
+            match key {
+                Some(k) => EventScope::Key(k),
+                None => {
+                    return Ok(c.query(
+                        &format!("{COLS} WHERE model_name = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
+                        &[name.into(), after.into(), limit.into()],
+                        map,
+                    )?);
+                }
+            }
+        }
+        other => other,
+    };
+    Ok(match scope {
+        EventScope::Version(k, v) => c.query(
+            &format!(
+                "{COLS} WHERE model_key = ?1 AND version = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"
+            ),
+            &[k.into(), v.into(), after.into(), limit.into()],
             map,
         )?,
-        None => c.query(
-            "SELECT seq, time, event, model_name, version, data FROM registry_events \
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        EventScope::Key(k) => c.query(
+            &format!("{COLS} WHERE model_key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
+            &[k.into(), after.into(), limit.into()],
+            map,
+        )?,
+        _ => c.query(
+            &format!("{COLS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
             &[after.into(), limit.into()],
             map,
         )?,

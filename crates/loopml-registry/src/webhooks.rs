@@ -111,6 +111,9 @@ pub struct Delivery {
     /// HTTP status of the answer, when one came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<i64>,
+    /// The start of the receiver's answer (at most 4 KiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
     /// What went wrong, when something did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -258,13 +261,21 @@ fn send(hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
         );
     }
     let start = Instant::now();
-    let (status_code, error) = match req.send(body.as_bytes()) {
-        Ok(resp) => {
+    let (status_code, response_body, error) = match req.send(body.as_bytes()) {
+        Ok(mut resp) => {
             let code = resp.status().as_u16();
+            let text = resp
+                .body_mut()
+                .with_config()
+                .limit(4096)
+                .read_to_vec()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok()
+                .filter(|t| !t.is_empty());
             let err = (!(200..300).contains(&code)).then(|| format!("receiver answered {code}"));
-            (Some(i64::from(code)), err)
+            (Some(i64::from(code)), text, err)
         }
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => (None, None, Some(e.to_string())),
     };
     Delivery {
         delivery_id,
@@ -274,6 +285,7 @@ fn send(hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
         attempt,
         timestamp: now_ms(),
         status_code,
+        response_body,
         success: error.is_none(),
         error,
         duration_ms: start.elapsed().as_millis() as i64,
@@ -477,7 +489,8 @@ impl RegistryService {
             .read(move |c| -> Result<Vec<Delivery>> {
                 Ok(c.query(
                     "SELECT id, webhook_id, event_seq, event, attempt, time, status_code, error, \
-                     success, duration_ms FROM registry_webhook_deliveries WHERE webhook_id = ?1 \
+                     success, duration_ms, response_body FROM registry_webhook_deliveries \
+                     WHERE webhook_id = ?1 \
                      ORDER BY time DESC, event_seq DESC, attempt DESC LIMIT ?2",
                     &[(&id).into(), limit.clamp(1, 10_000).into()],
                     |r| {
@@ -492,6 +505,7 @@ impl RegistryService {
                             error: r.opt_string(7)?,
                             success: r.i64(8)? != 0,
                             duration_ms: r.i64(9)?,
+                            response_body: r.opt_string(10)?,
                         })
                     },
                 )?)
@@ -528,8 +542,8 @@ impl RegistryService {
             .write(move |c| -> Result<()> {
                 c.execute(
                     "INSERT INTO registry_webhook_deliveries (id, webhook_id, event_seq, event, \
-                     attempt, time, status_code, error, success, duration_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     attempt, time, status_code, error, success, duration_ms, response_body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     &[
                         (&d.delivery_id).into(),
                         (&d.webhook_id).into(),
@@ -541,6 +555,7 @@ impl RegistryService {
                         d.error.as_ref().into(),
                         d.success.into(),
                         d.duration_ms.into(),
+                        d.response_body.as_ref().into(),
                     ],
                 )?;
                 Ok(())

@@ -138,7 +138,15 @@ async fn signed_delivery_with_retry_and_log() {
     assert_eq!(alias["data"]["alias"], "champion");
     assert_eq!(alias["data"]["version"], "1");
 
-    let log = reg.webhook_deliveries(hook.id.clone(), 10).await.unwrap();
+    // Each attempt is logged right after the receiver answers.
+    let mut log = Vec::new();
+    for _ in 0..200 {
+        log = reg.webhook_deliveries(hook.id.clone(), 10).await.unwrap();
+        if log.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(log.len(), 3);
     let failed: Vec<_> = log.iter().filter(|d| !d.success).collect();
     assert_eq!(failed.len(), 1);

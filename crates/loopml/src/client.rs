@@ -55,3 +55,13 @@ pub fn get(server: &str, path: &str, query: &[(&str, &str)]) -> anyhow::Result<S
     }
     Ok(body)
 }
+
+/// Writes command output to stdout; a reader that went away (`| head`) is not an error.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -132,11 +132,8 @@ fn main() -> anyhow::Result<()> {
                 "/api/2.0/loopml/registry/lineage",
                 &[("uri", &args.uri), ("format", format)],
             )?;
-            print!("{body}");
-            if args.json {
-                println!();
-            }
-            Ok(())
+            let end = if args.json { "\n" } else { "" };
+            loopml::client::print_out(&format!("{body}{end}"))
         }
         Command::ModelCard(args) => {
             let server = loopml::client::server_url(args.server);
@@ -147,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             )?;
             match args.output {
                 Some(path) => loopml::write_file(&path, body.as_bytes())?,
-                None => print!("{body}"),
+                None => loopml::client::print_out(&body)?,
             }
             Ok(())
         }
