@@ -370,8 +370,15 @@ fn run_group(conn: &Connection, group: Vec<GroupedJob>) {
 
 /// Copies WAL frames into the database file every second, off the commit path; truncates
 /// the WAL when it has grown large. Stops when the database is dropped.
+/// Checkpoints the WAL once a second off the writer's path. PASSIVE normally (never blocks a
+/// commit); TRUNCATE when the WAL has grown past 256 MiB, or when writes have been idle for a
+/// few seconds and the WAL holds more than 16 MiB, so an idle server gives the disk back.
 fn checkpoint_loop(inner: std::sync::Weak<Inner>, conn: Connection) {
     const TRUNCATE_AT: u64 = 256 * 1024 * 1024;
+    const IDLE_TRUNCATE_AT: u64 = 16 * 1024 * 1024;
+    const IDLE_TICKS: u32 = 3;
+    let mut last_len = 0u64;
+    let mut idle_ticks = 0u32;
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
         let Some(inner) = inner.upgrade() else {
@@ -386,12 +393,19 @@ fn checkpoint_loop(inner: std::sync::Weak<Inner>, conn: Connection) {
                 .unwrap_or_else(|| "wal".into()),
         );
         drop(inner);
-        let big = std::fs::metadata(&wal)
-            .map(|m| m.len() > TRUNCATE_AT)
-            .unwrap_or(false);
-        let mode = if big { "TRUNCATE" } else { "PASSIVE" };
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        // The WAL file only grows while writes need more room than it has; an unchanged
+        // length after a PASSIVE checkpoint means nothing is being written.
+        idle_ticks = if len == last_len { idle_ticks + 1 } else { 0 };
+        last_len = len;
+        let truncate = len > TRUNCATE_AT || (len > IDLE_TRUNCATE_AT && idle_ticks >= IDLE_TICKS);
+        let mode = if truncate { "TRUNCATE" } else { "PASSIVE" };
         if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        if truncate {
+            last_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            idle_ticks = 0;
         }
     }
 }
