@@ -48,6 +48,7 @@ CREATE TABLE model_version_tags (
     PRIMARY KEY (model, version, key),
     FOREIGN KEY (model, version) REFERENCES model_versions (model, version) ON DELETE CASCADE
 ) WITHOUT ROWID;
+CREATE INDEX model_version_tags_kv ON model_version_tags (key, value);
 
 CREATE TABLE registered_model_aliases (
     model   INTEGER NOT NULL,

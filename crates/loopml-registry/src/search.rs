@@ -96,11 +96,14 @@ fn numeric_condition(q: &mut SqlQuery, column: &str, key: &str, clause: &Clause)
     Ok(format!("{column} {} {v}", clause.op.sql()))
 }
 
-/// Tag condition as an EXISTS over the tag table.
+/// Tag condition as membership in the set of entities carrying a matching tag. Written as
+/// `key IN (SELECT … WHERE key = ? AND value …)` so the planner can start from the tag index
+/// (`key, value`) instead of probing every row of the searched table.
 fn tag_condition(
     q: &mut SqlQuery,
     table: &str,
-    join: &str,
+    entity_columns: &str,
+    tag_columns: &str,
     key: &str,
     clause: &Clause,
 ) -> Result<String> {
@@ -113,7 +116,7 @@ fn tag_condition(
     let k = q.param(Value::from(key.to_string()));
     let cond = string_condition(q, "t.value", clause)?;
     Ok(format!(
-        "EXISTS (SELECT 1 FROM {table} t WHERE {join} AND t.key = {k} AND {cond})"
+        "{entity_columns} IN (SELECT {tag_columns} FROM {table} t WHERE t.key = {k} AND {cond})"
     ))
 }
 
@@ -173,7 +176,7 @@ pub fn registered_models(filter_str: Option<&str>, order_by: &[String]) -> Resul
             Entity::Attribute(k) if k == "name" => string_condition(&mut q, "rm.name", c)?,
             Entity::Attribute(k) => return Err(invalid(format!("Invalid attribute name: {k}"))),
             Entity::Tag(k) => {
-                tag_condition(&mut q, "registered_model_tags", "t.model = rm.id", k, c)?
+                tag_condition(&mut q, "registered_model_tags", "rm.id", "t.model", k, c)?
             }
             other => {
                 return Err(invalid(format!(
@@ -242,7 +245,8 @@ pub fn model_versions(filter_str: Option<&str>, order_by: &[String]) -> Result<S
             Entity::Tag(k) => tag_condition(
                 &mut q,
                 "model_version_tags",
-                "t.model = mv.model AND t.version = mv.version",
+                "(mv.model, mv.version)",
+                "t.model, t.version",
                 k,
                 c,
             )?,
@@ -319,7 +323,7 @@ mod tests {
         )
         .unwrap();
         assert!(q.where_sql.contains("NOT EXISTS"));
-        assert!(!q.where_sql.contains("AND t.key"));
+        assert!(!q.where_sql.contains(" t.key"));
         assert_eq!(q.params.len(), 1);
         assert_eq!(q.order_sql, "rm.name ASC");
     }
@@ -328,7 +332,7 @@ mod tests {
     fn asking_for_prompts_keeps_the_tag_clause() {
         let q = registered_models(Some("tags.`mlflow.prompt.is_prompt` = 'true'"), &[]).unwrap();
         assert!(!q.where_sql.contains("NOT EXISTS"));
-        assert!(q.where_sql.contains("EXISTS"));
+        assert!(q.where_sql.contains(" t.key"));
     }
 
     #[test]
