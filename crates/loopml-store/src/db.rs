@@ -516,6 +516,23 @@ impl Database {
             .map_err(|_| StoreError::Worker("a migration job panicked".into()))?
     }
 
+    /// Folds the WAL back into the database file and truncates it (on shutdown, so a stopped
+    /// server leaves one compact file). Waits for queued writes first.
+    pub fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inner
+            .jobs
+            .send(Job::Exclusive(Box::new(move |conn| {
+                let r = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(StoreError::from);
+                let _ = tx.send(r);
+            })))
+            .map_err(|_| StoreError::Worker("the writer thread has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError::Worker("the checkpoint job panicked".into()))?
+    }
+
     /// Runs `f` in a write transaction on the writer thread and resolves once it is
     /// committed. Concurrent writes share one commit (group commit) but each runs under its
     /// own savepoint: when `f` returns `Err` only its own writes are rolled back, so a

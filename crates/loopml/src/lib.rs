@@ -194,7 +194,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
 /// Serves the app until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
-    let (router, _handle) = build_app(&config)?;
+    let (router, handle) = build_app(&config)?;
     let addr = config.addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -215,6 +215,10 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    let db = handle.tracking.database().clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
+        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
     tracing::info!("loopml server stopped");
     Ok(())
 }
