@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use loopml::{FileConfig, ServerConfig};
 use loopml_store::Durability;
 
-/// loopml: the machine-learning feedback loop in one binary. Tracks experiments with an
-/// MLflow-compatible API (point MLFLOW_TRACKING_URI at it), stores artifacts, and more.
+/// loopml: the machine-learning feedback loop in one binary. Tracks experiments and registers
+/// models with an MLflow-compatible API (point MLFLOW_TRACKING_URI at it), stores artifacts,
+/// records lineage and writes model cards.
 #[derive(Debug, Parser)]
 #[command(name = "loopml", version, propagate_version = true)]
 struct Cli {
@@ -20,7 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the loopml server (MLflow tracking API + artifact proxy) on embedded defaults.
+    /// Run the loopml server (MLflow tracking + model registry APIs, artifact proxy, change
+    /// feed and webhooks) on embedded defaults.
     Server(ServerArgs),
     /// Check the configuration and print the resolved settings.
     Config(ServerArgs),
