@@ -5,19 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Alias, ModelVersion, RegisteredModel, RegistryEvent};
 
-macro_rules! message {
-    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $de:literal),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Deserialize)]
-        pub struct $name {
-            $(
-                $(#[$fdoc])*
-                #[serde(default, deserialize_with = $de)]
-                pub $field: $ty,
-            )*
-        }
-    };
-}
+use loopml_tracking::mlflow_message as message;
 
 message! {
     /// `registered-models/create`.

@@ -184,10 +184,14 @@ pub struct WireMetric {
     pub dataset_digest: Option<String>,
 }
 
-macro_rules! message {
+/// Declares an MLflow request message: a struct whose every field is optional on the wire
+/// and parsed by the named lenient deserializer (`"path::to::fn"`, resolved where the macro is
+/// used). Shared by every crate that speaks MLflow's REST protocol.
+#[macro_export]
+macro_rules! mlflow_message {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $de:literal),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Deserialize)]
+        #[derive(Debug, Clone, ::serde::Deserialize)]
         pub struct $name {
             $(
                 $(#[$fdoc])*
@@ -198,7 +202,7 @@ macro_rules! message {
     };
 }
 
-message!(
+mlflow_message!(
     /// experiments/create
     CreateExperiment {
         /// Name.
@@ -209,21 +213,21 @@ message!(
         tags: Vec<WireKeyValue> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// experiments/get, delete, restore
     ExperimentRef {
         /// Id.
         experiment_id: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// experiments/get-by-name
     ExperimentByName {
         /// Name.
         experiment_name: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// experiments/search
     SearchExperiments {
         /// Page size.
@@ -238,7 +242,7 @@ message!(
         view_type: Option<String> = "de::opt_enum",
     }
 );
-message!(
+mlflow_message!(
     /// experiments/update
     UpdateExperiment {
         /// Id.
@@ -247,7 +251,7 @@ message!(
         new_name: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// experiments/set-experiment-tag and delete-experiment-tag
     ExperimentTag {
         /// Id.
@@ -258,7 +262,7 @@ message!(
         value: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// runs/create
     CreateRun {
         /// Experiment.
@@ -273,7 +277,7 @@ message!(
         tags: Vec<WireKeyValue> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// Any message that names a run.
     RunRef {
         /// Run id.
@@ -282,7 +286,7 @@ message!(
         run_uuid: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// runs/update
     UpdateRun {
         /// Run id.
@@ -297,7 +301,7 @@ message!(
         run_name: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// runs/search
     SearchRuns {
         /// Experiments to search.
@@ -314,7 +318,7 @@ message!(
         page_token: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// runs/log-metric
     LogMetric {
         /// Run id.
@@ -337,7 +341,7 @@ message!(
         dataset_digest: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// runs/log-parameter, runs/set-tag, runs/delete-tag
     RunKeyValue {
         /// Run id.
@@ -350,7 +354,7 @@ message!(
         value: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// runs/log-batch
     LogBatch {
         /// Run id.
@@ -363,7 +367,7 @@ message!(
         tags: Vec<WireKeyValue> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// metrics/get-history
     GetHistory {
         /// Run id.
@@ -378,7 +382,7 @@ message!(
         page_token: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// metrics/get-history-bulk-interval
     GetHistoryBulk {
         /// Runs.
@@ -440,7 +444,7 @@ pub struct WireModelRef {
     pub step: Option<i64>,
 }
 
-message!(
+mlflow_message!(
     /// runs/log-inputs
     LogInputs {
         /// Run id.
@@ -451,7 +455,7 @@ message!(
         models: Vec<WireModelRef> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// runs/outputs
     LogOutputs {
         /// Run id.
@@ -460,7 +464,7 @@ message!(
         models: Vec<WireModelRef> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// runs/log-model (legacy)
     LogModel {
         /// Run id.
@@ -469,7 +473,7 @@ message!(
         model_json: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// POST logged-models
     CreateLoggedModel {
         /// Experiment.
@@ -486,14 +490,14 @@ message!(
         tags: Vec<WireKeyValue> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// PATCH logged-models/{id}
     FinalizeLoggedModel {
         /// New status.
         status: Option<String> = "de::opt_enum",
     }
 );
-message!(
+mlflow_message!(
     /// PATCH logged-models/{id}/tags, POST logged-models/{id}/params
     LoggedModelKeyValues {
         /// Tags.
@@ -502,7 +506,7 @@ message!(
         params: Vec<WireKeyValue> = "de::vec_or_one",
     }
 );
-message!(
+mlflow_message!(
     /// GET logged-models/{id}
     GetLoggedModel {
         /// Include deleted models.
@@ -538,7 +542,7 @@ pub struct WireDatasetFilter {
     pub dataset_digest: Option<String>,
 }
 
-message!(
+mlflow_message!(
     /// POST logged-models/search
     SearchLoggedModels {
         /// Experiments.
@@ -555,14 +559,14 @@ message!(
         page_token: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// GET mlflow-artifacts/artifacts?path=
     ListArtifacts {
         /// Directory relative to the artifact root.
         path: Option<String> = "de::opt_string",
     }
 );
-message!(
+mlflow_message!(
     /// GET mlflow/artifacts/list?run_id=&path=
     ListRunArtifacts {
         /// Run id.
