@@ -1,0 +1,9 @@
+//! Data for the loop: content-addressed dataset versions with schema and profile, expectation
+//! suites and their validation results, and drift statistics between a reference and a current
+//! dataset — all computed on Arrow record batches, streaming, so files larger than memory work.
+//! It owns the dataset tables and routes; it does not own runs (tracking) or models (registry).
+
+pub mod error;
+pub mod stats;
+
+pub use error::{Error, Result};
