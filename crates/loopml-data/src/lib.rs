@@ -4,6 +4,7 @@
 //! It owns the dataset tables and routes; it does not own runs (tracking) or models (registry).
 
 pub mod error;
+pub mod profile;
 pub mod reader;
 pub mod stats;
 
