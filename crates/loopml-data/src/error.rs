@@ -6,6 +6,9 @@ pub enum Error {
     /// The input is not usable (bad file, wrong types, missing column, …).
     #[error("{0}")]
     Invalid(String),
+    /// The named dataset or version does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// A statistic cannot be computed on this input (e.g. an empty sample).
     #[error("{0}")]
     Statistic(String),

@@ -7,5 +7,6 @@ pub mod error;
 pub mod profile;
 pub mod reader;
 pub mod stats;
+pub mod versions;
 
 pub use error::{Error, Result};
