@@ -6,6 +6,7 @@
 pub mod error;
 pub mod profile;
 pub mod reader;
+pub mod routes;
 pub mod stats;
 pub mod versions;
 

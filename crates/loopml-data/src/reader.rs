@@ -85,7 +85,10 @@ impl BatchReader {
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::Invalid(format!("{}: cannot open: {e}", path.display())))?;
         if meta.len() == 0 {
-            return Err(Error::Invalid(format!("{}: the file is empty", path.display())));
+            return Err(Error::Invalid(format!(
+                "{}: the file is empty",
+                path.display()
+            )));
         }
         match FileFormat::detect(path)? {
             FileFormat::Parquet => Self::open_parquet(path),
@@ -95,7 +98,10 @@ impl BatchReader {
 
     fn open_parquet(path: &Path) -> Result<Self> {
         let bad = |e: parquet::errors::ParquetError| {
-            Error::Invalid(format!("{}: not a readable Parquet file: {e}", path.display()))
+            Error::Invalid(format!(
+                "{}: not a readable Parquet file: {e}",
+                path.display()
+            ))
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(open_file(path)?).map_err(bad)?;
         let schema = Arc::clone(builder.schema());
@@ -124,7 +130,10 @@ impl BatchReader {
         batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>,
     ) -> Result<Self> {
         if schema.fields().is_empty() {
-            return Err(Error::Invalid(format!("{}: the file has no columns", path.display())));
+            return Err(Error::Invalid(format!(
+                "{}: the file has no columns",
+                path.display()
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for f in schema.fields() {
@@ -208,7 +217,12 @@ mod tests {
         assert!(err.contains("e.csv") && err.contains("empty"), "{err}");
 
         let dup = write(dir.path(), "d.csv", b"x,x\n1,2\n");
-        assert!(BatchReader::open(&dup).unwrap_err().to_string().contains("more than once"));
+        assert!(
+            BatchReader::open(&dup)
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
 
         let bad_utf8 = write(dir.path(), "u.csv", b"x,y\n1,\xff\xfe\n");
         let err = match BatchReader::open(&bad_utf8) {
@@ -218,7 +232,12 @@ mod tests {
         assert!(err.contains("u.csv"), "{err}");
 
         let pq = write(dir.path(), "p.parquet", b"PAR1 not really");
-        assert!(BatchReader::open(&pq).unwrap_err().to_string().contains("Parquet"));
+        assert!(
+            BatchReader::open(&pq)
+                .unwrap_err()
+                .to_string()
+                .contains("Parquet")
+        );
     }
 
     #[test]
@@ -236,6 +255,10 @@ mod tests {
             .map(|e| e.to_string())
             .collect();
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].contains("m.csv") && errs[0].contains("oops"), "{}", errs[0]);
+        assert!(
+            errs[0].contains("m.csv") && errs[0].contains("oops"),
+            "{}",
+            errs[0]
+        );
     }
 }

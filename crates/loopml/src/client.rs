@@ -20,15 +20,81 @@ pub fn server_url(flag: Option<String>) -> String {
         .to_string()
 }
 
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// The server's `{error_code, message}` as one line, or the raw body.
+fn error_message(body: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let code = v["error_code"].as_str()?.to_string();
+            let message = v["message"].as_str()?.to_string();
+            Some(format!("{code}: {message}"))
+        })
+        .unwrap_or(body)
+}
+
+/// POSTs a file's bytes (streamed) to `path`; returns the answer's body.
+pub fn upload(
+    server: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    file: &std::path::Path,
+) -> anyhow::Result<String> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let url = format!("{server}{path}");
+    let mut req = agent(Duration::from_secs(3600)).post(&url);
+    for (k, v) in query {
+        req = req.query(*k, *v);
+    }
+    let mut resp = req
+        .header("Content-Type", "application/octet-stream")
+        .send(ureq::SendBody::from_owned_reader(f))
+        .with_context(|| format!("cannot reach the loopml server at {server} (start it with `loopml server`, or pass --server)"))?;
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_string()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        bail!("{}", error_message(body));
+    }
+    Ok(body)
+}
+
+/// GETs `path` into a local file (streamed; temp file, then rename).
+pub fn download(server: &str, path: &str, out: &std::path::Path) -> anyhow::Result<u64> {
+    let url = format!("{server}{path}");
+    let mut resp = agent(Duration::from_secs(3600))
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the loopml server at {server}"))?;
+    if !resp.status().is_success() {
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        bail!("{}", error_message(body));
+    }
+    let tmp = out.with_extension("loopml-partial");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let n = std::io::copy(&mut resp.body_mut().as_reader(), &mut f)
+        .with_context(|| format!("downloading {url}"))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(n)
+}
+
 /// GETs `path` with query parameters; returns the body, or the server's error message.
 pub fn get(server: &str, path: &str, query: &[(&str, &str)]) -> anyhow::Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
     let url = format!("{server}{path}");
-    let mut req = agent.get(&url);
+    let mut req = agent(Duration::from_secs(60)).get(&url);
     for (k, v) in query {
         req = req.query(*k, *v);
     }
@@ -43,15 +109,7 @@ pub fn get(server: &str, path: &str, query: &[(&str, &str)]) -> anyhow::Result<S
         .read_to_string()
         .with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {
-        let msg = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                let code = v["error_code"].as_str()?.to_string();
-                let message = v["message"].as_str()?.to_string();
-                Some(format!("{code}: {message}"))
-            })
-            .unwrap_or(body);
-        bail!("{msg}");
+        bail!("{}", error_message(body));
     }
     Ok(body)
 }

@@ -174,6 +174,8 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     let db = Database::open(db_config).context("cannot open the metadata database")?;
     let artifacts =
         ArtifactStore::local(config.artifacts_path()).context("cannot open the artifact store")?;
+    let datasets = loopml_data::versions::DatasetStore::new(db.clone(), artifacts.clone())
+        .context("cannot initialise datasets")?;
     let tracking = loopml_tracking::TrackingService::new(db.clone(), artifacts)
         .context("cannot initialise tracking")?;
     let registry = loopml_registry::RegistryService::new(db, tracking.clone())
@@ -186,6 +188,10 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .route("/version", get(version))
         .merge(loopml_tracking::router(tracking.clone()))
         .merge(loopml_registry::router(registry.clone()))
+        .merge(loopml_data::routes::router(loopml_data::routes::DataApi {
+            store: datasets,
+            staging: config.data_dir.join("staging"),
+        }))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_span));
     Ok((router, AppHandle { tracking, registry }))

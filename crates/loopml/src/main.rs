@@ -32,6 +32,61 @@ enum Command {
     /// Write a model card (purpose, training data, parameters, metrics, signature, lineage,
     /// history) for a registered model version.
     ModelCard(ModelCardArgs),
+    /// Versioned datasets: add, list, show and get CSV or Parquet files.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Store a CSV or Parquet file as the next version of a dataset (content-addressed: the
+    /// same bytes again give the same version) and print NAME@VERSION and its digest.
+    Add {
+        /// The file
+        file: PathBuf,
+        /// Dataset name
+        #[arg(long)]
+        name: String,
+        /// Where the data came from (recorded; defaults to the file's path)
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+    /// List datasets and their versions.
+    List {
+        /// Only this dataset
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+    /// Show a version's schema and profile (NAME, NAME@3 or NAME@latest).
+    Show {
+        /// The version
+        reference: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+    /// Download a version's file.
+    Get {
+        /// The version (NAME, NAME@3 or NAME@latest)
+        reference: String,
+        /// Where to write it
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServerUrl {
+    /// The loopml server [default: $LOOPML_SERVER, $MLFLOW_TRACKING_URI or http://127.0.0.1:5000]
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +192,7 @@ fn main() -> anyhow::Result<()> {
             let end = if args.json { "\n" } else { "" };
             loopml::client::print_out(&format!("{body}{end}"))
         }
+        Command::Data(cmd) => data_command(cmd),
         Command::ModelCard(args) => {
             let server = loopml::client::server_url(args.server);
             let body = loopml::client::get(
@@ -149,6 +205,143 @@ fn main() -> anyhow::Result<()> {
                 None => loopml::client::print_out(&body)?,
             }
             Ok(())
+        }
+    }
+}
+
+fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
+    use loopml::client::{download, get, print_out, server_url, upload};
+    match cmd {
+        DataCommand::Add {
+            file,
+            name,
+            source,
+            server,
+        } => {
+            loopml_data::versions::validate_name(&name)?;
+            let server = server_url(server.server);
+            let source = source.unwrap_or_else(|| file.display().to_string());
+            let format = match file.extension().and_then(|e| e.to_str()) {
+                Some("csv") => "csv",
+                Some("parquet") | Some("pq") => "parquet",
+                _ => "",
+            };
+            let body = upload(
+                &server,
+                &format!("/api/2.0/loopml/datasets/{name}/versions"),
+                &[("format", format), ("source", &source)],
+                &file,
+            )?;
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            print_out(&format!(
+                "{}@{}  sha256:{}  {} rows × {} columns\n",
+                v["name"].as_str().unwrap_or(&name),
+                v["version"],
+                v["digest"].as_str().unwrap_or(""),
+                v["rows"],
+                v["columns"]
+            ))
+        }
+        DataCommand::List { name, server } => {
+            if let Some(n) = &name {
+                loopml_data::versions::validate_name(n)?;
+            }
+            let server = server_url(server.server);
+            let q: Vec<(&str, &str)> = name.as_deref().map(|n| ("name", n)).into_iter().collect();
+            let body = get(&server, "/api/2.0/loopml/datasets", &q)?;
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let mut out = format!(
+                "{:<32} {:>6} {:>14} {:>12}  {}\n",
+                "dataset", "rows", "size", "digest", "source"
+            );
+            for d in v["versions"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<32} {:>6} {:>14} {:>12}  {}\n",
+                    format!("{}@{}", d["name"].as_str().unwrap_or(""), d["version"]),
+                    d["rows"],
+                    d["size_bytes"],
+                    d["digest"].as_str().unwrap_or("").get(..12).unwrap_or(""),
+                    d["source"].as_str().unwrap_or("")
+                ));
+            }
+            print_out(&out)
+        }
+        DataCommand::Show {
+            reference,
+            json,
+            server,
+        } => {
+            loopml_data::versions::parse_reference(&reference)?;
+            let server = server_url(server.server);
+            let body = get(
+                &server,
+                &format!("/api/2.0/loopml/datasets/{reference}"),
+                &[],
+            )?;
+            if json {
+                return print_out(&format!("{body}\n"));
+            }
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let mut out = format!(
+                "{}@{}  sha256:{}\n{} rows, {} columns, {} bytes ({}), source {}\n\n",
+                v["name"].as_str().unwrap_or(""),
+                v["version"],
+                v["digest"].as_str().unwrap_or(""),
+                v["rows"],
+                v["columns"],
+                v["size_bytes"],
+                v["format"].as_str().unwrap_or(""),
+                v["source"].as_str().unwrap_or("-")
+            );
+            out.push_str(&format!(
+                "{:<24} {:<12} {:>8} {:>9}  {}\n",
+                "column", "type", "nulls", "distinct", "summary"
+            ));
+            for c in v["profile"]["columns"].as_array().into_iter().flatten() {
+                let summary = if let Some(n) = c.get("numeric") {
+                    format!(
+                        "min {} mean {:.4} max {} std {:.4}",
+                        n["min"],
+                        n["mean"].as_f64().unwrap_or(f64::NAN),
+                        n["max"],
+                        n["std"].as_f64().unwrap_or(f64::NAN)
+                    )
+                } else if let Some(k) = c.get("categorical") {
+                    let top: Vec<String> = k["top_values"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .take(3)
+                        .map(|t| format!("{} ({})", t[0].as_str().unwrap_or(""), t[1]))
+                        .collect();
+                    format!("top {}", top.join(", "))
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "{:<24} {:<12} {:>8} {:>9}  {}\n",
+                    c["name"].as_str().unwrap_or(""),
+                    c["data_type"].as_str().unwrap_or(""),
+                    c["nulls"],
+                    c["distinct"],
+                    summary
+                ));
+            }
+            print_out(&out)
+        }
+        DataCommand::Get {
+            reference,
+            output,
+            server,
+        } => {
+            loopml_data::versions::parse_reference(&reference)?;
+            let server = server_url(server.server);
+            let n = download(
+                &server,
+                &format!("/api/2.0/loopml/datasets/{reference}/content"),
+                &output,
+            )?;
+            print_out(&format!("{reference} → {} ({n} bytes)\n", output.display()))
         }
     }
 }

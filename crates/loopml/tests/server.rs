@@ -221,3 +221,74 @@ fn acknowledged_batches_survive_kill_9() {
         }
     }
 }
+
+fn cli(port: u16, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(args)
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn data_commands_add_list_show_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _) = start(&dir.path().join("data"), &[]);
+    let csv = dir.path().join("train.csv");
+    std::fs::write(&csv, "age,city\n31,Paris\n45,Rome\n27,Paris\n").unwrap();
+    let file = csv.to_str().unwrap();
+    let (ok, out, err) = cli(srv.port, &["data", "add", file, "--name", "churn"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("churn@1  sha256:"), "{out}");
+    assert!(out.contains("3 rows × 2 columns"), "{out}");
+    // The same bytes again are the same version.
+    let (_, again, _) = cli(srv.port, &["data", "add", file, "--name", "churn"]);
+    assert!(again.starts_with("churn@1 "), "{again}");
+    std::fs::write(&csv, "age,city\n31,Paris\n45,Rome\n").unwrap();
+    let (_, v2, _) = cli(srv.port, &["data", "add", file, "--name", "churn"]);
+    assert!(v2.starts_with("churn@2 "), "{v2}");
+
+    let (ok, list, _) = cli(srv.port, &["data", "list"]);
+    assert!(
+        ok && list.contains("churn@2") && list.contains("churn@1"),
+        "{list}"
+    );
+    let (ok, show, _) = cli(srv.port, &["data", "show", "churn@1"]);
+    assert!(
+        ok && show.contains("age") && show.contains("Paris (2)"),
+        "{show}"
+    );
+    let (ok, json, _) = cli(srv.port, &["data", "show", "churn@1", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["profile"]["columns"][0]["numeric"]["max"], 45.0);
+
+    let out_file = dir.path().join("copy.csv");
+    let (ok, _, err) = cli(
+        srv.port,
+        &["data", "get", "churn@1", "-o", out_file.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        "age,city\n31,Paris\n45,Rome\n27,Paris\n"
+    );
+
+    // Bad input: a clear error, nothing stored.
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let (ok, _, err) = cli(
+        srv.port,
+        &["data", "add", empty.to_str().unwrap(), "--name", "x"],
+    );
+    assert!(!ok && err.contains("empty"), "{err}");
+    let (ok, _, err) = cli(srv.port, &["data", "show", "nope@1"]);
+    assert!(!ok && err.contains("RESOURCE_DOES_NOT_EXIST"), "{err}");
+    let (ok, _, err) = cli(srv.port, &["data", "add", file, "--name", "../evil"]);
+    assert!(!ok && err.contains("invalid dataset name"), "{err}");
+}
