@@ -3,8 +3,12 @@
 //!
 //! Categories with a zero count on both sides are skipped: Evidently only sees the union of the
 //! categories that occur, so a zero/zero entry from a fixed category list must not change a score.
+//! Histogram buckets are different: Evidently keeps empty Sturges bins, and they change KL through
+//! the zero fill, so [`BinnedCounts`] scores keep every bucket.
 
-use super::binning::{distinct_value_counts, histogram, histogram_density, sturges_edges};
+use super::binning::{
+    BinnedCounts, distinct_value_counts, histogram, histogram_density, sturges_edges,
+};
 use super::special::{chi2_sf, ndtr};
 use super::{CategoryCount, TestResult, check_samples, count_totals, np_sum};
 use crate::error::{Error, Result};
@@ -14,10 +18,13 @@ fn present(counts: &[CategoryCount]) -> impl Iterator<Item = &CategoryCount> {
     counts.iter().filter(|c| c.reference > 0 || c.current > 0)
 }
 
-/// Per-side frequencies `count / total` of the present categories.
-fn frequencies(counts: &[CategoryCount]) -> Result<(Vec<f64>, Vec<f64>)> {
+/// Per-side frequencies `count / total` of the present categories (of every bucket when
+/// `keep_empty`).
+fn frequencies(counts: &[CategoryCount], keep_empty: bool) -> Result<(Vec<f64>, Vec<f64>)> {
     let (nr, nc) = count_totals(counts)?;
-    Ok(present(counts)
+    Ok(counts
+        .iter()
+        .filter(|c| keep_empty || c.reference > 0 || c.current > 0)
         .map(|c| (c.reference as f64 / nr as f64, c.current as f64 / nc as f64))
         .unzip())
 }
@@ -124,7 +131,38 @@ pub fn z_test(counts: &[CategoryCount]) -> Result<TestResult> {
 /// `scipy.spatial.distance.jensenshannon(p_ref, p_cur)` (natural log) on the per-side
 /// frequencies, without Evidently's zero fill: the Jensen–Shannon *distance*.
 pub fn jensen_shannon(counts: &[CategoryCount]) -> Result<f64> {
-    let (p, q) = frequencies(counts)?;
+    js_from(frequencies(counts, false)?)
+}
+
+/// Evidently's PSI: `Σ (ref_i − cur_i) · ln(ref_i / cur_i)` on zero-filled frequencies.
+pub fn psi(counts: &[CategoryCount]) -> Result<f64> {
+    psi_from(frequencies(counts, false)?)
+}
+
+/// Evidently's `kl_div`: `scipy.stats.entropy(ref, cur)` (natural log) on zero-filled
+/// frequencies, i.e. KL(ref ‖ cur).
+pub fn kl_div(counts: &[CategoryCount]) -> Result<f64> {
+    kl_from(frequencies(counts, false)?)
+}
+
+impl BinnedCounts {
+    /// Jensen–Shannon distance over these buckets (Evidently's `jensenshannon`).
+    pub fn jensen_shannon(&self) -> Result<f64> {
+        js_from(frequencies(&self.counts, true)?)
+    }
+
+    /// PSI over these buckets, empty buckets zero-filled (Evidently's `psi`).
+    pub fn psi(&self) -> Result<f64> {
+        psi_from(frequencies(&self.counts, true)?)
+    }
+
+    /// KL(ref ‖ cur) over these buckets, empty buckets zero-filled (Evidently's `kl_div`).
+    pub fn kl_div(&self) -> Result<f64> {
+        kl_from(frequencies(&self.counts, true)?)
+    }
+}
+
+fn js_from((p, q): (Vec<f64>, Vec<f64>)) -> Result<f64> {
     let p = normalise(&p);
     let q = normalise(&q);
     let m: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
@@ -134,9 +172,7 @@ pub fn jensen_shannon(counts: &[CategoryCount]) -> Result<f64> {
     Ok((js / 2.0).sqrt())
 }
 
-/// Evidently's PSI: `Σ (ref_i − cur_i) · ln(ref_i / cur_i)` on zero-filled frequencies.
-pub fn psi(counts: &[CategoryCount]) -> Result<f64> {
-    let (mut p, mut q) = frequencies(counts)?;
+fn psi_from((mut p, mut q): (Vec<f64>, Vec<f64>)) -> Result<f64> {
     zero_fill(&mut p);
     zero_fill(&mut q);
     let terms: Vec<f64> = p
@@ -147,10 +183,7 @@ pub fn psi(counts: &[CategoryCount]) -> Result<f64> {
     Ok(np_sum(&terms))
 }
 
-/// Evidently's `kl_div`: `scipy.stats.entropy(ref, cur)` (natural log) on zero-filled
-/// frequencies, i.e. KL(ref ‖ cur).
-pub fn kl_div(counts: &[CategoryCount]) -> Result<f64> {
-    let (mut p, mut q) = frequencies(counts)?;
+fn kl_from((mut p, mut q): (Vec<f64>, Vec<f64>)) -> Result<f64> {
     zero_fill(&mut p);
     zero_fill(&mut q);
     let p = normalise(&p);
@@ -171,12 +204,8 @@ fn hellinger_from(p: &[f64], q: &[f64], width: f64) -> f64 {
 /// Evidently's Hellinger distance for a categorical column: `√(1 − Σ √(p_i q_i))` on the
 /// per-side frequencies (no zero fill).
 pub fn hellinger_categorical(counts: &[CategoryCount]) -> Result<f64> {
-    let (p, q) = frequencies(counts)?;
-    let mut bc = 0.0f64;
-    for (a, b) in p.iter().zip(&q) {
-        bc += (a * b).sqrt();
-    }
-    Ok((1.0 - bc.clamp(0.0, 1.0)).sqrt())
+    let (p, q) = frequencies(counts, false)?;
+    Ok(hellinger_from(&p, &q, 1.0))
 }
 
 /// Evidently's Hellinger distance for a numeric column, including its binning quirk: Sturges

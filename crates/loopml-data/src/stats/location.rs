@@ -107,8 +107,8 @@ where
 
 /// `scipy.stats.ttest_ind(reference, current)` (pooled variance), Evidently's `t_test`.
 ///
-/// Needs at least three values in total and a non-zero pooled variance ([`Error::Statistic`]
-/// otherwise; SciPy returns NaN there).
+/// Needs at least three values in total, and not both samples constant at the same value
+/// ([`Error::Statistic`] otherwise; SciPy returns NaN there).
 pub fn t_test_ind(reference: &[f64], current: &[f64]) -> Result<TestResult> {
     check_samples(reference, current)?;
     let (n1, n2) = (reference.len() as f64, current.len() as f64);
@@ -133,11 +133,12 @@ pub fn t_test_ind(reference: &[f64], current: &[f64]) -> Result<TestResult> {
     let (m2, v2) = mean_var(current);
     let svar = ((n1 - 1.0) * v1 + (n2 - 1.0) * v2) / df;
     let denom = (svar * (1.0 / n1 + 1.0 / n2)).sqrt();
-    if denom == 0.0 {
+    if denom == 0.0 && m1 == m2 {
         return Err(Error::Statistic(
-            "the t-test is undefined when both samples are constant".into(),
+            "the t-test is undefined when both samples hold one and the same value".into(),
         ));
     }
+    // Two different constants give t = ±inf and p = 0, as in SciPy.
     let t = (m1 - m2) / denom;
     Ok(TestResult {
         statistic: t,

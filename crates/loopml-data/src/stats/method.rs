@@ -219,10 +219,9 @@ impl DriftMethod {
                 self.score_categorical(&counts)
             }
             Self::Wasserstein => wasserstein_normed(reference, current),
-            Self::JensenShannon | Self::Psi | Self::KlDiv => {
-                let binned = evidently_binned_counts(reference, current)?;
-                self.score_categorical(&binned.counts)
-            }
+            Self::JensenShannon => evidently_binned_counts(reference, current)?.jensen_shannon(),
+            Self::Psi => evidently_binned_counts(reference, current)?.psi(),
+            Self::KlDiv => evidently_binned_counts(reference, current)?.kl_div(),
             Self::Hellinger => hellinger_numeric(reference, current),
             Self::Anderson => Ok(anderson_ksamp(reference, current)?.significance_level),
             Self::CramerVonMises => Ok(cramer_von_mises_2samp(reference, current)?.p_value),

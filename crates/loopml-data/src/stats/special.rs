@@ -4,6 +4,12 @@ use statrs::function::gamma;
 
 /// `scipy.special.ndtr`: the standard normal CDF (Cephes' erf/erfc split at |x| = 1/√2).
 pub(super) fn ndtr(a: f64) -> f64 {
+    if a.is_nan() {
+        return f64::NAN;
+    }
+    if a.is_infinite() {
+        return if a > 0.0 { 1.0 } else { 0.0 };
+    }
     let x = a * std::f64::consts::FRAC_1_SQRT_2;
     let z = x.abs();
     if z < std::f64::consts::FRAC_1_SQRT_2 {
