@@ -8,6 +8,7 @@ pub mod profile;
 pub mod reader;
 pub mod routes;
 pub mod stats;
+pub mod validate;
 pub mod versions;
 
 pub use error::{Error, Result};
