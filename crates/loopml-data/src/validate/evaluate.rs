@@ -569,10 +569,12 @@ impl Acc {
                     }
                     if idx.len() == 1 {
                         let c = &cols[idx[0]];
-                        match seen.get_mut(&c.key(i)?) {
-                            Some(e) => e.0 += 1,
-                            None => {
-                                seen.insert(c.key(i)?, (1, c.json(i)?));
+                        match seen.entry(c.key(i)?) {
+                            std::collections::hash_map::Entry::Occupied(mut e) => {
+                                e.get_mut().0 += 1
+                            }
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert((1, c.json(i)?));
                             }
                         }
                     } else {

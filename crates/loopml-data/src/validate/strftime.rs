@@ -198,4 +198,22 @@ mod tests {
         assert!(!f.matches("05 Mar 2021 13:15 PM"));
         assert!(Format::parse("%Q").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(fmt in "\\PC{0,12}", text in "\\PC{0,16}") {
+            if let Ok(f) = Format::parse(&fmt) {
+                let _ = f.matches(&text);
+            }
+        }
+
+        #[test]
+        fn real_dates_match_and_day_32_does_not(y in 1000u32..3000, m in 1u32..13, d in 1u32..29, h in 0u32..24) {
+            let f = Format::parse("%Y-%m-%d %H:%M").unwrap();
+            let s = format!("{y:04}-{m:02}-{d:02} {h:02}:07");
+            proptest::prop_assert!(f.matches(&s));
+            let bad = format!("{y:04}-{m:02}-32 {h:02}:07");
+            proptest::prop_assert!(!f.matches(&bad));
+        }
+    }
 }
