@@ -147,10 +147,13 @@ fn physical(t: &DataType) -> Physical {
     }
 }
 
-fn collect(path: &Path, wanted: &[String]) -> Result<(HashMap<String, (Physical, Side)>, u64)> {
+/// Per column: its physical type and collected values.
+type Collected = HashMap<String, (Physical, Side)>;
+
+fn collect(path: &Path, wanted: &[String]) -> Result<(Collected, u64)> {
     let reader = BatchReader::open(path)?;
     let schema = reader.schema();
-    let mut out: HashMap<String, (Physical, Side)> = HashMap::new();
+    let mut out: Collected = HashMap::new();
     let mut idx = Vec::new();
     for name in wanted {
         let Some((i, f)) = schema.column_with_name(name) else {

@@ -5,6 +5,7 @@
 
 pub mod drift;
 pub mod error;
+pub mod html;
 pub mod profile;
 pub mod reader;
 pub mod routes;

@@ -1,4 +1,5 @@
 //! Expectation suites: every expectation passing and failing on small CSV and Parquet files.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -70,6 +70,65 @@ enum DataCommand {
         #[command(flatten)]
         server: ServerUrl,
     },
+    /// Compare a current file with a reference (Evidently's default method per column, or
+    /// --method), print a table, optionally write JSON and a self-contained HTML report; exits
+    /// with status 1 on dataset drift.
+    Drift {
+        /// Reference data: a CSV/Parquet file or a stored version (NAME@3)
+        #[arg(long)]
+        reference: String,
+        /// Current data: a CSV/Parquet file or a stored version
+        #[arg(long)]
+        current: String,
+        /// One method for every column (ks, chisquare, z, wasserstein, jensenshannon, psi,
+        /// kl_div, hellinger, anderson, cramer_von_mises, ed, mannw, t_test)
+        #[arg(long)]
+        method: Option<String>,
+        /// One threshold for every column (default: the method's)
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Dataset drift when at least this share of columns drifted
+        #[arg(long, default_value_t = 0.5)]
+        drift_share: f64,
+        /// Only these columns (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// Write the report as JSON here
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write the HTML report here
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+    /// Check data against an expectation suite (YAML); print a summary, optionally write JSON
+    /// and HTML; exits with status 1 when an expectation fails.
+    Validate {
+        /// The data: a CSV/Parquet file or a stored version (NAME@3)
+        data: String,
+        /// The suite (YAML)
+        #[arg(long)]
+        suite: PathBuf,
+        /// Write the result as JSON here
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write the HTML report here
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
+    /// Propose an expectation suite (YAML, on stdout) from a reference file or version.
+    Suggest {
+        /// The reference data: a CSV/Parquet file or a stored version (NAME@3)
+        data: String,
+        /// Suite name [default: the data's name]
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
     /// Download a version's file.
     Get {
         /// The version (NAME, NAME@3 or NAME@latest)
@@ -209,9 +268,124 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A local file as given, or a stored dataset version fetched into `tmp`.
+fn local_data(
+    arg: &str,
+    server: &Option<String>,
+    tmp: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(arg);
+    if path.exists() {
+        return Ok(path);
+    }
+    let (name, _) = loopml_data::versions::parse_reference(arg).map_err(|_| {
+        anyhow::anyhow!("{arg}: no such file, and not a dataset version (NAME or NAME@3)")
+    })?;
+    let looks_like_file = arg.contains('/')
+        || [".csv", ".parquet", ".pq", ".txt"]
+            .iter()
+            .any(|e| arg.to_ascii_lowercase().ends_with(e));
+    if looks_like_file {
+        anyhow::bail!("{arg}: no such file");
+    }
+    let server = loopml::client::server_url(server.clone());
+    let meta = loopml::client::get(&server, &format!("/api/2.0/loopml/datasets/{arg}"), &[])
+        .map_err(|e| anyhow::anyhow!("{arg}: not a file here, and as a dataset version: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&meta)?;
+    let ext = v["format"].as_str().unwrap_or("csv");
+    let out = tmp.join(format!("{name}-{}.{ext}", v["version"]));
+    loopml::client::download(
+        &server,
+        &format!("/api/2.0/loopml/datasets/{arg}/content"),
+        &out,
+    )?;
+    Ok(out)
+}
+
 fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
     use loopml::client::{download, get, print_out, server_url, upload};
     match cmd {
+        DataCommand::Drift {
+            reference,
+            current,
+            method,
+            threshold,
+            drift_share,
+            columns,
+            json,
+            html,
+            server,
+        } => {
+            let tmp = tempdir()?;
+            let r = local_data(&reference, &server.server, &tmp)?;
+            let c = local_data(&current, &server.server, &tmp)?;
+            let opts = loopml_data::drift::DriftOptions {
+                columns: (!columns.is_empty()).then_some(columns),
+                method: method.as_deref().map(str::parse).transpose()?,
+                threshold,
+                drift_share,
+                ..Default::default()
+            };
+            let report = loopml_data::drift::drift_files(&r, &c, &opts)?;
+            let _ = std::fs::remove_dir_all(&tmp);
+            if let Some(p) = json {
+                loopml::write_file(&p, serde_json::to_string_pretty(&report)?.as_bytes())?;
+            }
+            if let Some(p) = html {
+                loopml::write_file(&p, loopml_data::html::drift_report(&report).as_bytes())?;
+            }
+            print_out(&report.summary())?;
+            if report.dataset_drift {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        DataCommand::Validate {
+            data,
+            suite,
+            json,
+            html,
+            server,
+        } => {
+            let tmp = tempdir()?;
+            let d = local_data(&data, &server.server, &tmp)?;
+            let result = loopml_data::validate::validate_with_suite_file(&d, &suite)?;
+            let _ = std::fs::remove_dir_all(&tmp);
+            if let Some(p) = json {
+                loopml::write_file(
+                    &p,
+                    serde_json::to_string_pretty(&result.to_json())?.as_bytes(),
+                )?;
+            }
+            if let Some(p) = html {
+                loopml::write_file(
+                    &p,
+                    loopml_data::html::validation_report(&result, &data).as_bytes(),
+                )?;
+            }
+            print_out(&result.summary())?;
+            if !result.success {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        DataCommand::Suggest { data, name, server } => {
+            let tmp = tempdir()?;
+            let d = local_data(&data, &server.server, &tmp)?;
+            let profile = loopml_data::profile::profile_file(&d)?;
+            let _ = std::fs::remove_dir_all(&tmp);
+            let name = name.unwrap_or_else(|| {
+                data.split('@')
+                    .next()
+                    .unwrap_or(&data)
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&data)
+                    .to_string()
+            });
+            let suite = loopml_data::validate::suggest_suite(&name, &profile);
+            print_out(&suite.to_yaml())
+        }
         DataCommand::Add {
             file,
             name,
@@ -344,4 +518,17 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
             print_out(&format!("{reference} → {} ({n} bytes)\n", output.display()))
         }
     }
+}
+
+/// A fresh private temp folder for downloaded dataset versions.
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "loopml-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

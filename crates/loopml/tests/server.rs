@@ -292,3 +292,99 @@ fn data_commands_add_list_show_get() {
     let (ok, _, err) = cli(srv.port, &["data", "add", file, "--name", "../evil"]);
     assert!(!ok && err.contains("invalid dataset name"), "{err}");
 }
+
+#[test]
+fn data_drift_validate_and_suggest_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, shift: f64| {
+        let mut body = String::from("amount,plan\n");
+        for i in 0..400 {
+            let x = ((i * 37) % 100) as f64 + shift;
+            body.push_str(&format!("{x},{}\n", ["basic", "pro"][i % 2]));
+        }
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let r = write("ref.csv", 0.0);
+    let same = write("same.csv", 0.0);
+    let shifted = write("cur.csv", 60.0);
+    let bin = env!("CARGO_BIN_EXE_loopml");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+
+    let ok = run(&[
+        "data",
+        "drift",
+        "--reference",
+        r.to_str().unwrap(),
+        "--current",
+        same.to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let html = dir.path().join("drift.html");
+    let out = run(&[
+        "data",
+        "drift",
+        "--reference",
+        r.to_str().unwrap(),
+        "--current",
+        shifted.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "dataset drift exits 1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("K-S p_value") && text.contains("DRIFT"),
+        "{text}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.starts_with("<!DOCTYPE html>") && page.contains("<svg") && page.contains("amount")
+    );
+
+    let suite = dir.path().join("suite.yaml");
+    let suggested = run(&["data", "suggest", r.to_str().unwrap()]);
+    assert!(suggested.status.success());
+    std::fs::write(&suite, &suggested.stdout).unwrap();
+    let good = run(&[
+        "data",
+        "validate",
+        same.to_str().unwrap(),
+        "--suite",
+        suite.to_str().unwrap(),
+    ]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    let json = dir.path().join("v.json");
+    let bad = run(&[
+        "data",
+        "validate",
+        shifted.to_str().unwrap(),
+        "--suite",
+        suite.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["success"], false);
+    let missing = run(&[
+        "data",
+        "drift",
+        "--reference",
+        r.to_str().unwrap(),
+        "--current",
+        "nope.csv",
+    ]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.csv"));
+}
