@@ -5,6 +5,7 @@
 //! Values near zero are compared absolutely instead: a statistic within 1e-12 and a p-value
 //! within 1e-12 of SciPy's counts as equal (SciPy computes many p-values as `1 − cdf`, so its
 //! own absolute error there is ~1e-16 and relative comparison of a 1e-14 p-value is noise).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
 

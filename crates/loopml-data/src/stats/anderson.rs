@@ -124,6 +124,7 @@ pub fn anderson_ksamp(reference: &[f64], current: &[f64]) -> Result<AndersonResu
 
 /// Least-squares quadratic `np.polyfit(x, y, 2)` (highest power first), by Householder QR on
 /// NumPy's column-scaled Vandermonde matrix.
+#[allow(clippy::needless_range_loop)] // textbook Householder QR reads best with indices
 fn polyfit2(x: &[f64; 7], y: &[f64; 7]) -> [f64; 3] {
     const R: usize = 7;
     const C: usize = 3;

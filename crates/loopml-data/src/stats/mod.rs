@@ -16,6 +16,8 @@ mod kolmogorov;
 mod ks;
 mod location;
 mod method;
+#[cfg(test)]
+mod properties;
 mod special;
 
 pub use anderson::{AndersonResult, anderson_ksamp};
