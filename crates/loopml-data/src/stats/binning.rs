@@ -61,7 +61,7 @@ pub fn sturges_edges(min: f64, max: f64, n: usize) -> Result<Vec<f64>> {
     if n == 0 {
         return Err(Error::Statistic("cannot bin an empty sample".into()));
     }
-    if !(min.is_finite() && max.is_finite()) || min > max {
+    if !(min.is_finite() && max.is_finite() && (max - min).is_finite()) || min > max {
         return Err(Error::Invalid(format!(
             "histogram range [{min}, {max}] is not a finite, ordered range"
         )));
@@ -252,6 +252,8 @@ mod tests {
         assert_eq!(sturges_bin_count(10, 0.0, 9.0), 5);
         // A constant sample: one bin of width 1 around the value.
         assert_eq!(sturges_edges(3.0, 3.0, 7).unwrap(), vec![2.5, 3.5]);
+        // A range wider than f64 can hold is refused rather than binned into NaN edges.
+        assert!(sturges_edges(-f64::MAX, f64::MAX, 3).is_err());
     }
 
     #[test]
