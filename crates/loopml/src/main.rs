@@ -119,6 +119,19 @@ enum DataCommand {
         #[command(flatten)]
         server: ServerUrl,
     },
+    /// What changed between two datasets: schema, row counts, and per column nulls, distinct
+    /// values, mean and the drift verdict.
+    Diff {
+        /// The older data: a CSV/Parquet file or a stored version (NAME@2)
+        old: String,
+        /// The newer data: a CSV/Parquet file or a stored version (NAME@3)
+        new: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerUrl,
+    },
     /// Propose an expectation suite (YAML, on stdout) from a reference file or version.
     Suggest {
         /// The reference data: a CSV/Parquet file or a stored version (NAME@3)
@@ -368,6 +381,24 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        DataCommand::Diff {
+            old,
+            new,
+            json,
+            server,
+        } => {
+            let tmp = tempdir()?;
+            let a = local_data(&old, &server.server, &tmp)?;
+            let b = local_data(&new, &server.server, &tmp)?;
+            let d = loopml_data::diff::diff_files(&a, &b);
+            let _ = std::fs::remove_dir_all(&tmp);
+            let d = d?;
+            if json {
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&d)?))
+            } else {
+                print_out(&format!("{old} → {new}\n{}", d.summary()))
+            }
         }
         DataCommand::Suggest { data, name, server } => {
             let tmp = tempdir()?;
