@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::lineage::{Lineage, describe_event, format_time};
+use crate::lineage::{Lineage, describe_event, format_number as num, format_time};
 
 /// Tags that fill the card's narrative sections, with their headings.
 pub const CARD_TAGS: &[(&str, &str)] = &[
@@ -38,17 +38,6 @@ impl CardFormat {
             "html" => Some(CardFormat::Html),
             _ => None,
         }
-    }
-}
-
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        let s = format!("{v:.6}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 

@@ -30,10 +30,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A "missing required parameter" error worded as MLflow words it.
     pub fn missing(param: &str) -> Self {
-        Error::InvalidParameter(format!(
-            "Missing value for required parameter '{param}'. See the API docs for more \
-             information about request parameters."
-        ))
+        Error::Tracking(loopml_tracking::Error::missing(param))
     }
 
     /// MLflow error code and HTTP status for this error.

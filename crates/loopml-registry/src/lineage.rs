@@ -279,15 +279,16 @@ impl RegistryService {
                 "MLmodel is {size} bytes; refusing to parse more than 4 MiB"
             ));
         }
-        let chunks: Vec<bytes_chunk::Chunk> = stream
-            .map_ok(bytes_chunk::Chunk)
-            .try_collect()
+        let buf = stream
+            .try_fold(
+                Vec::with_capacity(size as usize),
+                |mut buf, chunk| async move {
+                    buf.extend_from_slice(&chunk);
+                    Ok(buf)
+                },
+            )
             .await
             .map_err(|e| format!("cannot read MLmodel: {e}"))?;
-        let mut buf = Vec::with_capacity(size as usize);
-        for c in chunks {
-            buf.extend_from_slice(&c.0);
-        }
         let text = String::from_utf8(buf).map_err(|_| "MLmodel is not UTF-8".to_string())?;
         parse_mlmodel(&text).map_err(|e| format!("cannot parse MLmodel: {e}"))
     }
@@ -448,12 +449,6 @@ impl RegistryService {
     }
 }
 
-/// Wrapper so a stream of `Bytes` can be collected without naming the bytes crate here.
-mod bytes_chunk {
-    /// One chunk of an artifact stream.
-    pub struct Chunk(pub axum::body::Bytes);
-}
-
 /// Formats ms since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC).
 pub fn format_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -486,7 +481,8 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-fn fmt_num(v: f64) -> String {
+/// A number for people: integers without decimals, others with at most six.
+pub(crate) fn format_number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
     } else {
@@ -566,7 +562,7 @@ impl Lineage {
                     let m: Vec<String> = r
                         .metrics
                         .iter()
-                        .map(|(k, v)| format!("{k}={}", fmt_num(*v)))
+                        .map(|(k, v)| format!("{k}={}", format_number(*v)))
                         .collect();
                     o.push_str(&format!("   metrics {}\n", short(&m.join(", "), 400)));
                 }
