@@ -3,7 +3,7 @@
 //! the share of drifted columns reaches `drift_share` (0.5 by default), as Evidently decides it.
 //! Each column also carries the data for a reference-vs-current distribution plot.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
@@ -38,6 +38,8 @@ pub struct DriftOptions {
     pub per_column_threshold: HashMap<String, f64>,
     /// Dataset drift when the share of drifted columns is at least this.
     pub drift_share: f64,
+    /// Parquet columns are read in groups whose values fit in this many bytes.
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for DriftOptions {
@@ -49,6 +51,7 @@ impl Default for DriftOptions {
             threshold: None,
             per_column_threshold: HashMap::new(),
             drift_share: 0.5,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
         }
     }
 }
@@ -121,6 +124,7 @@ pub struct DriftReport {
 /// Collected values of one column on one side.
 #[derive(Debug, Default)]
 struct Side {
+    /// Finite values, -0.0 folded into 0.0; sorted once collected.
     numbers: Vec<f64>,
     categories: HashMap<String, u64>,
     non_null: u64,
@@ -135,6 +139,12 @@ enum Physical {
     Other,
 }
 
+impl Physical {
+    fn is_numeric(self) -> bool {
+        matches!(self, Physical::Float | Physical::Integer)
+    }
+}
+
 fn physical(t: &DataType) -> Physical {
     use DataType::*;
     match t {
@@ -147,58 +157,57 @@ fn physical(t: &DataType) -> Physical {
     }
 }
 
-/// Per column: its physical type and collected values.
-type Collected = HashMap<String, (Physical, Side)>;
-
-fn collect(path: &Path, wanted: &[String]) -> Result<(Collected, u64)> {
-    let reader = BatchReader::open(path)?;
+/// Reads `wanted` columns of one file (only those are decoded from Parquet) and returns, in the
+/// order of `wanted`, each column's values, plus the file's row count.
+fn collect(path: &Path, wanted: &[(String, Physical)]) -> Result<(Vec<Side>, u64)> {
+    let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
+    let reader = BatchReader::open_columns(path, &names)?;
     let schema = reader.schema();
-    let mut out: Collected = HashMap::new();
-    let mut idx = Vec::new();
-    for name in wanted {
-        let Some((i, f)) = schema.column_with_name(name) else {
-            return Err(Error::Invalid(format!(
-                "{}: has no column '{name}' (columns: {})",
-                path.display(),
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+    let mut idx = Vec::with_capacity(wanted.len());
+    for name in &names {
+        let Some((i, _)) = schema.column_with_name(name) else {
+            return Err(crate::reader::missing_column(path, &schema, name));
         };
-        idx.push((i, name.clone()));
-        out.insert(name.clone(), (physical(f.data_type()), Side::default()));
+        idx.push(i);
     }
+    let mut out: Vec<Side> = wanted.iter().map(|_| Side::default()).collect();
     let mut rows = 0u64;
     for batch in reader {
         let batch = batch?;
         rows += batch.num_rows() as u64;
-        for (i, name) in &idx {
-            let col = batch.column(*i);
-            let Some((phys, side)) = out.get_mut(name) else {
-                continue;
+        for (((name, phys), &i), side) in wanted.iter().zip(&idx).zip(out.iter_mut()) {
+            let col = batch.column(i);
+            let bad = |e: arrow::error::ArrowError| {
+                Error::Invalid(format!("{}: column '{name}': {e}", path.display()))
             };
             match phys {
                 Physical::Float | Physical::Integer => {
-                    let f = cast(col, &DataType::Float64).map_err(|e| {
-                        Error::Invalid(format!("{}: column '{name}': {e}", path.display()))
-                    })?;
-                    for v in f.as_primitive::<Float64Type>().iter().flatten() {
-                        side.non_null += 1;
-                        if v.is_finite() {
-                            side.numbers.push(v);
-                        }
+                    let f = cast(col, &DataType::Float64).map_err(bad)?;
+                    let f = f.as_primitive::<Float64Type>();
+                    side.non_null += (f.len() - f.null_count()) as u64;
+                    side.numbers.reserve(f.len());
+                    if f.null_count() == 0 {
+                        side.numbers
+                            .extend(f.values().iter().filter(|v| v.is_finite()).map(|v| v + 0.0));
+                    } else {
+                        side.numbers.extend(
+                            f.iter()
+                                .flatten()
+                                .filter(|v| v.is_finite())
+                                .map(|v| v + 0.0),
+                        );
                     }
                 }
                 Physical::Text | Physical::Boolean => {
-                    let s = cast(col, &DataType::Utf8).map_err(|e| {
-                        Error::Invalid(format!("{}: column '{name}': {e}", path.display()))
-                    })?;
+                    let s = cast(col, &DataType::Utf8).map_err(bad)?;
                     for v in s.as_string::<i32>().iter().flatten() {
                         side.non_null += 1;
-                        *side.categories.entry(v.to_string()).or_insert(0) += 1;
+                        match side.categories.get_mut(v) {
+                            Some(n) => *n += 1,
+                            None => {
+                                side.categories.insert(v.to_string(), 1);
+                            }
+                        }
                     }
                 }
                 Physical::Other => {
@@ -207,7 +216,52 @@ fn collect(path: &Path, wanted: &[String]) -> Result<(Collected, u64)> {
             }
         }
     }
+    for side in &mut out {
+        stats::sort_f64(&mut side.numbers);
+    }
     Ok((out, rows))
+}
+
+/// Distinct values of two sorted slices together (both free of NaN and -0.0). The merge is
+/// written without data-dependent branches: on interleaved data a branchy merge mispredicts
+/// about every other step.
+fn distinct_sorted(a: &[f64], b: &[f64]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0usize);
+    let mut last = f64::NAN;
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        let take_a = x <= y;
+        let v = if take_a { x } else { y };
+        i += usize::from(take_a);
+        j += usize::from(!take_a);
+        n += usize::from(v != last);
+        last = v;
+    }
+    for &v in a[i..].iter().chain(&b[j..]) {
+        n += usize::from(v != last);
+        last = v;
+    }
+    n
+}
+
+/// Bytes a column's values take in memory while it is checked (8 per numeric value, a rough
+/// figure for categorical counts).
+fn column_cost(phys: Physical, rows: u64) -> u64 {
+    if phys.is_numeric() {
+        rows * 8
+    } else {
+        rows / 8
+    }
+}
+
+/// Default memory budget for the values held at once; Parquet columns are read in groups under
+/// it.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 128 << 20;
+
+/// What became of one column.
+enum Outcome {
+    Checked(Box<ColumnDrift>),
+    Skipped(String),
 }
 
 fn numeric_plot(r: &[f64], c: &[f64]) -> DistributionPlot {
@@ -266,6 +320,11 @@ fn categorical_plot(keys: &[String], counts: &[CategoryCount]) -> DistributionPl
 }
 
 /// Computes the drift report of `current` against `reference` (CSV or Parquet files).
+///
+/// Parquet columns are read in groups that fit `opts.memory_budget_bytes` (only the group's columns
+/// are decoded), so memory stays flat however many columns a file has; CSV files are parsed once.
+/// Reference and current are read at the same time, and each group's columns are checked in
+/// parallel.
 pub fn drift_files(reference: &Path, current: &Path, opts: &DriftOptions) -> Result<DriftReport> {
     if !(0.0..=1.0).contains(&opts.drift_share) {
         return Err(Error::Invalid(format!(
@@ -273,151 +332,134 @@ pub fn drift_files(reference: &Path, current: &Path, opts: &DriftOptions) -> Res
             opts.drift_share
         )));
     }
+    let ref_reader = BatchReader::open(reference)?;
+    let cur_reader = BatchReader::open(current)?;
+    let (ref_schema, cur_schema) = (ref_reader.schema(), cur_reader.schema());
     let columns: Vec<String> = match &opts.columns {
         Some(c) if !c.is_empty() => c.clone(),
-        _ => BatchReader::open(reference)?
-            .schema()
+        _ => ref_schema
             .fields()
             .iter()
             .map(|f| f.name().clone())
             .collect(),
     };
-    let (mut refs, reference_rows) = collect(reference, &columns)?;
-    let (mut curs, current_rows) = collect(current, &columns)?;
-    if reference_rows == 0 {
-        return Err(Error::Invalid(format!(
-            "{}: has no rows",
-            reference.display()
-        )));
-    }
-    if current_rows == 0 {
-        return Err(Error::Invalid(format!(
-            "{}: has no rows",
-            current.display()
-        )));
-    }
-    let mut out = Vec::new();
-    let mut skipped = Vec::new();
+    let mut typed = Vec::with_capacity(columns.len());
     for name in &columns {
-        let (Some((rp, rs)), Some((cp, cs))) = (refs.remove(name), curs.remove(name)) else {
-            continue;
+        let Some((_, rf)) = ref_schema.column_with_name(name) else {
+            return Err(crate::reader::missing_column(reference, &ref_schema, name));
         };
-        let numeric_r = matches!(rp, Physical::Float | Physical::Integer);
-        let numeric_c = matches!(cp, Physical::Float | Physical::Integer);
-        if numeric_r != numeric_c {
+        let Some((_, cf)) = cur_schema.column_with_name(name) else {
+            return Err(crate::reader::missing_column(current, &cur_schema, name));
+        };
+        let (rp, cp) = (physical(rf.data_type()), physical(cf.data_type()));
+        if rp.is_numeric() != cp.is_numeric() && rp != Physical::Other && cp != Physical::Other {
+            let word = |p: Physical| if p.is_numeric() { "numeric" } else { "text" };
             return Err(Error::Invalid(format!(
                 "column '{name}' is {} in {} but {} in {}",
-                if numeric_r { "numeric" } else { "text" },
+                word(rp),
                 reference.display(),
-                if numeric_c { "numeric" } else { "text" },
+                word(cp),
                 current.display()
             )));
         }
-        if rp == Physical::Other {
-            skipped.push((name.clone(), "unsupported type".to_string()));
-            continue;
+        typed.push((name.clone(), rp, cp));
+    }
+    // Group the columns: all at once for CSV (each pass parses every line), else under the
+    // memory budget.
+    let rows_hint = ref_reader.total_rows().unwrap_or(0) + cur_reader.total_rows().unwrap_or(0);
+    let grouped = ref_reader.format() == crate::reader::FileFormat::Parquet
+        && cur_reader.format() == crate::reader::FileFormat::Parquet;
+    drop((ref_reader, cur_reader));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut used = 0u64;
+    for (i, (_, rp, _)) in typed.iter().enumerate() {
+        let cost = column_cost(*rp, rows_hint);
+        match groups.last_mut() {
+            Some(g) if !grouped || used + cost <= opts.memory_budget_bytes => {
+                g.push(i);
+                used += cost;
+            }
+            _ => {
+                groups.push(vec![i]);
+                used = cost;
+            }
         }
-        let method_for = |kind: ColumnKind, n_ref: usize, n_unique: usize| {
-            opts.per_column_method
-                .get(name)
-                .copied()
-                .or(opts.method)
-                .unwrap_or_else(|| stats::default_method(kind, n_ref, n_unique))
-        };
-        let threshold = opts
-            .per_column_threshold
-            .get(name)
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut outcomes: Vec<Option<Outcome>> = typed.iter().map(|_| None).collect();
+    let (mut reference_rows, mut current_rows) = (0, 0);
+    for group in &groups {
+        let want_ref: Vec<(String, Physical)> = group
+            .iter()
+            .map(|&i| (typed[i].0.clone(), typed[i].1))
+            .collect();
+        let want_cur: Vec<(String, Physical)> = group
+            .iter()
+            .map(|&i| (typed[i].0.clone(), typed[i].2))
+            .collect();
+        let (refs, curs) = std::thread::scope(|s| {
+            let r = s.spawn(|| collect(reference, &want_ref));
+            let c = collect(current, &want_cur);
+            let r = r
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("reading the reference failed".into())));
+            (r, c)
+        });
+        let (refs, rr) = refs?;
+        let (curs, cr) = curs?;
+        if rr == 0 {
+            return Err(Error::Invalid(format!(
+                "{}: has no rows",
+                reference.display()
+            )));
+        }
+        if cr == 0 {
+            return Err(Error::Invalid(format!(
+                "{}: has no rows",
+                current.display()
+            )));
+        }
+        (reference_rows, current_rows) = (rr, cr);
+        // Check the group's columns on every core; results land in column order.
+        let jobs: Vec<(usize, Side, Side)> = group
+            .iter()
             .copied()
-            .or(opts.threshold);
-        if numeric_r {
-            let (r, c) = (&rs.numbers, &cs.numbers);
-            if r.is_empty() || c.is_empty() {
-                skipped.push((name.clone(), "no finite values on one side".to_string()));
-                continue;
+            .zip(refs.into_iter().zip(curs))
+            .map(|(i, (r, c))| (i, r, c))
+            .collect();
+        let jobs = std::sync::Mutex::new(jobs);
+        let results = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads.min(group.len()) {
+                s.spawn(|| {
+                    loop {
+                        let job = jobs.lock().ok().and_then(|mut j| j.pop());
+                        let Some((i, r, c)) = job else { break };
+                        let (name, rp, _) = &typed[i];
+                        let outcome = check_column(name, *rp, &r, &c, opts);
+                        drop((r, c));
+                        if let Ok(mut out) = results.lock() {
+                            out.push((i, outcome));
+                        }
+                    }
+                });
             }
-            let mut distinct: HashSet<u64> = HashSet::new();
-            for v in r.iter().chain(c) {
-                distinct.insert((v + 0.0).to_bits());
-            }
-            let as_category =
-                rp == Physical::Integer && distinct.len() <= INTEGER_CARDINALITY_LIMIT;
-            let kind = if as_category {
-                ColumnKind::Categorical
-            } else {
-                ColumnKind::Numerical
-            };
-            let method = method_for(kind, r.len(), distinct.len());
-            let verdict = method
-                .detect_numeric(r, c, threshold)
-                .map_err(|e| Error::Invalid(format!("column '{name}': {e}")))?;
-            out.push(ColumnDrift {
-                column: name.clone(),
-                kind: if as_category {
-                    "categorical"
-                } else {
-                    "numerical"
-                },
-                method: method.name(),
-                method_display: method.display_name(),
-                score: verdict.score,
-                score_is_p_value: method.is_p_value(),
-                threshold: verdict.threshold,
-                drifted: verdict.drifted,
-                reference_count: r.len(),
-                current_count: c.len(),
-                distinct: distinct.len(),
-                plot: numeric_plot(r, c),
-            });
-        } else {
-            // Evidently treats a string column as text (not checked here) when more than half
-            // of its values are distinct.
-            let total_non_null = rs.non_null + cs.non_null;
-            let mut all: BTreeMap<&str, CategoryCount> = BTreeMap::new();
-            for (k, v) in &rs.categories {
-                all.entry(k).or_default().reference = *v;
-            }
-            for (k, v) in &cs.categories {
-                all.entry(k).or_default().current = *v;
-            }
-            if rp == Physical::Text && all.len() as u64 * 2 > total_non_null {
-                skipped.push((
-                    name.clone(),
-                    "text column (more than half of its values are distinct): text drift is \
-                     not computed"
-                        .to_string(),
-                ));
-                continue;
-            }
-            if rs.non_null == 0 || cs.non_null == 0 {
-                skipped.push((name.clone(), "no values on one side".to_string()));
-                continue;
-            }
-            let keys: Vec<String> = all.keys().map(|k| (*k).to_string()).collect();
-            let counts: Vec<CategoryCount> = all.values().copied().collect();
-            let method = method_for(ColumnKind::Categorical, rs.non_null as usize, keys.len());
-            if !method.supports(ColumnKind::Categorical) {
+        });
+        for (i, outcome) in results.into_inner().unwrap_or_default() {
+            outcomes[i] = Some(outcome?);
+        }
+    }
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for ((name, _, _), outcome) in typed.iter().zip(outcomes) {
+        match outcome {
+            Some(Outcome::Checked(c)) => out.push(*c),
+            Some(Outcome::Skipped(why)) => skipped.push((name.clone(), why)),
+            None => {
                 return Err(Error::Invalid(format!(
-                    "column '{name}' is categorical; method `{}` needs numbers",
-                    method.name()
+                    "column '{name}' was not checked (a worker thread failed)"
                 )));
             }
-            let verdict = method
-                .detect_categorical(&counts, threshold)
-                .map_err(|e| Error::Invalid(format!("column '{name}': {e}")))?;
-            out.push(ColumnDrift {
-                column: name.clone(),
-                kind: "categorical",
-                method: method.name(),
-                method_display: method.display_name(),
-                score: verdict.score,
-                score_is_p_value: method.is_p_value(),
-                threshold: verdict.threshold,
-                drifted: verdict.drifted,
-                reference_count: rs.non_null as usize,
-                current_count: cs.non_null as usize,
-                distinct: keys.len(),
-                plot: categorical_plot(&keys, &counts),
-            });
         }
     }
     let drifted = out.iter().filter(|c| c.drifted).count();
@@ -438,6 +480,111 @@ pub fn drift_files(reference: &Path, current: &Path, opts: &DriftOptions) -> Res
         share,
         drift_share: opts.drift_share,
     })
+}
+
+/// Checks one column from both sides' values.
+fn check_column(
+    name: &str,
+    rp: Physical,
+    rs: &Side,
+    cs: &Side,
+    opts: &DriftOptions,
+) -> Result<Outcome> {
+    if rp == Physical::Other {
+        return Ok(Outcome::Skipped("unsupported type".to_string()));
+    }
+    let method_for = |kind: ColumnKind, n_ref: usize, n_unique: usize| {
+        opts.per_column_method
+            .get(name)
+            .copied()
+            .or(opts.method)
+            .unwrap_or_else(|| stats::default_method(kind, n_ref, n_unique))
+    };
+    let threshold = opts
+        .per_column_threshold
+        .get(name)
+        .copied()
+        .or(opts.threshold);
+    if rp.is_numeric() {
+        let (r, c) = (&rs.numbers, &cs.numbers);
+        if r.is_empty() || c.is_empty() {
+            return Ok(Outcome::Skipped("no finite values on one side".to_string()));
+        }
+        let distinct = distinct_sorted(r, c);
+        let as_category = rp == Physical::Integer && distinct <= INTEGER_CARDINALITY_LIMIT;
+        let kind = if as_category {
+            ColumnKind::Categorical
+        } else {
+            ColumnKind::Numerical
+        };
+        let method = method_for(kind, r.len(), distinct);
+        let verdict = method
+            .detect_numeric(r, c, threshold)
+            .map_err(|e| Error::Invalid(format!("column '{name}': {e}")))?;
+        return Ok(Outcome::Checked(Box::new(ColumnDrift {
+            column: name.to_string(),
+            kind: if as_category {
+                "categorical"
+            } else {
+                "numerical"
+            },
+            method: method.name(),
+            method_display: method.display_name(),
+            score: verdict.score,
+            score_is_p_value: method.is_p_value(),
+            threshold: verdict.threshold,
+            drifted: verdict.drifted,
+            reference_count: r.len(),
+            current_count: c.len(),
+            distinct,
+            plot: numeric_plot(r, c),
+        })));
+    }
+    // Evidently treats a string column as text (not checked here) when more than half of its
+    // values are distinct.
+    let total_non_null = rs.non_null + cs.non_null;
+    let mut all: BTreeMap<&str, CategoryCount> = BTreeMap::new();
+    for (k, v) in &rs.categories {
+        all.entry(k).or_default().reference = *v;
+    }
+    for (k, v) in &cs.categories {
+        all.entry(k).or_default().current = *v;
+    }
+    if rp == Physical::Text && all.len() as u64 * 2 > total_non_null {
+        return Ok(Outcome::Skipped(
+            "text column (more than half of its values are distinct): text drift is not computed"
+                .to_string(),
+        ));
+    }
+    if rs.non_null == 0 || cs.non_null == 0 {
+        return Ok(Outcome::Skipped("no values on one side".to_string()));
+    }
+    let keys: Vec<String> = all.keys().map(|k| (*k).to_string()).collect();
+    let counts: Vec<CategoryCount> = all.values().copied().collect();
+    let method = method_for(ColumnKind::Categorical, rs.non_null as usize, keys.len());
+    if !method.supports(ColumnKind::Categorical) {
+        return Err(Error::Invalid(format!(
+            "column '{name}' is categorical; method `{}` needs numbers",
+            method.name()
+        )));
+    }
+    let verdict = method
+        .detect_categorical(&counts, threshold)
+        .map_err(|e| Error::Invalid(format!("column '{name}': {e}")))?;
+    Ok(Outcome::Checked(Box::new(ColumnDrift {
+        column: name.to_string(),
+        kind: "categorical",
+        method: method.name(),
+        method_display: method.display_name(),
+        score: verdict.score,
+        score_is_p_value: method.is_p_value(),
+        threshold: verdict.threshold,
+        drifted: verdict.drifted,
+        reference_count: rs.non_null as usize,
+        current_count: cs.non_null as usize,
+        distinct: keys.len(),
+        plot: categorical_plot(&keys, &counts),
+    })))
 }
 
 impl DriftReport {
@@ -483,5 +630,28 @@ impl DriftReport {
             }
         ));
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_counts_the_union_of_two_sorted_slices() {
+        assert_eq!(distinct_sorted(&[], &[]), 0);
+        assert_eq!(distinct_sorted(&[1.0, 1.0, 2.0], &[]), 2);
+        assert_eq!(distinct_sorted(&[], &[3.0, 3.0]), 1);
+        assert_eq!(
+            distinct_sorted(&[1.0, 2.0, 2.0, 5.0], &[2.0, 3.0, 5.0, 9.0]),
+            5
+        );
+        assert_eq!(distinct_sorted(&[0.0, 0.0], &[0.0]), 1);
+        let a: Vec<f64> = (0..1000).map(|i| f64::from(i / 3)).collect();
+        let b: Vec<f64> = (0..1000).map(|i| f64::from(i / 2) + 0.5).collect();
+        let mut all: Vec<u64> = a.iter().chain(&b).map(|x| x.to_bits()).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(distinct_sorted(&a, &b), all.len());
     }
 }

@@ -68,6 +68,8 @@ pub struct BatchReader {
     schema: SchemaRef,
     batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>,
     rows_read: u64,
+    total_rows: Option<u64>,
+    format: FileFormat,
 }
 
 impl std::fmt::Debug for BatchReader {
@@ -91,37 +93,77 @@ impl BatchReader {
             )));
         }
         match FileFormat::detect(path)? {
-            FileFormat::Parquet => Self::open_parquet(path),
-            FileFormat::Csv => Self::open_csv(path),
+            FileFormat::Parquet => Self::open_parquet(path, None),
+            FileFormat::Csv => Self::open_csv(path, None),
         }
     }
 
-    fn open_parquet(path: &Path) -> Result<Self> {
+    /// Opens a file reading only the named columns (Parquet decodes only those; CSV still parses
+    /// every line). Batches hold the columns in file order. A missing column is an error naming
+    /// the file and its columns.
+    pub fn open_columns(path: &Path, columns: &[String]) -> Result<Self> {
+        let full = Self::open(path)?;
+        let schema = full.schema();
+        let mut idx = Vec::with_capacity(columns.len());
+        for name in columns {
+            let Some((i, _)) = schema.column_with_name(name) else {
+                return Err(missing_column(path, &schema, name));
+            };
+            idx.push(i);
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        match FileFormat::detect(path)? {
+            FileFormat::Parquet => Self::open_parquet(path, Some(idx)),
+            FileFormat::Csv => Self::open_csv(path, Some(idx)),
+        }
+    }
+
+    fn open_parquet(path: &Path, projection: Option<Vec<usize>>) -> Result<Self> {
         let bad = |e: parquet::errors::ParquetError| {
             Error::Invalid(format!(
                 "{}: not a readable Parquet file: {e}",
                 path.display()
             ))
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(open_file(path)?).map_err(bad)?;
-        let schema = Arc::clone(builder.schema());
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::try_new(open_file(path)?).map_err(bad)?;
+        let total = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
+        if let Some(idx) = projection {
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), idx);
+            builder = builder.with_projection(mask);
+        }
         let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(bad)?;
-        Self::checked(path, schema, Box::new(reader))
+        let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+        let mut r = Self::checked(path, schema, Box::new(reader))?;
+        r.total_rows = total;
+        r.format = FileFormat::Parquet;
+        Ok(r)
     }
 
-    fn open_csv(path: &Path) -> Result<Self> {
+    fn open_csv(path: &Path, projection: Option<Vec<usize>>) -> Result<Self> {
         use arrow::csv::reader::{Format, ReaderBuilder};
         let format = Format::default().with_header(true);
         let (schema, _) = format
             .infer_schema(open_file(path)?, Some(CSV_INFER_ROWS))
             .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), csv_message(&e))))?;
         let schema = Arc::new(schema);
-        let reader = ReaderBuilder::new(Arc::clone(&schema))
+        let mut builder = ReaderBuilder::new(Arc::clone(&schema))
             .with_format(format)
-            .with_batch_size(BATCH_ROWS)
+            .with_batch_size(BATCH_ROWS);
+        let mut out_schema = schema;
+        if let Some(idx) = projection {
+            out_schema = Arc::new(
+                out_schema
+                    .project(&idx)
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?,
+            );
+            builder = builder.with_projection(idx);
+        }
+        let reader = builder
             .build(open_file(path)?)
             .map_err(|e| Error::Invalid(format!("{}: {}", path.display(), csv_message(&e))))?;
-        Self::checked(path, schema, Box::new(reader))
+        Self::checked(path, out_schema, Box::new(reader))
     }
 
     fn checked(
@@ -150,7 +192,19 @@ impl BatchReader {
             schema,
             batches,
             rows_read: 0,
+            total_rows: None,
+            format: FileFormat::Csv,
         })
+    }
+
+    /// Rows in the file when known without reading it (Parquet metadata), else `None`.
+    pub fn total_rows(&self) -> Option<u64> {
+        self.total_rows
+    }
+
+    /// The format being read.
+    pub fn format(&self) -> FileFormat {
+        self.format
     }
 
     /// The file's schema.
@@ -162,6 +216,20 @@ impl BatchReader {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The error for a column a file does not have.
+pub fn missing_column(path: &Path, schema: &SchemaRef, name: &str) -> Error {
+    Error::Invalid(format!(
+        "{}: has no column '{name}' (columns: {})",
+        path.display(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Turns arrow-csv's messages into one a user can act on (they already carry line numbers).

@@ -87,9 +87,18 @@ enum DataCommand {
         /// One threshold for every column (default: the method's)
         #[arg(long)]
         threshold: Option<f64>,
+        /// Method for one column, as COLUMN=METHOD (repeatable; overrides --method)
+        #[arg(long = "column-method", value_name = "COLUMN=METHOD")]
+        column_methods: Vec<String>,
+        /// Threshold for one column, as COLUMN=VALUE (repeatable; overrides --threshold)
+        #[arg(long = "column-threshold", value_name = "COLUMN=VALUE")]
+        column_thresholds: Vec<String>,
         /// Dataset drift when at least this share of columns drifted
         #[arg(long, default_value_t = 0.5)]
         drift_share: f64,
+        /// Memory for column values held at once, in MiB (Parquet columns are read in groups)
+        #[arg(long, default_value_t = 128)]
+        memory_mb: u64,
         /// Only these columns (comma-separated)
         #[arg(long, value_delimiter = ',')]
         columns: Vec<String>,
@@ -222,7 +231,17 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status for errors; 1 is kept for "the check found drift / the suite failed".
+const EXIT_ERROR: i32 = 2;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(EXIT_ERROR);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
@@ -323,12 +342,28 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
             current,
             method,
             threshold,
+            column_methods,
+            column_thresholds,
             drift_share,
+            memory_mb,
             columns,
             json,
             html,
             server,
         } => {
+            let mut per_column_method = std::collections::HashMap::new();
+            for spec in &column_methods {
+                let (col, m) = split_assignment(spec, "--column-method")?;
+                per_column_method.insert(col, m.parse()?);
+            }
+            let mut per_column_threshold = std::collections::HashMap::new();
+            for spec in &column_thresholds {
+                let (col, v) = split_assignment(spec, "--column-threshold")?;
+                let v: f64 = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--column-threshold {spec}: not a number"))?;
+                per_column_threshold.insert(col, v);
+            }
             let tmp = tempdir()?;
             let r = local_data(&reference, &server.server, &tmp)?;
             let c = local_data(&current, &server.server, &tmp)?;
@@ -336,7 +371,10 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
                 columns: (!columns.is_empty()).then_some(columns),
                 method: method.as_deref().map(str::parse).transpose()?,
                 threshold,
+                per_column_method,
+                per_column_threshold,
                 drift_share,
+                memory_budget_bytes: memory_mb.max(1) << 20,
                 ..Default::default()
             };
             let report = loopml_data::drift::drift_files(&r, &c, &opts)?;
@@ -562,4 +600,12 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Splits `COLUMN=VALUE` (the part before the last `=` is the column).
+fn split_assignment(spec: &str, flag: &str) -> anyhow::Result<(String, String)> {
+    match spec.rsplit_once('=') {
+        Some((col, v)) if !col.is_empty() && !v.is_empty() => Ok((col.to_string(), v.to_string())),
+        _ => anyhow::bail!("{flag} {spec}: expected COLUMN=VALUE"),
+    }
 }

@@ -385,6 +385,36 @@ fn data_drift_validate_and_suggest_on_local_files() {
         "--current",
         "nope.csv",
     ]);
-    assert!(!missing.status.success());
+    assert_eq!(
+        missing.status.code(),
+        Some(2),
+        "errors exit 2, drift exits 1"
+    );
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.csv"));
+    let bad_spec = run(&[
+        "data",
+        "drift",
+        "--reference",
+        r.to_str().unwrap(),
+        "--current",
+        same.to_str().unwrap(),
+        "--column-method",
+        "amount",
+    ]);
+    assert_eq!(bad_spec.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_spec.stderr).contains("COLUMN=VALUE"));
+    let per_column = run(&[
+        "data",
+        "drift",
+        "--reference",
+        r.to_str().unwrap(),
+        "--current",
+        shifted.to_str().unwrap(),
+        "--column-method",
+        "amount=psi",
+        "--column-threshold",
+        "amount=100",
+    ]);
+    let text = String::from_utf8_lossy(&per_column.stdout);
+    assert!(text.contains("PSI"), "{text}");
 }
