@@ -375,7 +375,6 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
                 per_column_threshold,
                 drift_share,
                 memory_budget_bytes: memory_mb.max(1) << 20,
-                ..Default::default()
             };
             let report = loopml_data::drift::drift_files(&r, &c, &opts)?;
             let _ = std::fs::remove_dir_all(&tmp);
