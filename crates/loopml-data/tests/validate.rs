@@ -250,6 +250,23 @@ fn every_expectation_passes_and_fails() {
             "expect_column_pair_values_a_to_be_greater_than_b: {column_A: id, column_B: a, or_equal: true}",
             true,
         ),
+        // GX's default keeps rows where only one side is missing, and they fail.
+        (
+            "expect_column_pair_values_a_to_be_greater_than_b: {column_A: age, column_B: id}",
+            false,
+        ),
+        (
+            "expect_column_pair_values_a_to_be_greater_than_b: {column_A: age, column_B: id, ignore_row_if: either_value_is_missing}",
+            true,
+        ),
+        (
+            "expect_column_pair_values_a_to_be_greater_than_b: {column_A: age, column_B: id, ignore_row_if: neither}",
+            false,
+        ),
+        (
+            "expect_table_row_count_to_be_between: {min_value: 5, max_value: 5}",
+            true,
+        ),
     ];
     let mut wrong = Vec::new();
     for (entry, want) in cases {

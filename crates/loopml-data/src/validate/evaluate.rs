@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::result::{ExceptionInfo, ExpectationResult, ResultDetails, ValidationResult};
 use super::strftime::Format;
-use super::suite::{Expectation, QuantileRanges, RangeArgs, Suite};
+use super::suite::{Expectation, IgnoreRowIf, QuantileRanges, RangeArgs, Suite};
 use crate::reader::BatchReader;
 use crate::{Error, Result};
 
@@ -26,18 +26,40 @@ pub const PARTIAL_UNEXPECTED: usize = 20;
 /// Validates a CSV or Parquet file against a suite in one pass; `base_dir` resolves
 /// `value_set_from` files (normally the suite file's directory).
 pub fn validate_file(path: &Path, suite: &Suite, base_dir: &Path) -> Result<ValidationResult> {
-    let reader = BatchReader::open(path)?;
-    let schema = reader.schema();
+    let schema = BatchReader::open(path)?.schema();
     let mut accs: Vec<Acc> = suite
         .expectations
         .iter()
         .map(|e| Acc::build(e, &schema, base_dir))
         .collect();
+    // Decode only the columns some expectation reads (the first one when none does, to count
+    // rows); the others are stood in for by an all-null array nothing looks at.
+    let mut wanted: Vec<String> = suite
+        .expectations
+        .iter()
+        .flat_map(Expectation::columns)
+        .filter(|c| schema.column_with_name(c).is_some())
+        .collect();
+    if wanted.is_empty() {
+        wanted.push(schema.field(0).name().clone());
+    }
+    let reader = BatchReader::open_columns(path, &wanted)?;
+    let projected = reader.schema();
+    let position: Vec<Option<usize>> = schema
+        .fields()
+        .iter()
+        .map(|f| projected.index_of(f.name()).ok())
+        .collect();
     let mut rows = 0u64;
     for batch in reader {
         let batch = batch?;
         rows += batch.num_rows() as u64;
-        let cols: Vec<Col<'_>> = batch.columns().iter().map(Col::new).collect();
+        let absent = arrow::array::new_null_array(&DataType::Null, batch.num_rows());
+        let arrays: Vec<ArrayRef> = position
+            .iter()
+            .map(|p| p.map_or_else(|| absent.clone(), |j| batch.column(j).clone()))
+            .collect();
+        let cols: Vec<Col<'_>> = arrays.iter().map(Col::new).collect();
         for acc in &mut accs {
             // A column of the wrong kind fails its own expectation, not the whole suite.
             if let Err(e) = acc.update(&batch, &cols) {
@@ -299,6 +321,7 @@ enum Acc {
         a: usize,
         b: usize,
         or_equal: bool,
+        ignore_row_if: IgnoreRowIf,
         counts: MapCounts,
     },
 }
@@ -504,6 +527,7 @@ impl Acc {
                 a: idx(&a.column_a)?,
                 b: idx(&a.column_b)?,
                 or_equal: a.or_equal,
+                ignore_row_if: a.ignore_row_if,
                 counts: MapCounts::default(),
             },
         })
@@ -656,13 +680,25 @@ impl Acc {
                 a,
                 b,
                 or_equal,
+                ignore_row_if,
                 counts,
             } => {
                 let (ca, cb) = (&cols[*a], &cols[*b]);
                 counts.elements += n as u64;
                 for i in 0..n {
-                    if ca.missing(i) || cb.missing(i) {
+                    let (ma, mb) = (ca.missing(i), cb.missing(i));
+                    let ignored = match ignore_row_if {
+                        IgnoreRowIf::BothValuesAreMissing => ma && mb,
+                        IgnoreRowIf::EitherValueIsMissing => ma || mb,
+                        IgnoreRowIf::Neither => false,
+                    };
+                    if ignored {
                         counts.missing += 1;
+                        continue;
+                    }
+                    // A missing value on a compared row fails, as GX's comparison with NaN does.
+                    if ma || mb {
+                        counts.fail(|| Ok(Value::from(vec![ca.json(i)?, cb.json(i)?])))?;
                         continue;
                     }
                     let ord = match (ca.number(i), cb.number(i)) {

@@ -69,7 +69,8 @@ pub enum Expectation {
     ExpectColumnValueLengthsToBeBetween(BetweenArgs),
     /// Non-null values parse with a strftime format.
     ExpectColumnValuesToMatchStrftimeFormat(StrftimeArgs),
-    /// Column A is greater than (or equal to, with `or_equal`) column B on rows where both are set.
+    /// Column A is greater than (or equal to, with `or_equal`) column B; `ignore_row_if` picks the
+    /// rows left out (by default those where both are missing).
     ExpectColumnPairValuesAToBeGreaterThanB(PairArgs),
 }
 
@@ -306,9 +307,32 @@ pub struct PairArgs {
     /// Whether A == B passes.
     #[serde(default, skip_serializing_if = "is_false")]
     pub or_equal: bool,
+    /// Which rows are left out of the comparison (GX's default: those where both are missing;
+    /// a compared row with one missing value fails).
+    #[serde(default, skip_serializing_if = "IgnoreRowIf::is_default")]
+    pub ignore_row_if: IgnoreRowIf,
     /// Fraction of compared rows that must pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mostly: Option<f64>,
+}
+
+/// GX's `ignore_row_if` for column-pair expectations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoreRowIf {
+    /// Skip rows where both values are missing (GX's default).
+    #[default]
+    BothValuesAreMissing,
+    /// Skip rows where either value is missing.
+    EitherValueIsMissing,
+    /// Compare every row.
+    Neither,
+}
+
+impl IgnoreRowIf {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -334,6 +358,21 @@ impl Expectation {
             Ok(Value::Object(m)) => m.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null),
             _ => Value::Null,
         }
+    }
+
+    /// The columns whose values this expectation reads (schema-only expectations included).
+    pub fn columns(&self) -> Vec<String> {
+        let kwargs = self.kwargs();
+        let mut out = Vec::new();
+        for key in ["column", "column_A", "column_B"] {
+            if let Some(c) = kwargs.get(key).and_then(Value::as_str) {
+                out.push(c.to_string());
+            }
+        }
+        if let Some(list) = kwargs.get("column_list").and_then(Value::as_array) {
+            out.extend(list.iter().filter_map(Value::as_str).map(str::to_string));
+        }
+        out
     }
 
     /// The `mostly` parameter, if this expectation has one.
