@@ -3,6 +3,7 @@
 //! dataset — all computed on Arrow record batches, streaming, so files larger than memory work.
 //! It owns the dataset tables and routes; it does not own runs (tracking) or models (registry).
 
+pub mod checks;
 pub mod diff;
 pub mod drift;
 pub mod error;

@@ -88,10 +88,16 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// The datasets tables' migrations, in order.
-pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
-    name: "0001_datasets",
-    sqlite: include_str!("../migrations/0001_datasets.sql"),
-}];
+pub const MIGRATIONS: &[loopml_store::Migration] = &[
+    loopml_store::Migration {
+        name: "0001_datasets",
+        sqlite: include_str!("../migrations/0001_datasets.sql"),
+    },
+    loopml_store::Migration {
+        name: "0002_dataset_checks",
+        sqlite: include_str!("../migrations/0002_dataset_checks.sql"),
+    },
+];
 
 const COLUMNS: &str = "name, version, digest, format, size_bytes, rows, columns, schema, source, \
      creation_time";
@@ -112,7 +118,7 @@ fn version_from_row(r: &Row<'_>) -> Result<DatasetVersion, StoreError> {
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -158,8 +164,8 @@ fn schema_json(path: &Path) -> Result<(serde_json::Value, i64)> {
 /// Dataset versions over the metadata store and the artifact store.
 #[derive(Debug, Clone)]
 pub struct DatasetStore {
-    db: Database,
-    artifacts: ArtifactStore,
+    pub(crate) db: Database,
+    pub(crate) artifacts: ArtifactStore,
 }
 
 impl DatasetStore {
@@ -169,7 +175,7 @@ impl DatasetStore {
         Ok(Self { db, artifacts })
     }
 
-    fn blob_path(digest: &str, format: &str) -> Result<ArtifactPath> {
+    pub(crate) fn blob_path(digest: &str, format: &str) -> Result<ArtifactPath> {
         Ok(ArtifactPath::parse(&format!(
             "datasets/sha256/{digest}.{format}"
         ))?)

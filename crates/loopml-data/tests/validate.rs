@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use loopml_data::Error;
 use loopml_data::profile::profile_file;
 use loopml_data::validate::{
-    Suite, ValidationResult, suggest_suite, validate_file, validate_with_suite_file,
+    Suite, ValidationResult, files_in, suggest_suite, validate_file, validate_with_suite_file,
 };
 use serde_json::{Value, json};
 
@@ -34,7 +34,7 @@ fn people(dir: &Path) -> PathBuf {
 
 fn run(dir: &Path, data: &Path, yaml: &str) -> ValidationResult {
     let suite = Suite::from_yaml(yaml, "suite.yml").unwrap();
-    validate_file(data, &suite, dir).unwrap()
+    validate_file(data, &suite, &files_in(dir)).unwrap()
 }
 
 /// Runs a one-expectation suite and returns (success, result JSON).
@@ -532,7 +532,7 @@ fn suggested_suite_round_trips_and_passes_on_its_reference() {
     assert!(types.contains(&"expect_column_values_to_be_unique".to_string()));
     assert!(types.contains(&"expect_column_values_to_be_in_set".to_string()));
     assert!(yaml.contains("\"mostly\":0.8"), "{yaml}");
-    let r = validate_file(&f, &suite, dir.path()).unwrap();
+    let r = validate_file(&f, &suite, &files_in(dir.path())).unwrap();
     assert!(r.success, "{}", r.summary());
     // A shifted dataset breaks the suggested ranges and sets.
     let g = write(
@@ -540,6 +540,6 @@ fn suggested_suite_round_trips_and_passes_on_its_reference() {
         "shifted.csv",
         &PEOPLE.replace("Rome", "Madrid").replace(",34,", ",340,"),
     );
-    let r = validate_file(&g, &suite, dir.path()).unwrap();
+    let r = validate_file(&g, &suite, &files_in(dir.path())).unwrap();
     assert!(!r.success);
 }

@@ -245,6 +245,20 @@ impl ArtifactStore {
         Ok(total)
     }
 
+    /// The existing file at `path` on disk, on the local backend (`None` on object stores, which
+    /// callers then stream with [`ArtifactStore::get`]).
+    pub fn local_file(&self, path: &ArtifactPath) -> Result<Option<PathBuf>, StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        self.confine(path)?;
+        let full = root.join(path.as_str());
+        if path.is_root() || !full.is_file() {
+            return Err(StoreError::ArtifactNotFound(path.to_string()));
+        }
+        Ok(Some(full))
+    }
+
     /// Opens `path` for streaming; returns its size and its bytes.
     pub async fn get(&self, path: &ArtifactPath) -> Result<(u64, ByteStream), StoreError> {
         if path.is_root() {

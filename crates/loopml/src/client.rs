@@ -114,6 +114,33 @@ pub fn get(server: &str, path: &str, query: &[(&str, &str)]) -> anyhow::Result<S
     Ok(body)
 }
 
+/// POSTs a text body (a suite, a JSON request) to `path`; returns the answer's body, or the
+/// server's error message. Checks on large datasets may take minutes, hence the long timeout.
+pub fn post_text(
+    server: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> anyhow::Result<String> {
+    let url = format!("{server}{path}");
+    let mut resp = agent(Duration::from_secs(3600))
+        .post(&url)
+        .header("Content-Type", content_type)
+        .send(body)
+        .with_context(|| format!("cannot reach the loopml server at {server} (start it with `loopml server`, or pass --server)"))?;
+    let status = resp.status();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_string()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        bail!("{}", error_message(text));
+    }
+    Ok(text)
+}
+
 /// Writes command output to stdout; a reader that went away (`| head`) is not an error.
 pub fn print_out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;

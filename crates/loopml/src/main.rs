@@ -300,17 +300,13 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-/// A local file as given, or a stored dataset version fetched into `tmp`.
-fn local_data(
-    arg: &str,
-    server: &Option<String>,
-    tmp: &std::path::Path,
-) -> anyhow::Result<PathBuf> {
-    let path = PathBuf::from(arg);
-    if path.exists() {
-        return Ok(path);
+/// `Some(reference)` when `arg` names a stored dataset version rather than a local file; an error
+/// when it is neither.
+fn stored_reference(arg: &str) -> anyhow::Result<Option<String>> {
+    if PathBuf::from(arg).exists() {
+        return Ok(None);
     }
-    let (name, _) = loopml_data::versions::parse_reference(arg).map_err(|_| {
+    loopml_data::versions::parse_reference(arg).map_err(|_| {
         anyhow::anyhow!("{arg}: no such file, and not a dataset version (NAME or NAME@3)")
     })?;
     let looks_like_file = arg.contains('/')
@@ -320,6 +316,19 @@ fn local_data(
     if looks_like_file {
         anyhow::bail!("{arg}: no such file");
     }
+    Ok(Some(arg.to_string()))
+}
+
+/// A local file as given, or a stored dataset version fetched into `tmp`.
+fn local_data(
+    arg: &str,
+    server: &Option<String>,
+    tmp: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    let Some(_) = stored_reference(arg)? else {
+        return Ok(PathBuf::from(arg));
+    };
+    let (name, _) = loopml_data::versions::parse_reference(arg)?;
     let server = loopml::client::server_url(server.clone());
     let meta = loopml::client::get(&server, &format!("/api/2.0/loopml/datasets/{arg}"), &[])
         .map_err(|e| anyhow::anyhow!("{arg}: not a file here, and as a dataset version: {e}"))?;
@@ -364,6 +373,38 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("--column-threshold {spec}: not a number"))?;
                 per_column_threshold.insert(col, v);
             }
+            if let (Some(r), Some(c)) = (stored_reference(&reference)?, stored_reference(&current)?)
+            {
+                // Both sides stored: the server computes the report and keeps it with `current`.
+                let url = loopml::client::server_url(server.server);
+                let request = serde_json::json!({
+                    "reference": r,
+                    "columns": columns,
+                    "method": method,
+                    "threshold": threshold,
+                    "per_column_method": per_column_method_names(&column_methods)?,
+                    "per_column_threshold": per_column_threshold,
+                    "drift_share": drift_share,
+                });
+                let answer = loopml::client::post_text(
+                    &url,
+                    &format!("/api/2.0/loopml/datasets/{c}/drift"),
+                    "application/json",
+                    &request.to_string(),
+                )?;
+                let a: serde_json::Value = serde_json::from_str(&answer)?;
+                save_check_outputs(&url, &a, "report", json.as_deref(), html.as_deref())?;
+                print_out(a["summary"].as_str().unwrap_or(""))?;
+                if let Some(id) = a["check"]["id"].as_i64() {
+                    print_out(&format!(
+                        "stored as check {id} of {c}: {url}/api/2.0/loopml/dataset-checks/{id}?format=html\n"
+                    ))?;
+                }
+                if a["report"]["dataset_drift"].as_bool().unwrap_or(false) {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
             let tmp = tempdir()?;
             let r = local_data(&reference, &server.server, &tmp)?;
             let c = local_data(&current, &server.server, &tmp)?;
@@ -397,6 +438,32 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
             html,
             server,
         } => {
+            if let Some(reference) = stored_reference(&data)? {
+                // A stored version is validated by the server, which keeps the result with it.
+                let url = loopml::client::server_url(server.server);
+                let text = std::fs::read_to_string(&suite)
+                    .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", suite.display()))?;
+                let answer = loopml::client::post_text(
+                    &url,
+                    &format!("/api/2.0/loopml/datasets/{reference}/validations"),
+                    "application/yaml",
+                    &text,
+                )?;
+                let a: serde_json::Value = serde_json::from_str(&answer)?;
+                let success = a["result"]["success"].as_bool().unwrap_or(false);
+                save_check_outputs(&url, &a, "result", json.as_deref(), html.as_deref())?;
+                print_out(a["summary"].as_str().unwrap_or(""))?;
+                if let Some(id) = a["check"]["id"].as_i64() {
+                    print_out(&format!(
+                        "stored as check {id} of {}: {url}/api/2.0/loopml/dataset-checks/{id}?format=html\n",
+                        a["check"]["dataset"].as_str().unwrap_or(&reference)
+                    ))?;
+                }
+                if !success {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
             let tmp = tempdir()?;
             let d = local_data(&data, &server.server, &tmp)?;
             let result = loopml_data::validate::validate_with_suite_file(&d, &suite)?;
@@ -607,4 +674,39 @@ fn split_assignment(spec: &str, flag: &str) -> anyhow::Result<(String, String)> 
         Some((col, v)) if !col.is_empty() && !v.is_empty() => Ok((col.to_string(), v.to_string())),
         _ => anyhow::bail!("{flag} {spec}: expected COLUMN=VALUE"),
     }
+}
+
+/// `--column-method` specs as a column → method-name map (names checked by the server).
+fn per_column_method_names(
+    specs: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    specs
+        .iter()
+        .map(|s| split_assignment(s, "--column-method"))
+        .collect()
+}
+
+/// Writes a server-side check's `field` (the result or report) as JSON and fetches its HTML page.
+fn save_check_outputs(
+    url: &str,
+    answer: &serde_json::Value,
+    field: &str,
+    json: Option<&std::path::Path>,
+    html: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(p) = json {
+        loopml::write_file(p, serde_json::to_string_pretty(&answer[field])?.as_bytes())?;
+    }
+    if let Some(p) = html {
+        let Some(id) = answer["check"]["id"].as_i64() else {
+            anyhow::bail!("the server did not store the check, so it has no HTML report");
+        };
+        let page = loopml::client::get(
+            url,
+            &format!("/api/2.0/loopml/dataset-checks/{id}"),
+            &[("format", "html")],
+        )?;
+        loopml::write_file(p, page.as_bytes())?;
+    }
+    Ok(())
 }

@@ -418,3 +418,191 @@ fn data_drift_validate_and_suggest_on_local_files() {
     let text = String::from_utf8_lossy(&per_column.stdout);
     assert!(text.contains("PSI"), "{text}");
 }
+
+#[test]
+fn checks_of_stored_versions_run_on_the_server_and_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, _) = start(&dir.path().join("data"), &[]);
+    let p = |name: &str, body: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, body).unwrap();
+        f.to_str().unwrap().to_string()
+    };
+    let r = p("r.csv", "id,amount,plan\n1,10,a\n2,20,b\n3,30,a\n4,40,c\n");
+    let c = p("c.csv", "id,amount,plan\n1,100,a\n2,200,z\n3,300,a\n4,,c\n");
+    let plans = p("plans.csv", "plan\na\nb\nc\n");
+    for (file, name) in [(&r, "sales"), (&c, "sales"), (&plans, "plans")] {
+        let (ok, _, err) = cli(srv.port, &["data", "add", file, "--name", name]);
+        assert!(ok, "{err}");
+    }
+    let suite = p(
+        "suite.yaml",
+        "name: sales\nexpectations:\n  \
+         - expect_column_values_to_not_be_null: {column: amount}\n  \
+         - expect_column_values_to_be_in_set: {column: plan, value_set_from: {dataset: plans@1, column: plan}}\n",
+    );
+    let html = dir.path().join("v.html");
+    let (ok, out, err) = cli(
+        srv.port,
+        &[
+            "data",
+            "validate",
+            "sales@1",
+            "--suite",
+            &suite,
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("stored as check 1 of sales@1"), "{out}");
+    assert!(std::fs::read_to_string(&html).unwrap().contains("Passed"));
+    let (ok, out, _) = cli(
+        srv.port,
+        &["data", "validate", "sales@2", "--suite", &suite],
+    );
+    assert!(
+        !ok && out.contains("✗ expect_column_values_to_be_in_set plan"),
+        "{out}"
+    );
+    let json = dir.path().join("d.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args([
+            "data",
+            "drift",
+            "--reference",
+            "sales@1",
+            "--current",
+            "sales@2",
+        ])
+        .args(["--json", json.to_str().unwrap()])
+        .args(["--server", &format!("http://127.0.0.1:{}", srv.port)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "dataset drift exits 1");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["reference"], "sales@1");
+    assert_eq!(report["current"], "sales@2");
+
+    // The version's history of checks, newest first, and each one reopened.
+    let (status, body) = http(
+        srv.port,
+        "GET",
+        "/api/2.0/loopml/datasets/sales@2/checks",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let kinds: Vec<&str> = list["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["drift", "validation"]);
+    assert_eq!(list["checks"][0]["against"], "sales@1");
+    assert_eq!(list["checks"][1]["success"], false);
+    let (_, all) = http(
+        srv.port,
+        "GET",
+        "/api/2.0/loopml/datasets/sales/checks?kind=validation",
+        None,
+    )
+    .unwrap();
+    let all: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all["checks"].as_array().unwrap().len(), 2);
+    let id = list["checks"][1]["id"].as_i64().unwrap();
+    let (status, body) = http(
+        srv.port,
+        "GET",
+        &format!("/api/2.0/loopml/dataset-checks/{id}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let check: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        check["result"]["results"][1]["result"]["unexpected_count"],
+        1
+    );
+    assert!(check["definition"].as_str().unwrap().contains("plans@1"));
+
+    // Bad input: protocol errors, nothing stored.
+    let bad = [
+        (
+            "POST",
+            "/api/2.0/loopml/datasets/sales@1/validations",
+            "name: x\nexpectations:\n  - expect_column_values_to_be_in_set: {column: plan, value_set_from: {file: /etc/passwd, column: root}}\n",
+            400,
+            "server's disk",
+        ),
+        (
+            "POST",
+            "/api/2.0/loopml/datasets/sales@1/validations",
+            "name: x\nexpectations:\n  - expect_column_values_to_be_in_set: {column: plan, value_set_from: {dataset: ../x, column: p}}\n",
+            400,
+            "invalid dataset name",
+        ),
+        (
+            "POST",
+            "/api/2.0/loopml/datasets/sales@9/validations",
+            "name: x\nexpectations: []\n",
+            404,
+            "sales@9",
+        ),
+        (
+            "POST",
+            "/api/2.0/loopml/datasets/sales@1/drift",
+            "{\"reference\": \"sales@9\"}",
+            404,
+            "sales@9",
+        ),
+        (
+            "POST",
+            "/api/2.0/loopml/datasets/sales@1/drift",
+            "{\"reference\": \"sales@2\", \"method\": \"nope\"}",
+            400,
+            "unknown drift method",
+        ),
+        (
+            "POST",
+            "/api/2.0/loopml/datasets/sales@1/drift",
+            "{\"referense\": \"sales@2\"}",
+            400,
+            "unknown field",
+        ),
+        (
+            "GET",
+            "/api/2.0/loopml/dataset-checks/999",
+            "",
+            404,
+            "does not exist",
+        ),
+        (
+            "GET",
+            "/api/2.0/loopml/datasets/sales/checks?kind=x",
+            "",
+            400,
+            "unknown check kind",
+        ),
+    ];
+    for (method, path, body, want, text) in bad {
+        let (status, answer) = http(srv.port, method, path, Some(body)).unwrap();
+        assert_eq!(status, want, "{path}: {answer}");
+        assert!(
+            answer.contains(text) && answer.contains("error_code"),
+            "{path}: {answer}"
+        );
+    }
+    let (_, after) = http(
+        srv.port,
+        "GET",
+        "/api/2.0/loopml/datasets/sales/checks",
+        None,
+    )
+    .unwrap();
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["checks"].as_array().unwrap().len(), 3);
+}

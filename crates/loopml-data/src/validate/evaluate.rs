@@ -6,7 +6,7 @@
 
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
@@ -16,21 +16,43 @@ use serde_json::Value;
 
 use super::result::{ExceptionInfo, ExpectationResult, ResultDetails, ValidationResult};
 use super::strftime::Format;
-use super::suite::{Expectation, IgnoreRowIf, QuantileRanges, RangeArgs, Suite};
+use super::suite::{Expectation, IgnoreRowIf, QuantileRanges, RangeArgs, SetSource, Suite};
 use crate::reader::BatchReader;
 use crate::{Error, Result};
 
 /// How many unexpected values a result lists.
 pub const PARTIAL_UNEXPECTED: usize = 20;
 
-/// Validates a CSV or Parquet file against a suite in one pass; `base_dir` resolves
-/// `value_set_from` files (normally the suite file's directory).
-pub fn validate_file(path: &Path, suite: &Suite, base_dir: &Path) -> Result<ValidationResult> {
+/// Finds the file behind a `value_set_from` entry.
+pub type SetResolver<'a> = dyn Fn(&SetSource) -> Result<PathBuf> + 'a;
+
+/// Resolves `value_set_from: {file}` relative to `base_dir` (normally the suite file's folder);
+/// `dataset` entries are an error (only the server resolves those).
+pub fn files_in(base_dir: &Path) -> impl Fn(&SetSource) -> Result<PathBuf> + '_ {
+    move |src| match (&src.file, &src.dataset) {
+        (Some(f), _) => Ok(base_dir.join(f)),
+        (None, Some(d)) => Err(Error::Invalid(format!(
+            "value_set_from names the stored dataset {d}: validate a stored version (NAME@N) so \
+             the server resolves it, or use `file:`"
+        ))),
+        (None, None) => Err(Error::Invalid(
+            "value_set_from names no file or dataset".into(),
+        )),
+    }
+}
+
+/// Validates a CSV or Parquet file against a suite in one pass; `sets` finds the files behind
+/// `value_set_from` entries (see [`files_in`]).
+pub fn validate_file(
+    path: &Path,
+    suite: &Suite,
+    sets: &SetResolver<'_>,
+) -> Result<ValidationResult> {
     let schema = BatchReader::open(path)?.schema();
     let mut accs: Vec<Acc> = suite
         .expectations
         .iter()
-        .map(|e| Acc::build(e, &schema, base_dir))
+        .map(|e| Acc::build(e, &schema, sets))
         .collect();
     // Decode only the columns some expectation reads (the first one when none does, to count
     // rows); the others are stood in for by an all-null array nothing looks at.
@@ -95,7 +117,7 @@ pub fn validate_with_suite_file(data: &Path, suite_file: &Path) -> Result<Valida
         .map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", suite_file.display())))?;
     let suite = Suite::from_yaml(&text, &suite_file.display().to_string())?;
     let base = suite_file.parent().unwrap_or_else(|| Path::new("."));
-    validate_file(data, &suite, base)
+    validate_file(data, &suite, &files_in(base))
 }
 
 // ------------------------------------------------------------------ column views
@@ -356,8 +378,9 @@ fn type_matches(t: &DataType, want: &str) -> bool {
     }
 }
 
-fn read_set(base_dir: &Path, file: &str, column: &str) -> Result<HashSet<String>> {
-    let path = base_dir.join(file);
+fn read_set(sets: &SetResolver<'_>, src: &SetSource) -> Result<HashSet<String>> {
+    let path = sets(src)?;
+    let column = src.column.as_str();
     let reader = BatchReader::open(&path)?;
     let idx = reader.schema().index_of(column).map_err(|_| {
         Error::Invalid(format!(
@@ -379,14 +402,14 @@ fn read_set(base_dir: &Path, file: &str, column: &str) -> Result<HashSet<String>
 }
 
 impl Acc {
-    fn build(e: &Expectation, schema: &Schema, base_dir: &Path) -> Acc {
-        match Self::try_build(e, schema, base_dir) {
+    fn build(e: &Expectation, schema: &Schema, sets: &SetResolver<'_>) -> Acc {
+        match Self::try_build(e, schema, sets) {
             Ok(acc) => acc,
             Err(err) => failed(err.to_string()),
         }
     }
 
-    fn try_build(e: &Expectation, schema: &Schema, base_dir: &Path) -> Result<Acc> {
+    fn try_build(e: &Expectation, schema: &Schema, sets: &SetResolver<'_>) -> Result<Acc> {
         use Expectation::*;
         let idx = |name: &str| {
             schema.index_of(name).map_err(|_| {
@@ -455,7 +478,7 @@ impl Acc {
                     .filter_map(|v| json_key(v, numeric))
                     .collect();
                 if let Some(src) = &a.value_set_from {
-                    set.extend(read_set(base_dir, &src.file, &src.column)?);
+                    set.extend(read_set(sets, src)?);
                 }
                 rows(
                     col,

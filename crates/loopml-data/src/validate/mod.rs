@@ -6,7 +6,9 @@ mod result;
 mod strftime;
 mod suite;
 
-pub use evaluate::{PARTIAL_UNEXPECTED, validate_file, validate_with_suite_file};
+pub use evaluate::{
+    PARTIAL_UNEXPECTED, SetResolver, files_in, validate_file, validate_with_suite_file,
+};
 pub use result::{ExceptionInfo, ExpectationResult, ResultDetails, Statistics, ValidationResult};
 pub use strftime::Format as StrftimeFormat;
 pub use suite::*;

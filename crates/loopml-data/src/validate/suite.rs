@@ -194,10 +194,25 @@ pub struct AggregateArgs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetSource {
-    /// CSV or Parquet file, relative to the suite file's directory.
-    pub file: String,
-    /// The column of that file.
+    /// CSV or Parquet file, relative to the suite file's directory (local runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// A stored dataset version (`NAME@N`, or `NAME` for the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// The column holding the allowed values.
     pub column: String,
+}
+
+impl SetSource {
+    /// Where the values come from, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.file, &self.dataset) {
+            (Some(f), _) => format!("file {f}"),
+            (None, Some(d)) => format!("dataset {d}"),
+            (None, None) => "nothing".into(),
+        }
+    }
 }
 
 /// Kwargs of `expect_column_values_to_(not_)be_in_set`.
@@ -460,6 +475,18 @@ impl Expectation {
             Expectation::ExpectColumnValuesToMatchStrftimeFormat(a) => {
                 super::strftime::Format::parse(&a.strftime_format).map(|_| ())
             }
+            Expectation::ExpectColumnValuesToBeInSet(a)
+            | Expectation::ExpectColumnValuesToNotBeInSet(a) => match &a.value_set_from {
+                Some(src) if src.file.is_some() == src.dataset.is_some() => {
+                    Err("value_set_from needs exactly one of `file` and `dataset`".into())
+                }
+                Some(SetSource {
+                    dataset: Some(d), ..
+                }) => crate::versions::parse_reference(d)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                _ => Ok(()),
+            },
             Expectation::ExpectCompoundColumnsToBeUnique(a) if a.column_list.is_empty() => {
                 Err("column_list is empty".into())
             }
@@ -485,3 +512,29 @@ macro_rules! range_of {
 }
 range_of!(BetweenArgs);
 range_of!(AggregateArgs);
+
+impl Suite {
+    fn set_sources(&self) -> impl Iterator<Item = &SetSource> {
+        self.expectations.iter().filter_map(|e| match e {
+            Expectation::ExpectColumnValuesToBeInSet(a)
+            | Expectation::ExpectColumnValuesToNotBeInSet(a) => a.value_set_from.as_ref(),
+            _ => None,
+        })
+    }
+
+    /// The local files the suite's `value_set_from` entries name.
+    pub fn file_sets(&self) -> Vec<String> {
+        self.set_sources().filter_map(|s| s.file.clone()).collect()
+    }
+
+    /// The stored dataset versions the suite's `value_set_from` entries name.
+    pub fn dataset_sets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .set_sources()
+            .filter_map(|s| s.dataset.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
