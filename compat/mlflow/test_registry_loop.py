@@ -75,7 +75,7 @@ def num(v: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(server):
+def trained(server, tmp_path_factory):
     """One training run the way a user writes it: log_input(from_pandas), params, metrics,
     sklearn.log_model(registered_model_name=..., input_example=...). Then alias champion -> 1,
     v1 -> Production, a description and a `limitations` tag on the registered model, and
@@ -87,7 +87,17 @@ def trained(server):
     X = pd.DataFrame({"tenure": np.arange(24.0), "spend": (np.arange(24.0) * 7) % 5})
     y = (X["tenure"] >= 12).astype(int)
     df = X.assign(churned=y)
-    ds = mlflow.data.from_pandas(df, source="/data/churn/train.csv", name="churn-train", targets="churned")
+    # The training file is stored as a dataset version first; logging its sha256 as the
+    # dataset's digest links the run's input to those exact bytes (MLflow caps digests at 36
+    # characters, so the first 32 hex digits).
+    data_name = unique("churn-train")
+    csv = tmp_path_factory.mktemp("train") / "train.csv"
+    df.to_csv(csv, index=False)
+    p = cli("data", "add", str(csv), "--name", data_name, "--server", server.url)
+    assert p.returncode == 0, p.stderr
+    sha = re.search(r"sha256:([0-9a-f]{64})", p.stdout).group(1)
+    ds = mlflow.data.from_pandas(df, source="/data/churn/train.csv", name="churn-train",
+                                 targets="churned", digest=sha[:32])
     with mlflow.start_run() as run:
         mlflow.log_input(ds, context="training")
         mlflow.log_params(PARAMS)
@@ -105,7 +115,8 @@ def trained(server):
     mv2 = mlflow.register_model(f"models:/{info.model_id}", name)
     assert mv2.version == "2"
     return {"name": name, "run_id": run.info.run_id, "info": info, "dataset": ds,
-            "columns": list(X.columns), "experiment_id": exp_id, "client": client}
+            "columns": list(X.columns), "experiment_id": exp_id, "client": client,
+            "data_name": data_name, "sha256": sha, "csv": csv}
 
 
 # -- 1. lineage ------------------------------------------------------------------------------------
@@ -167,6 +178,12 @@ def test_lineage_chain_matches_what_the_client_logged(server, trained):
     assert d["context"] == "training" == {t.key: t.value for t in logged[0].tags}["mlflow.data.context"]
     assert d["schema"] == json.loads(want.schema)
     assert d["profile"] == json.loads(want.profile)
+    # The logged digest is the stored version's sha256: lineage reaches the actual bytes.
+    stored = d["stored"]
+    assert stored["reference"] == f"{trained['data_name']}@1"
+    assert (stored["digest"], stored["matched_by"], stored["rows"]) == (trained["sha256"], "digest", 24)
+    body = requests.get(f"{server.url}{stored['content_path']}", timeout=30).content
+    assert hashlib.sha256(body).hexdigest() == trained["sha256"] and body == trained["csv"].read_bytes()
 
     mf = lin["model_file"]
     assert {"python_function", "sklearn"} <= set(mf["flavors"])
@@ -242,6 +259,48 @@ def test_lineage_text_and_cli(server, trained):
     assert p.returncode != 0
     assert "RESOURCE_DOES_NOT_EXIST" in p.stderr
     assert p.stdout == ""
+
+
+
+def test_lineage_links_logged_datasets_by_source_and_digest_prefix(server, tmp_path):
+    """A dataset logged with loopml's content URL as its source (and MLflow's own digest) links to
+    that version; a 12-digit prefix of the sha256 links too; anything else is reported as a gap."""
+    client = MlflowClient(server.url)
+    mlflow.set_experiment(experiment_id=client.create_experiment(unique("link")))
+    name = unique("feat")
+    df = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0) % 3})
+    csv = tmp_path / "feat.csv"
+    df.to_csv(csv, index=False)
+    p = cli("data", "add", str(csv), "--name", name, "--server", server.url)
+    assert p.returncode == 0, p.stderr
+    sha = re.search(r"sha256:([0-9a-f]{64})", p.stdout).group(1)
+    by_source = mlflow.data.from_pandas(
+        df, source=f"{server.url}/api/2.0/loopml/datasets/{name}@1/content", name="by-source")
+    by_prefix = mlflow.data.from_pandas(df, source="s3://bucket/feat.csv", name="by-prefix",
+                                        digest=f"sha256:{sha[:12]}")
+    unknown = mlflow.data.from_pandas(df.assign(c=1.0), source="/elsewhere.csv", name="unknown")
+    with mlflow.start_run() as run:
+        mlflow.log_input(by_source, context="training")
+        mlflow.log_input(by_prefix, context="validation")
+        mlflow.log_input(unknown, context="test")
+        mlflow.log_text("placeholder", "model/notes.txt")
+    model = unique("linked")
+    client.create_registered_model(model)
+    client.create_model_version(model, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    lin = get_ok(server, "lineage", uri=f"models:/{model}/1").json()
+    by_name = {d["name"]: d for d in lin["datasets"]}
+    assert by_name["by-source"]["stored"]["reference"] == f"{name}@1"
+    assert by_name["by-source"]["stored"]["matched_by"] == "source"
+    assert by_name["by-prefix"]["stored"]["reference"] == f"{name}@1"
+    assert by_name["by-prefix"]["stored"]["matched_by"] == "digest"
+    assert by_name["by-prefix"]["stored"]["digest"] == sha
+    assert "stored" not in by_name["unknown"]
+    gaps = [w for w in lin["warnings"] if "matches no stored dataset version" in w]
+    assert len(gaps) == 1 and "unknown" in gaps[0], lin["warnings"]
+    text = get_ok(server, "lineage", uri=f"models:/{model}/1", format="text").text
+    assert f"stored as {name}@1" in text and "matched by source" in text
+    card = get_ok(server, "model-card", uri=f"models:/{model}/1", format="md").text
+    assert f"`{name}@1`" in card
 
 
 # -- 2. model cards --------------------------------------------------------------------------------
@@ -347,10 +406,10 @@ def test_model_card_html_is_well_formed_and_complete(server, trained):
     assert metrics["accuracy"] == "0.95" and metrics["log_loss"] == "0.125" and metrics["n_iter"] == "42"
     assert {k: v for k, v in card.table("parameter", "value")} == PARAMS
 
-    ds = card.table("dataset", "digest", "context", "source", "rows")
+    ds = card.table("dataset", "digest", "context", "source", "rows", "stored version")
     digest = trained["dataset"].digest
     assert [(row[0], row[1], row[2]) for row in ds] == [("churn-train", digest, "training")]
-    assert ds[0][4] == "24"
+    assert ds[0][4] == "24" and ds[0][5] == f"{trained['data_name']}@1"
     assert [row[0] for row in card.table("name", "type", "required")][:2] == trained["columns"]
     assert trained["run_id"] in text
 

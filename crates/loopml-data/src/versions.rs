@@ -360,6 +360,56 @@ impl DatasetStore {
             .await
     }
 
+    /// The stored version behind a dataset logged elsewhere (e.g. with MLflow's `log_input`):
+    /// one whose sha256 equals the logged digest (optionally written `sha256:…`) or starts with
+    /// it (at least 12 hex digits), preferring the logged name; else the version the logged
+    /// source names (`…/api/2.0/loopml/datasets/NAME@N…` in a URL or path). Returns the version
+    /// and `digest` or `source`, the way it matched.
+    pub async fn match_logged(
+        &self,
+        name: &str,
+        digest: &str,
+        source: &str,
+    ) -> Result<Option<(DatasetVersion, &'static str)>> {
+        let d = digest.trim();
+        let d = d.strip_prefix("sha256:").unwrap_or(d).to_ascii_lowercase();
+        if (12..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let pattern = format!("{d}%");
+            let mut found = self
+                .db
+                .read(move |c| -> Result<_> {
+                    Ok(c.query(
+                        &format!(
+                            "SELECT {COLUMNS} FROM dataset_versions WHERE digest LIKE ?1 \
+                             ORDER BY name, version LIMIT 100"
+                        ),
+                        &[(&pattern).into()],
+                        version_from_row,
+                    )?)
+                })
+                .await?;
+            let first_digest = found.first().map(|v| v.digest.clone());
+            // A prefix shared by different contents is ambiguous: no link rather than a wrong one.
+            if found
+                .iter()
+                .all(|v| Some(&v.digest) == first_digest.as_ref())
+                && !found.is_empty()
+            {
+                let pick = found.iter().position(|v| v.name == name).unwrap_or(0);
+                return Ok(Some((found.swap_remove(pick), "digest")));
+            }
+        }
+        if let Some(reference) = named_in_source(source)
+            && let Ok((n, v)) = parse_reference(&reference)
+            && let Ok(found) = self.get(&n, v).await
+        {
+            let mut found = found;
+            found.profile = None;
+            return Ok(Some((found, "source")));
+        }
+        Ok(None)
+    }
+
     /// The stored bytes of a version, as a stream.
     pub async fn open(&self, v: &DatasetVersion) -> Result<(u64, loopml_store::ByteStream)> {
         Ok(self
@@ -395,6 +445,19 @@ impl DatasetStore {
     }
 }
 
+/// The `NAME@N` a dataset source names through loopml's content URL
+/// (`…/api/2.0/loopml/datasets/NAME@N[/content]`), in a plain string or in MLflow's source JSON.
+fn named_in_source(source: &str) -> Option<String> {
+    const MARK: &str = "/api/2.0/loopml/datasets/";
+    let at = source.find(MARK)? + MARK.len();
+    let rest = &source[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@')))
+        .unwrap_or(rest.len());
+    let reference = &rest[..end];
+    reference.contains('@').then(|| reference.to_string())
+}
+
 /// A file as a stream of 1 MiB chunks.
 fn file_chunks(
     file: tokio::fs::File,
@@ -416,6 +479,21 @@ fn file_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_naming_a_stored_version() {
+        assert_eq!(
+            named_in_source(r#"{"url": "http://h:5000/api/2.0/loopml/datasets/churn@3/content"}"#)
+                .as_deref(),
+            Some("churn@3")
+        );
+        assert_eq!(
+            named_in_source("/api/2.0/loopml/datasets/a.b-c@12").as_deref(),
+            Some("a.b-c@12")
+        );
+        assert_eq!(named_in_source("/api/2.0/loopml/datasets/churn"), None);
+        assert_eq!(named_in_source(r#"{"path": "/tmp/train.csv"}"#), None);
+    }
 
     #[test]
     fn references() {

@@ -145,7 +145,10 @@ pub fn markdown(l: &Lineage) -> String {
     if l.datasets.is_empty() {
         o.push_str("_No dataset inputs were logged by the training run._\n\n");
     } else {
-        o.push_str("| dataset | digest | context | source | rows |\n|---|---|---|---|---|\n");
+        o.push_str(
+            "| dataset | digest | context | source | rows | stored version |\n\
+             |---|---|---|---|---|---|\n",
+        );
         for d in &l.datasets {
             let rows = d
                 .profile
@@ -154,12 +157,16 @@ pub fn markdown(l: &Lineage) -> String {
                 .map(|n| n.to_string())
                 .unwrap_or_default();
             o.push_str(&format!(
-                "| {} | `{}` | {} | {} | {} |\n",
+                "| {} | `{}` | {} | {} | {} | {} |\n",
                 md_cell(&d.name),
                 d.digest,
                 md_cell(d.context.as_deref().unwrap_or("")),
                 md_cell(&d.source),
-                rows
+                rows,
+                d.stored
+                    .as_ref()
+                    .map(|s| format!("`{}`", s.reference))
+                    .unwrap_or_default()
             ));
         }
         o.push('\n');
@@ -395,11 +402,22 @@ pub fn html(l: &Lineage) -> String {
                         .and_then(|p| p["num_rows"].as_i64())
                         .map(|n| n.to_string())
                         .unwrap_or_default(),
+                    d.stored
+                        .as_ref()
+                        .map(|s| s.reference.clone())
+                        .unwrap_or_default(),
                 ]
             })
             .collect();
         o.push_str(&table(
-            &["dataset", "digest", "context", "source", "rows"],
+            &[
+                "dataset",
+                "digest",
+                "context",
+                "source",
+                "rows",
+                "stored version",
+            ],
             &rows,
         ));
         for d in &l.datasets {

@@ -11,6 +11,33 @@ use crate::error::Result;
 use crate::model::ModelVersion;
 use crate::service::RegistryService;
 
+/// A stored dataset version a logged dataset was linked to: the bytes the run trained on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredDataset {
+    /// `name@version`.
+    pub reference: String,
+    /// sha256 of the stored bytes.
+    pub digest: String,
+    /// `digest` (the logged digest is the stored sha256 or a prefix of it of at least 12
+    /// digits) or `source` (the logged source names the stored version).
+    pub matched_by: String,
+    /// Rows.
+    pub rows: i64,
+    /// Where to download the bytes (a path on this server).
+    pub content_path: String,
+}
+
+/// Finds the stored dataset version behind a dataset a run logged with `mlflow.log_input`.
+pub trait DatasetLinker: Send + Sync {
+    /// The stored version matching a logged dataset's name, digest and source, if any.
+    fn link<'a>(
+        &'a self,
+        name: &'a str,
+        digest: &'a str,
+        source: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<StoredDataset>>;
+}
+
 /// One dataset the training run consumed.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetLineage {
@@ -31,6 +58,9 @@ pub struct DatasetLineage {
     /// Profile as logged (JSON text), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<serde_json::Value>,
+    /// The stored dataset version holding these bytes, when one matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredDataset>,
 }
 
 /// The training run.
@@ -338,7 +368,23 @@ impl RegistryService {
                         .map(|e| e.name);
                     for input in &run.dataset_inputs {
                         let d = &input.dataset;
+                        let stored = match self.dataset_linker() {
+                            Some(l) => {
+                                let found = l.link(&d.name, &d.digest, &d.source).await;
+                                if found.is_none() {
+                                    warnings.push(format!(
+                                        "dataset {} (digest {}) matches no stored dataset \
+                                         version, so its bytes are not kept: add it with \
+                                         `loopml data add` and log it with that digest",
+                                        d.name, d.digest
+                                    ));
+                                }
+                                found
+                            }
+                            None => None,
+                        };
                         datasets.push(DatasetLineage {
+                            stored,
                             name: d.name.clone(),
                             digest: d.digest.clone(),
                             source_type: d.source_type.clone(),
@@ -521,6 +567,16 @@ impl Lineage {
                     .map(|c| format!(" ({c})"))
                     .unwrap_or_default()
             ));
+            if let Some(s) = &d.stored {
+                o.push_str(&format!(
+                    "    stored as {} (sha256 {}…, {} rows; matched by {}): {}\n",
+                    s.reference,
+                    s.digest.get(..12).unwrap_or(&s.digest),
+                    s.rows,
+                    s.matched_by,
+                    s.content_path
+                ));
+            }
         }
         o.push_str("\n└─ training run\n");
         match &self.run {

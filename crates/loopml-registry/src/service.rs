@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     feed: tokio::sync::watch::Sender<i64>,
     /// The same, for the webhook delivery thread.
     wake: Arc<crate::webhooks::Wake>,
+    /// Finds stored dataset versions behind logged datasets (set by the binary).
+    datasets: std::sync::OnceLock<Arc<dyn crate::lineage::DatasetLinker>>,
 }
 
 /// The model registry; cheap to clone.
@@ -152,8 +154,19 @@ impl RegistryService {
                 tracking,
                 feed,
                 wake: Arc::default(),
+                datasets: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Lets lineage link the datasets runs logged to stored dataset versions (the data crate's
+    /// store, wired in by the binary). Only the first call has an effect.
+    pub fn set_dataset_linker(&self, linker: Arc<dyn crate::lineage::DatasetLinker>) {
+        let _ = self.inner.datasets.set(linker);
+    }
+
+    pub(crate) fn dataset_linker(&self) -> Option<&Arc<dyn crate::lineage::DatasetLinker>> {
+        self.inner.datasets.get()
     }
 
     /// The tracking service the registry resolves runs and logged models through.

@@ -180,6 +180,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .context("cannot initialise tracking")?;
     let registry = loopml_registry::RegistryService::new(db, tracking.clone())
         .context("cannot initialise the model registry")?;
+    registry.set_dataset_linker(std::sync::Arc::new(StoredDatasets(datasets.clone())));
     registry
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
@@ -195,6 +196,30 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_span));
     Ok((router, AppHandle { tracking, registry }))
+}
+
+/// Links the datasets runs logged (MLflow `log_input`) to stored dataset versions, for lineage:
+/// the registry asks through its `DatasetLinker` seam, the data crate answers.
+struct StoredDatasets(loopml_data::versions::DatasetStore);
+
+impl loopml_registry::lineage::DatasetLinker for StoredDatasets {
+    fn link<'a>(
+        &'a self,
+        name: &'a str,
+        digest: &'a str,
+        source: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<loopml_registry::lineage::StoredDataset>> {
+        Box::pin(async move {
+            let (v, how) = self.0.match_logged(name, digest, source).await.ok()??;
+            Some(loopml_registry::lineage::StoredDataset {
+                reference: v.reference(),
+                content_path: format!("/api/2.0/loopml/datasets/{}/content", v.reference()),
+                digest: v.digest,
+                matched_by: how.to_string(),
+                rows: v.rows,
+            })
+        })
+    }
 }
 
 /// Serves the app until Ctrl-C or SIGTERM.
