@@ -386,6 +386,42 @@ async fn drift_version(
     })))
 }
 
+/// Query of a diff.
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    /// The older version (`NAME@N`) to compare the path's version with.
+    #[serde(default)]
+    against: Option<String>,
+}
+
+/// What changed from `against` to the path's version: schema, rows, per-column changes and
+/// drift verdicts.
+async fn diff_versions(
+    State(api): State<DataApi>,
+    Path(reference): Path<String>,
+    q: Query<DiffQuery>,
+) -> Result<Response, Error> {
+    let (name, version) = parse_reference(&reference)?;
+    let new = api.store.get(&name, version).await?;
+    let against = q.against.as_deref().ok_or_else(|| {
+        Error::Invalid("missing parameter 'against': the version to compare with (NAME@N)".into())
+    })?;
+    let (on, ov) = parse_reference(against)?;
+    let old = api.store.get(&on, ov).await?;
+    let a = api.store.local_copy(&old, &api.staging).await?;
+    let b = api.store.local_copy(&new, &api.staging).await?;
+    let (ap, bp) = (a.path().to_path_buf(), b.path().to_path_buf());
+    let diff =
+        joined(tokio::task::spawn_blocking(move || crate::diff::diff_files(&ap, &bp)).await)?;
+    drop((a, b));
+    Ok(json(&serde_json::json!({
+        "old": old.reference(),
+        "new": new.reference(),
+        "diff": diff,
+        "summary": diff.summary(),
+    })))
+}
+
 /// Query of a check listing.
 #[derive(Debug, Deserialize)]
 pub struct ChecksQuery {
@@ -472,6 +508,10 @@ pub fn router(api: DataApi) -> Router {
         .route(
             "/api/2.0/loopml/datasets/{reference}/drift",
             post(drift_version),
+        )
+        .route(
+            "/api/2.0/loopml/datasets/{reference}/diff",
+            get(diff_versions),
         )
         .route(
             "/api/2.0/loopml/datasets/{reference}/checks",

@@ -492,6 +492,24 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
             json,
             server,
         } => {
+            if let (Some(o), Some(n)) = (stored_reference(&old)?, stored_reference(&new)?) {
+                // Both stored: the server compares them in place.
+                let url = server_url(server.server);
+                let body = get(
+                    &url,
+                    &format!("/api/2.0/loopml/datasets/{n}/diff"),
+                    &[("against", &o)],
+                )?;
+                let a: serde_json::Value = serde_json::from_str(&body)?;
+                return if json {
+                    print_out(&format!("{}\n", serde_json::to_string_pretty(&a["diff"])?))
+                } else {
+                    print_out(&format!(
+                        "{old} → {new}\n{}",
+                        a["summary"].as_str().unwrap_or("")
+                    ))
+                };
+            }
             let tmp = tempdir()?;
             let a = local_data(&old, &server.server, &tmp)?;
             let b = local_data(&new, &server.server, &tmp)?;

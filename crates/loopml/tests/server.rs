@@ -485,6 +485,11 @@ fn checks_of_stored_versions_run_on_the_server_and_are_kept() {
     assert_eq!(report["reference"], "sales@1");
     assert_eq!(report["current"], "sales@2");
 
+    let (ok, diff, err) = cli(srv.port, &["data", "diff", "sales@1", "sales@2"]);
+    assert!(ok, "{err}");
+    assert!(diff.starts_with("sales@1 → sales@2\nrows: 4 → 4"), "{diff}");
+    assert!(diff.contains("amount"), "{diff}");
+
     // The version's history of checks, newest first, and each one reopened.
     let (status, body) = http(
         srv.port,
@@ -579,6 +584,20 @@ fn checks_of_stored_versions_run_on_the_server_and_are_kept() {
             "",
             404,
             "does not exist",
+        ),
+        (
+            "GET",
+            "/api/2.0/loopml/datasets/sales@2/diff",
+            "",
+            400,
+            "against",
+        ),
+        (
+            "GET",
+            "/api/2.0/loopml/datasets/sales@2/diff?against=nope@1",
+            "",
+            404,
+            "nope@1",
         ),
         (
             "GET",
