@@ -36,6 +36,14 @@ pub struct DataApi {
     pub staging: PathBuf,
 }
 
+impl DataApi {
+    /// The stored version `raw` (`NAME`, `NAME@latest`, `NAME@3`) names.
+    async fn version(&self, raw: &str) -> Result<crate::versions::DatasetVersion, Error> {
+        let (name, version) = parse_reference(raw)?;
+        self.store.get(&name, version).await
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (code, status) = match &self {
@@ -158,16 +166,14 @@ async fn show(
     State(api): State<DataApi>,
     Path(reference): Path<String>,
 ) -> Result<Response, Error> {
-    let (name, version) = parse_reference(&reference)?;
-    Ok(json(&api.store.get(&name, version).await?))
+    Ok(json(&api.version(&reference).await?))
 }
 
 async fn content(
     State(api): State<DataApi>,
     Path(reference): Path<String>,
 ) -> Result<Response, Error> {
-    let (name, version) = parse_reference(&reference)?;
-    let v = api.store.get(&name, version).await?;
+    let v = api.version(&reference).await?;
     let (size, stream) = api.store.open(&v).await?;
     let filename = format!("{}-{}.{}", v.name, v.version, v.format);
     Ok((
@@ -222,8 +228,7 @@ async fn validate_version(
     q: Query<CheckQuery>,
     req: Request,
 ) -> Result<Response, Error> {
-    let (name, version) = parse_reference(&reference)?;
-    let v = api.store.get(&name, version).await?;
+    let v = api.version(&reference).await?;
     let text = small_body(req).await?;
     let suite = Suite::from_yaml(&text, "suite")?;
     if let Some(file) = suite.file_sets().first() {
@@ -236,8 +241,7 @@ async fn validate_version(
     let mut copies = Vec::new();
     let mut sets: HashMap<String, PathBuf> = HashMap::new();
     for r in suite.dataset_sets() {
-        let (n, ver) = parse_reference(&r)?;
-        let sv = api.store.get(&n, ver).await?;
+        let sv = api.version(&r).await?;
         let copy = api.store.local_copy(&sv, &api.staging).await?;
         sets.insert(r, copy.path().to_path_buf());
         copies.push(copy);
@@ -322,13 +326,11 @@ async fn drift_version(
     q: Query<CheckQuery>,
     req: Request,
 ) -> Result<Response, Error> {
-    let (name, version) = parse_reference(&reference)?;
-    let current = api.store.get(&name, version).await?;
+    let current = api.version(&reference).await?;
     let text = small_body(req).await?;
     let body: DriftRequest = serde_json::from_str(&text)
         .map_err(|e| Error::Invalid(format!("invalid drift request: {e}")))?;
-    let (rn, rv) = parse_reference(&body.reference)?;
-    let reference_version = api.store.get(&rn, rv).await?;
+    let reference_version = api.version(&body.reference).await?;
     let mut opts = DriftOptions {
         columns: (!body.columns.is_empty()).then(|| body.columns.clone()),
         method: body.method.as_deref().map(str::parse).transpose()?,
@@ -401,13 +403,11 @@ async fn diff_versions(
     Path(reference): Path<String>,
     q: Query<DiffQuery>,
 ) -> Result<Response, Error> {
-    let (name, version) = parse_reference(&reference)?;
-    let new = api.store.get(&name, version).await?;
+    let new = api.version(&reference).await?;
     let against = q.against.as_deref().ok_or_else(|| {
         Error::Invalid("missing parameter 'against': the version to compare with (NAME@N)".into())
     })?;
-    let (on, ov) = parse_reference(against)?;
-    let old = api.store.get(&on, ov).await?;
+    let old = api.version(against).await?;
     let a = api.store.local_copy(&old, &api.staging).await?;
     let b = api.store.local_copy(&new, &api.staging).await?;
     let (ap, bp) = (a.path().to_path_buf(), b.path().to_path_buf());

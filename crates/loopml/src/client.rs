@@ -40,6 +40,21 @@ fn error_message(body: String) -> String {
         .unwrap_or(body)
 }
 
+/// The answer's body (at most 256 MiB), or the server's error message as the error.
+fn answer(mut resp: ureq::http::Response<ureq::Body>, url: &str) -> anyhow::Result<String> {
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024 * 1024)
+        .read_to_string()
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        bail!("{}", error_message(body));
+    }
+    Ok(body)
+}
+
 /// POSTs a file's bytes (streamed) to `path`; returns the answer's body.
 pub fn upload(
     server: &str,
@@ -53,21 +68,11 @@ pub fn upload(
     for (k, v) in query {
         req = req.query(*k, *v);
     }
-    let mut resp = req
+    let resp = req
         .header("Content-Type", "application/octet-stream")
         .send(ureq::SendBody::from_owned_reader(f))
         .with_context(|| format!("cannot reach the loopml server at {server} (start it with `loopml server`, or pass --server)"))?;
-    let status = resp.status();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(256 * 1024 * 1024)
-        .read_to_string()
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        bail!("{}", error_message(body));
-    }
-    Ok(body)
+    answer(resp, &url)
 }
 
 /// GETs `path` into a local file (streamed; temp file, then rename).
@@ -98,20 +103,10 @@ pub fn get(server: &str, path: &str, query: &[(&str, &str)]) -> anyhow::Result<S
     for (k, v) in query {
         req = req.query(*k, *v);
     }
-    let mut resp = req
+    let resp = req
         .call()
         .with_context(|| format!("cannot reach the loopml server at {server} (start it with `loopml server`, or pass --server)"))?;
-    let status = resp.status();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(256 * 1024 * 1024)
-        .read_to_string()
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        bail!("{}", error_message(body));
-    }
-    Ok(body)
+    answer(resp, &url)
 }
 
 /// POSTs a text body (a suite, a JSON request) to `path`; returns the answer's body, or the
@@ -123,22 +118,12 @@ pub fn post_text(
     body: &str,
 ) -> anyhow::Result<String> {
     let url = format!("{server}{path}");
-    let mut resp = agent(Duration::from_secs(3600))
+    let resp = agent(Duration::from_secs(3600))
         .post(&url)
         .header("Content-Type", content_type)
         .send(body)
         .with_context(|| format!("cannot reach the loopml server at {server} (start it with `loopml server`, or pass --server)"))?;
-    let status = resp.status();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(256 * 1024 * 1024)
-        .read_to_string()
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        bail!("{}", error_message(text));
-    }
-    Ok(text)
+    answer(resp, &url)
 }
 
 /// Writes command output to stdout; a reader that went away (`| head`) is not an error.
