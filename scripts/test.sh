@@ -13,6 +13,12 @@ cargo fmt --all -- --check
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "ONNX Runtime for the serving tests (from PyPI's onnxruntime wheel)"
+LOOPML_ORT_LIB=$(scripts/setup-ort.sh)
+export LOOPML_ORT_LIB
+# The serving tests fail, rather than skip, when the library is missing.
+export LOOPML_REQUIRE_ORT=1
+
 # Tests run in the release profile so the compat suite reuses the same build.
 step "cargo test (unit, integration, end-to-end)"
 cargo test --workspace --release --locked

@@ -69,6 +69,33 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// Log filter.
     pub log_level: String,
+    /// ONNX models to serve from the start (`--model NAME=PATH`).
+    pub models: Vec<ModelSpec>,
+    /// ONNX Runtime library (`--ort-lib`; else `LOOPML_ORT_LIB` or scripts/setup-ort.sh's copy).
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// A model to serve: an endpoint name and an ONNX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Endpoint name (`/v2/models/{name}`).
+    pub name: String,
+    /// The ONNX file, or an MLflow model directory holding one.
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(ModelSpec {
+                name: name.to_string(),
+                path: PathBuf::from(path),
+            }),
+            _ => Err(format!("expected NAME=PATH, got '{s}'")),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -79,6 +106,8 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./loopml-data"),
             durability: Durability::Normal,
             log_level: "info".into(),
+            models: Vec::new(),
+            ort_lib: None,
         }
     }
 }
@@ -165,6 +194,36 @@ pub struct AppHandle {
     pub registry: loopml_registry::RegistryService,
 }
 
+/// Loads the configured models (one session per core each) into a serving repository. ONNX
+/// Runtime is loaded only when there is a model, so a server without models needs no library.
+pub fn serving_api(config: &ServerConfig) -> anyhow::Result<loopml_serving::routes::ServingApi> {
+    let repository = loopml_serving::repository::Repository::default();
+    if !config.models.is_empty() {
+        loopml_serving::runtime::environment(config.ort_lib.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let sessions = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for m in &config.models {
+        let path = loopml_serving::model::onnx_file(&m.path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        repository
+            .load(&m.name, "1", path, sessions)
+            .map_err(|e| anyhow::anyhow!("model '{}': {e}", m.name))?;
+        tracing::info!(model = %m.name, path = %m.path.display(), "model loaded");
+    }
+    Ok(loopml_serving::routes::ServingApi { repository })
+}
+
+/// The serving-only app (`loopml serve`): models, `/v2/...`, `/invocations`, `/ping`,
+/// `/health`, `/version`; no metadata store.
+pub fn build_serving_app(config: &ServerConfig) -> anyhow::Result<Router> {
+    Ok(Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .merge(loopml_serving::routes::router(serving_api(config)?))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_span)))
+}
+
 /// Opens the store under `config.data_dir`, builds every service and merges their routes.
 pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     std::fs::create_dir_all(&config.data_dir)
@@ -193,6 +252,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
             store: datasets,
             staging: config.data_dir.join("staging"),
         }))
+        .merge(loopml_serving::routes::router(serving_api(config)?))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_span));
     Ok((router, AppHandle { tracking, registry }))

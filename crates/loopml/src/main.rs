@@ -24,6 +24,9 @@ enum Command {
     /// Run the loopml server (MLflow tracking + model registry APIs, artifact proxy, change
     /// feed and webhooks) on embedded defaults.
     Server(ServerArgs),
+    /// Serve models alone (Open Inference Protocol v2 and MLflow's /invocations), without the
+    /// tracking store: `loopml serve --model churn=model.onnx`.
+    Serve(ServerArgs),
     /// Check the configuration and print the resolved settings.
     Config(ServerArgs),
     /// Show how a registered model version was made: datasets → training run → logged model
@@ -217,6 +220,14 @@ struct ServerArgs {
     /// Log filter, e.g. "info" or "loopml=debug,tower_http=info" [default: info]
     #[arg(long, env = "LOOPML_LOG")]
     log_level: Option<String>,
+    /// Serve an ONNX model (a .onnx file, or an MLflow model directory with an onnx flavor) as
+    /// NAME: /v2/models/NAME/infer and /invocations (repeatable)
+    #[arg(long = "model", value_name = "NAME=PATH")]
+    models: Vec<loopml::ModelSpec>,
+    /// ONNX Runtime library (libonnxruntime.so, 1.24+) [default: LOOPML_ORT_LIB, else the copy
+    /// scripts/setup-ort.sh fetches into .cache/onnxruntime/]
+    #[arg(long, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
@@ -228,7 +239,19 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         data_dir: args.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
         durability: args.durability.or(f.durability).unwrap_or(d.durability),
         log_level: args.log_level.or(f.log_level).unwrap_or(d.log_level),
+        models: args.models,
+        ort_lib: args.ort_lib,
     }
+}
+
+fn init_logging(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Exit status for errors; 1 is kept for "the check found drift / the suite failed".
@@ -245,16 +268,25 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Serve(args) => {
+            let config = resolve(args, file);
+            let addr = config.addr()?;
+            init_logging(&config.log_level);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let app = loopml::build_serving_app(&config)?;
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                tracing::info!(address = %listener.local_addr()?, "loopml serving");
+                axum::serve(listener, app).await?;
+                anyhow::Ok(())
+            })
+        }
         Command::Server(args) => {
             let config = resolve(args, file);
             config.addr()?;
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_new(&config.log_level)
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            init_logging(&config.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -1,0 +1,16 @@
+//! Model serving for loopml: ONNX models run by ONNX Runtime (loaded at run time from the
+//! `libonnxruntime.so` of PyPI's `onnxruntime` wheel), typed tensors in and out, and the
+//! protocols clients speak (Open Inference Protocol v2; MLflow's scoring protocol).
+//!
+//! Issue 5 builds batching, deployments, rollouts and the inference log on top of this.
+
+pub mod error;
+pub mod model;
+pub mod repository;
+pub mod routes;
+pub mod runtime;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use model::OnnxModel;
+pub use tensor::{DataType, Tensor, TensorData, TensorSpec};

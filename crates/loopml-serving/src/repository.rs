@@ -1,0 +1,186 @@
+//! The models a server holds: name → loaded versions, each an [`OnnxModel`] with where it came
+//! from. Loading happens off the async executor; swapping a version in or out is one map update,
+//! so requests in flight keep the model they started with.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::OnnxModel;
+
+/// One loaded model version.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Model name (the endpoint name in `/v2/models/{name}`).
+    pub name: String,
+    /// Version label.
+    pub version: String,
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// The runtime model.
+    pub model: OnnxModel,
+}
+
+/// A row of the repository index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// `READY`.
+    pub state: &'static str,
+}
+
+/// Loaded models by name; versions by label, newest registered last.
+#[derive(Debug, Default, Clone)]
+pub struct Repository {
+    models: Arc<RwLock<BTreeMap<String, Vec<Arc<Loaded>>>>>,
+}
+
+/// Checks a model name: 1–128 letters, digits, `_`, `-`, `.`, not starting with `.`.
+pub fn validate_model_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "invalid model name '{name}': use 1–128 letters, digits, '_', '-' or '.', not \
+             starting with '.'"
+        )))
+    }
+}
+
+impl Repository {
+    /// Loads an ONNX file as `name` version `version` (replacing that version if loaded) with
+    /// `sessions` sessions. Blocking: call it off the async executor.
+    pub fn load(
+        &self,
+        name: &str,
+        version: &str,
+        path: PathBuf,
+        sessions: usize,
+    ) -> Result<Arc<Loaded>> {
+        validate_model_name(name)?;
+        let model = OnnxModel::load(&path, sessions)?;
+        let loaded = Arc::new(Loaded {
+            name: name.to_string(),
+            version: version.to_string(),
+            path,
+            model,
+        });
+        let mut models = self
+            .models
+            .write()
+            .map_err(|_| Error::Model("model table lock poisoned".into()))?;
+        let versions = models.entry(name.to_string()).or_default();
+        versions.retain(|v| v.version != version);
+        versions.push(Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Unloads a model (every version), or one version.
+    pub fn unload(&self, name: &str, version: Option<&str>) -> Result<()> {
+        let mut models = self
+            .models
+            .write()
+            .map_err(|_| Error::Model("model table lock poisoned".into()))?;
+        let Some(versions) = models.get_mut(name) else {
+            return Err(Error::NotFound(format!("model '{name}' is not loaded")));
+        };
+        match version {
+            None => {
+                models.remove(name);
+            }
+            Some(v) => {
+                let before = versions.len();
+                versions.retain(|l| l.version != v);
+                if versions.len() == before {
+                    return Err(Error::NotFound(format!(
+                        "model '{name}' has no loaded version '{v}'"
+                    )));
+                }
+                if versions.is_empty() {
+                    models.remove(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A loaded version (the latest loaded when `version` is `None`).
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<Loaded>> {
+        let models = self
+            .models
+            .read()
+            .map_err(|_| Error::Model("model table lock poisoned".into()))?;
+        let versions = models
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("model '{name}' is not loaded")))?;
+        let found = match version {
+            None => versions.last(),
+            Some(v) => versions.iter().find(|l| l.version == v),
+        };
+        found.cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "model '{name}' has no loaded version '{}'",
+                version.unwrap_or("")
+            ))
+        })
+    }
+
+    /// Versions loaded under `name`.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        self.models
+            .read()
+            .map(|m| {
+                m.get(name)
+                    .map(|v| v.iter().map(|l| l.version.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every loaded version.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        self.models
+            .read()
+            .map(|m| {
+                m.values()
+                    .flatten()
+                    .map(|l| IndexEntry {
+                        name: l.name.clone(),
+                        version: l.version.clone(),
+                        state: "READY",
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The only loaded model, when exactly one is (MLflow's `/invocations` serves one model).
+    pub fn single(&self) -> Result<Arc<Loaded>> {
+        let models = self
+            .models
+            .read()
+            .map_err(|_| Error::Model("model table lock poisoned".into()))?;
+        let mut all = models.values().filter_map(|v| v.last());
+        match (all.next(), all.next()) {
+            (Some(one), None) => Ok(Arc::clone(one)),
+            (None, _) => Err(Error::NotFound("no model is loaded".into())),
+            (Some(_), Some(_)) => Err(Error::InvalidInput(
+                "several models are loaded: call /v2/models/{name}/infer, or \
+                 /invocations?model={name}"
+                    .into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! HTTP for serving: Open Inference Protocol v2 REST (`/v2/...`, JSON tensors; errors as
+//! `{"error": "..."}`) and MLflow's scoring protocol (`/invocations`, `/ping`, `/health`,
+//! `/version`, the last two served by the binary; errors as `{"error_code", "message"}`). Inference runs on the blocking pool.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::repository::{Loaded, Repository};
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// Serving routes' state.
+#[derive(Debug, Clone)]
+pub struct ServingApi {
+    /// Loaded models.
+    pub repository: Repository,
+}
+
+fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Model(_) | Error::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An Open Inference Protocol error: `{"error": message}`.
+struct OipError(Error);
+
+impl From<Error> for OipError {
+    fn from(e: Error) -> Self {
+        OipError(e)
+    }
+}
+
+impl IntoResponse for OipError {
+    fn into_response(self) -> Response {
+        (
+            status_of(&self.0),
+            axum::Json(json!({"error": self.0.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+/// An MLflow scoring error: `{"error_code", "message"}`.
+struct MlflowError(Error);
+
+impl From<Error> for MlflowError {
+    fn from(e: Error) -> Self {
+        MlflowError(e)
+    }
+}
+
+impl IntoResponse for MlflowError {
+    fn into_response(self) -> Response {
+        let code = match &self.0 {
+            Error::InvalidInput(_) => "BAD_REQUEST",
+            Error::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
+            _ => "INTERNAL_ERROR",
+        };
+        (
+            status_of(&self.0),
+            axum::Json(json!({"error_code": code, "message": self.0.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::InvalidInput(msg.into())
+}
+
+async fn run_model(
+    loaded: Arc<Loaded>,
+    inputs: Vec<Tensor>,
+) -> Result<crate::model::Outputs, Error> {
+    let prepared = loaded.model.prepare(inputs)?;
+    tokio::task::spawn_blocking(move || loaded.model.run(&prepared))
+        .await
+        .map_err(|e| Error::Inference(format!("inference stopped: {e}")))?
+}
+
+// ---------------------------------------------------------------- Open Inference Protocol v2
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "loopml",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["model_repository"],
+    }))
+    .into_response()
+}
+
+async fn live() -> Response {
+    axum::Json(json!({"live": true})).into_response()
+}
+
+async fn ready() -> Response {
+    axum::Json(json!({"ready": true})).into_response()
+}
+
+fn model_metadata(api: &ServingApi, l: &Loaded) -> Value {
+    let spec = |s: &crate::tensor::TensorSpec| json!({"name": s.name, "datatype": s.datatype.name(), "shape": s.shape});
+    json!({
+        "name": l.name,
+        "versions": api.repository.versions(&l.name),
+        "platform": "onnxruntime_onnx",
+        "inputs": l.model.inputs().iter().map(spec).collect::<Vec<_>>(),
+        "outputs": l.model.outputs().iter().map(spec).collect::<Vec<_>>(),
+    })
+}
+
+async fn metadata(
+    State(api): State<ServingApi>,
+    Path(name): Path<String>,
+) -> Result<Response, OipError> {
+    let l = api.repository.get(&name, None)?;
+    Ok(axum::Json(model_metadata(&api, &l)).into_response())
+}
+
+async fn metadata_version(
+    State(api): State<ServingApi>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, OipError> {
+    let l = api.repository.get(&name, Some(&version))?;
+    Ok(axum::Json(model_metadata(&api, &l)).into_response())
+}
+
+async fn model_ready(
+    State(api): State<ServingApi>,
+    Path(name): Path<String>,
+) -> Result<Response, OipError> {
+    let l = api.repository.get(&name, None)?;
+    Ok(axum::Json(json!({"name": l.name, "ready": true})).into_response())
+}
+
+async fn model_version_ready(
+    State(api): State<ServingApi>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, OipError> {
+    let l = api.repository.get(&name, Some(&version))?;
+    Ok(axum::Json(json!({"name": l.name, "ready": true})).into_response())
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
+    }
+}
+
+/// Reads one OIP input tensor (`data` may be nested or flat, row-major).
+fn oip_tensor(v: &Value) -> Result<Tensor, Error> {
+    let name = v["name"]
+        .as_str()
+        .ok_or_else(|| bad("every input needs a \"name\""))?
+        .to_string();
+    let shape: Vec<i64> = v["shape"]
+        .as_array()
+        .ok_or_else(|| {
+            bad(format!(
+                "input '{name}': \"shape\" must be a list of integers"
+            ))
+        })?
+        .iter()
+        .map(|d| {
+            d.as_i64().ok_or_else(|| {
+                bad(format!(
+                    "input '{name}': \"shape\" must be a list of integers"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let dt = v["datatype"]
+        .as_str()
+        .ok_or_else(|| bad(format!("input '{name}': missing \"datatype\"")))?;
+    let datatype = DataType::parse(dt).ok_or_else(|| {
+        bad(format!(
+            "input '{name}': datatype '{dt}' is not supported (BOOL, UINT8, INT32, INT64, FP32, \
+             FP64, BYTES)"
+        ))
+    })?;
+    if v["parameters"]["binary_data_size"].is_number() {
+        return Err(bad(format!(
+            "input '{name}': the binary tensor extension is not supported yet; send JSON data \
+             (tritonclient: set_data_from_numpy(..., binary_data=False))"
+        )));
+    }
+    let mut flat = Vec::new();
+    flatten(
+        v.get("data")
+            .ok_or_else(|| bad(format!("input '{name}': missing \"data\"")))?,
+        &mut flat,
+    );
+    let data = json_values(&flat, datatype, &name)?;
+    let t = Tensor { name, shape, data };
+    t.check()?;
+    Ok(t)
+}
+
+/// JSON scalars as elements of `datatype`.
+fn json_values(flat: &[&Value], datatype: DataType, name: &str) -> Result<TensorData, Error> {
+    let wrong = |v: &Value| {
+        bad(format!(
+            "input '{name}': {v} is not a {} value",
+            datatype.name()
+        ))
+    };
+    let nums = || -> Result<Vec<f64>, Error> {
+        flat.iter()
+            .map(|v| v.as_f64().ok_or_else(|| wrong(v)))
+            .collect()
+    };
+    let ints = || -> Result<Vec<i64>, Error> {
+        flat.iter()
+            .map(|v| v.as_i64().ok_or_else(|| wrong(v)))
+            .collect()
+    };
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(
+            flat.iter()
+                .map(|v| v.as_bool().ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Bytes => TensorData::Bytes(
+            flat.iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::F32 => TensorData::F32(nums()?.into_iter().map(|x| x as f32).collect()),
+        DataType::F64 => TensorData::F64(nums()?),
+        DataType::I64 => TensorData::I64(ints()?),
+        DataType::I32 | DataType::U8 => TensorData::I64(ints()?).cast(datatype, name)?,
+    })
+}
+
+async fn infer_inner(
+    api: ServingApi,
+    name: String,
+    version: Option<String>,
+    body: Bytes,
+) -> Result<Response, OipError> {
+    let l = api.repository.get(&name, version.as_deref())?;
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
+    let inputs = req["inputs"]
+        .as_array()
+        .ok_or_else(|| bad("the request needs \"inputs\": a list of tensors"))?
+        .iter()
+        .map(oip_tensor)
+        .collect::<Result<Vec<_>, _>>()?;
+    let wanted: Option<Vec<String>> = req["outputs"].as_array().map(|o| {
+        o.iter()
+            .filter_map(|x| x["name"].as_str().map(str::to_string))
+            .collect()
+    });
+    if let Some(w) = &wanted
+        && let Some(unknown) = w
+            .iter()
+            .find(|n| !l.model.outputs().iter().any(|s| &s.name == *n))
+    {
+        return Err(bad(format!("the model has no output '{unknown}'")).into());
+    }
+    let out = run_model(Arc::clone(&l), inputs).await?;
+    let outputs: Vec<Value> = out
+        .tensors
+        .iter()
+        .zip(&out.labels)
+        .filter(|(t, _)| wanted.as_ref().is_none_or(|w| w.contains(&t.name)))
+        .map(|(t, labels)| {
+            let mut o = json!({
+                "name": t.name,
+                "datatype": t.data.datatype().name(),
+                "shape": t.shape,
+                "data": t.data.to_json(),
+            });
+            if let Some(labels) = labels {
+                o["parameters"] = json!({"labels": labels});
+            }
+            o
+        })
+        .collect();
+    let mut answer = json!({
+        "model_name": l.name,
+        "model_version": l.version,
+        "outputs": outputs,
+    });
+    if let Some(id) = req.get("id") {
+        answer["id"] = id.clone();
+    }
+    Ok(axum::Json(answer).into_response())
+}
+
+async fn infer(
+    State(api): State<ServingApi>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, OipError> {
+    infer_inner(api, name, None, body).await
+}
+
+async fn infer_version(
+    State(api): State<ServingApi>,
+    Path((name, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, OipError> {
+    infer_inner(api, name, Some(version), body).await
+}
+
+async fn repository_index(State(api): State<ServingApi>) -> Response {
+    axum::Json(api.repository.index()).into_response()
+}
+
+async fn repository_unload(
+    State(api): State<ServingApi>,
+    Path(name): Path<String>,
+) -> Result<Response, OipError> {
+    api.repository.unload(&name, None)?;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+// ---------------------------------------------------------------- MLflow scoring protocol
+
+/// Query of `/invocations`.
+#[derive(Debug, serde::Deserialize)]
+pub struct InvocationsQuery {
+    /// Which model, when several are loaded.
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// A table of named columns, as MLflow's DataFrame inputs carry it.
+struct Frame {
+    columns: Vec<String>,
+    rows: Vec<Vec<Value>>,
+}
+
+fn frame_from_split(v: &Value) -> Result<Frame, Error> {
+    let rows: Vec<Vec<Value>> = v["data"]
+        .as_array()
+        .ok_or_else(|| bad("dataframe_split needs \"data\": a list of rows"))?
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .cloned()
+                .ok_or_else(|| bad("dataframe_split: every row of \"data\" must be a list"))
+        })
+        .collect::<Result<_, _>>()?;
+    let width = rows.first().map_or(0, Vec::len);
+    let columns: Vec<String> = match v["columns"].as_array() {
+        Some(c) => c
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        None => (0..width).map(|i| i.to_string()).collect(),
+    };
+    if let Some(r) = rows.iter().position(|r| r.len() != columns.len()) {
+        return Err(bad(format!(
+            "dataframe_split: row {r} has {} values for {} columns",
+            rows[r].len(),
+            columns.len()
+        )));
+    }
+    Ok(Frame { columns, rows })
+}
+
+fn frame_from_records(v: &Value) -> Result<Frame, Error> {
+    let records = v
+        .as_array()
+        .ok_or_else(|| bad("dataframe_records must be a list of objects"))?;
+    let mut columns: Vec<String> = Vec::new();
+    for r in records {
+        let obj = r
+            .as_object()
+            .ok_or_else(|| bad("dataframe_records: every record must be an object"))?;
+        for k in obj.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    let rows = records
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| r.get(c).cloned().unwrap_or(Value::Null))
+                .collect()
+        })
+        .collect();
+    Ok(Frame { columns, rows })
+}
+
+fn frame_from_csv(text: &str) -> Result<Frame, Error> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or_else(|| bad("the CSV body is empty"))?;
+    let columns: Vec<String> = header.split(',').map(|s| s.trim().to_string()).collect();
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let cells: Vec<Value> = line
+            .split(',')
+            .map(|c| {
+                let c = c.trim();
+                c.parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(|| Value::String(c.to_string()), Value::Number)
+            })
+            .collect();
+        if cells.len() != columns.len() {
+            return Err(bad(format!(
+                "CSV line {}: {} values for {} columns",
+                i + 2,
+                cells.len(),
+                columns.len()
+            )));
+        }
+        rows.push(cells);
+    }
+    Ok(Frame { columns, rows })
+}
+
+/// MLflow's DataFrame → ONNX mapping, as `mlflow.onnx`'s pyfunc does it: one model input takes
+/// the whole table (`[rows, columns]`); several inputs take one column each, by name (shaped
+/// `[rows, 1]` when the model's input has rank 2).
+fn frame_inputs(l: &Loaded, f: &Frame) -> Result<Vec<Tensor>, Error> {
+    let specs = l.model.inputs();
+    let n = f.rows.len() as i64;
+    if specs.len() == 1 {
+        let s = &specs[0];
+        let flat: Vec<&Value> = f.rows.iter().flatten().collect();
+        let data = json_values(&flat, s.datatype, &s.name)?;
+        let shape = if s.shape.len() == 1 {
+            vec![n * f.columns.len() as i64]
+        } else {
+            vec![n, f.columns.len() as i64]
+        };
+        return Ok(vec![Tensor {
+            name: s.name.clone(),
+            shape,
+            data,
+        }]);
+    }
+    specs
+        .iter()
+        .map(|s| {
+            let Some(c) = f.columns.iter().position(|c| c == &s.name) else {
+                return Err(bad(format!(
+                    "missing column '{}' (the model's inputs are {})",
+                    s.name,
+                    specs
+                        .iter()
+                        .map(|x| format!("'{}'", x.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            let col: Vec<&Value> = f.rows.iter().map(|r| &r[c]).collect();
+            let data = json_values(&col, s.datatype, &s.name)?;
+            let shape = if s.shape.len() == 2 {
+                vec![n, 1]
+            } else {
+                vec![n]
+            };
+            Ok(Tensor {
+                name: s.name.clone(),
+                shape,
+                data,
+            })
+        })
+        .collect()
+}
+
+/// `instances` / `inputs`: a list (one tensor input, rows) or an object of named tensors.
+fn tensor_inputs(l: &Loaded, v: &Value) -> Result<Vec<Tensor>, Error> {
+    let specs = l.model.inputs();
+    let one = |name: &str, v: &Value| -> Result<Tensor, Error> {
+        let spec = specs
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| bad(format!("unknown input '{name}'")))?;
+        let mut shape = Vec::new();
+        let mut cur = v;
+        while let Value::Array(items) = cur {
+            shape.push(items.len() as i64);
+            match items.first() {
+                Some(first) => cur = first,
+                None => break,
+            }
+        }
+        let mut flat = Vec::new();
+        flatten(v, &mut flat);
+        let data = json_values(&flat, spec.datatype, name)?;
+        let t = Tensor {
+            name: name.to_string(),
+            shape,
+            data,
+        };
+        t.check()
+            .map_err(|_| bad(format!("input '{name}': rows of different lengths")))?;
+        Ok(t)
+    };
+    match v {
+        Value::Object(m) => m.iter().map(|(k, v)| one(k, v)).collect(),
+        Value::Array(items) if items.first().is_some_and(Value::is_object) => {
+            // A list of {input: value} rows.
+            specs
+                .iter()
+                .map(|s| {
+                    let col: Vec<Value> = items.iter().map(|r| r[&s.name].clone()).collect();
+                    one(&s.name, &Value::Array(col))
+                })
+                .collect()
+        }
+        Value::Array(_) if specs.len() == 1 => Ok(vec![one(&specs[0].name, v)?]),
+        Value::Array(_) => Err(bad(format!(
+            "the model has {} inputs: send an object of named tensors",
+            specs.len()
+        ))),
+        _ => Err(bad(
+            "\"instances\" / \"inputs\" must be a list or an object",
+        )),
+    }
+}
+
+/// One prediction record per row: `{output: value or row}` (MLflow's DataFrame of outputs).
+fn records(out: &crate::model::Outputs) -> Vec<Value> {
+    let rows = out
+        .tensors
+        .first()
+        .and_then(|t| t.shape.first())
+        .copied()
+        .unwrap_or(0)
+        .max(0) as usize;
+    (0..rows)
+        .map(|r| {
+            let mut rec = serde_json::Map::new();
+            for (t, labels) in out.tensors.iter().zip(&out.labels) {
+                let values = t.data.to_json();
+                let per_row = values.len() / rows.max(1);
+                let slice = &values[r * per_row..(r + 1) * per_row];
+                let v = match labels {
+                    Some(labels) => {
+                        Value::Object(labels.iter().cloned().zip(slice.iter().cloned()).collect())
+                    }
+                    None if per_row == 1 => slice[0].clone(),
+                    None => Value::Array(slice.to_vec()),
+                };
+                rec.insert(t.name.clone(), v);
+            }
+            Value::Object(rec)
+        })
+        .collect()
+}
+
+async fn invocations(
+    State(api): State<ServingApi>,
+    q: Query<InvocationsQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, MlflowError> {
+    let l = match &q.model {
+        Some(m) => api.repository.get(m, None)?,
+        None => api.repository.single()?,
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let inputs = if ct.starts_with("text/csv") {
+        let text = std::str::from_utf8(&body).map_err(|_| bad("the CSV body is not UTF-8"))?;
+        frame_inputs(&l, &frame_from_csv(text)?)?
+    } else if ct.starts_with("application/json") {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
+        let keys = [
+            "dataframe_split",
+            "dataframe_records",
+            "instances",
+            "inputs",
+        ];
+        let present: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| v.get(k).is_some())
+            .collect();
+        match present.as_slice() {
+            ["dataframe_split"] => frame_inputs(&l, &frame_from_split(&v["dataframe_split"])?)?,
+            ["dataframe_records"] => {
+                frame_inputs(&l, &frame_from_records(&v["dataframe_records"])?)?
+            }
+            ["instances"] => tensor_inputs(&l, &v["instances"])?,
+            ["inputs"] => tensor_inputs(&l, &v["inputs"])?,
+            _ => {
+                return Err(bad(
+                    "the JSON body needs exactly one of dataframe_split, dataframe_records, \
+                     instances or inputs",
+                )
+                .into());
+            }
+        }
+    } else {
+        return Err(MlflowError(bad(format!(
+            "content type '{ct}' is not supported: use application/json or text/csv"
+        ))));
+    };
+    let out = run_model(l, inputs).await?;
+    Ok(axum::Json(json!({"predictions": records(&out)})).into_response())
+}
+
+async fn ping(State(api): State<ServingApi>) -> Response {
+    if api.repository.index().is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no model loaded\n").into_response()
+    } else {
+        (StatusCode::OK, "\n").into_response()
+    }
+}
+
+/// The serving router: `/v2/...`, `/invocations` and `/ping` (the binary's `/health` and
+/// `/version` answer MLflow's other two scoring paths).
+pub fn router(api: ServingApi) -> Router {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_version_ready),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_version),
+        )
+        .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository_unload),
+        )
+        .route("/invocations", post(invocations))
+        .route("/ping", get(ping))
+        .with_state(api)
+}
