@@ -278,9 +278,13 @@ pub fn parse_mlmodel(text: &str) -> std::result::Result<ModelFileInfo, String> {
 }
 
 impl RegistryService {
-    /// Reads `MLmodel` under a storage location this server holds (proxied artifacts).
-    async fn read_mlmodel(&self, location: &str) -> std::result::Result<ModelFileInfo, String> {
-        use futures::TryStreamExt;
+    /// The folder of this server's artifact store that holds the files at a model version's
+    /// storage location (`runs:/…`, `mlflow-artifacts:/…` or the server's artifact URIs); an
+    /// error when they are stored elsewhere.
+    pub async fn artifact_dir(
+        &self,
+        location: &str,
+    ) -> std::result::Result<loopml_store::ArtifactPath, String> {
         let root = if let Some(rest) = location.strip_prefix("runs:/") {
             let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
             let run = self
@@ -292,11 +296,15 @@ impl RegistryService {
         } else {
             location.to_string()
         };
-        let Some(dir) = loopml_tracking::routes::proxied_artifact_path(&root) else {
-            return Err(format!(
-                "the model's artifacts at {location} are not stored by this server"
-            ));
-        };
+        loopml_tracking::routes::proxied_artifact_path(&root).ok_or_else(|| {
+            format!("the model's artifacts at {location} are not stored by this server")
+        })
+    }
+
+    /// Reads `MLmodel` under a storage location this server holds (proxied artifacts).
+    async fn read_mlmodel(&self, location: &str) -> std::result::Result<ModelFileInfo, String> {
+        use futures::TryStreamExt;
+        let dir = self.artifact_dir(location).await?;
         let file = loopml_store::ArtifactPath::parse("MLmodel").map_err(|e| e.to_string())?;
         let (size, stream) = self
             .tracking()

@@ -23,28 +23,31 @@ pub fn onnx_file(path: &Path) -> Result<std::path::PathBuf> {
             path.display()
         ))
     })?;
-    // The flavor block: `onnx:` then indented `key: value` lines, one of them `data: model.onnx`.
-    let mut in_onnx = false;
-    for line in text.lines() {
-        if !line.starts_with(' ') {
-            in_onnx = line.trim_end() == "onnx:";
-            continue;
-        }
-        if in_onnx && let Some(data) = line.trim().strip_prefix("data:") {
-            let file = data.trim().trim_matches(['\'', '"']);
-            if file.is_empty() || file.contains("..") || file.starts_with('/') {
-                return Err(Error::Model(format!(
-                    "{}: the onnx flavor's data path '{file}' is not inside the model directory",
-                    mlmodel.display()
-                )));
-            }
-            return Ok(path.join(file));
-        }
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+        Error::Model(format!(
+            "{}: not a valid MLmodel file: {e}",
+            mlmodel.display()
+        ))
+    })?;
+    let Some(data) = doc["flavors"]["onnx"]["data"].as_str() else {
+        return Err(Error::Model(format!(
+            "{}: the model has no onnx flavor (log it with mlflow.onnx.log_model)",
+            mlmodel.display()
+        )));
+    };
+    let file = std::path::Path::new(data);
+    if data.is_empty()
+        || file.is_absolute()
+        || file
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Model(format!(
+            "{}: the onnx flavor's data path '{data}' is not inside the model directory",
+            mlmodel.display()
+        )));
     }
-    Err(Error::Model(format!(
-        "{}: the model has no onnx flavor (log it with mlflow.onnx.log_model)",
-        mlmodel.display()
-    )))
+    Ok(path.join(file))
 }
 
 /// Outputs of one call: tensors in the model's output order, with class labels for outputs that

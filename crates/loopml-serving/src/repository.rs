@@ -11,6 +11,23 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::OnnxModel;
 
+/// Where a registry URI's model files are, as the binary's registry adapter answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedModel {
+    /// The registry version (`3`), used as the served version label.
+    pub version: String,
+    /// The ONNX file or MLflow model directory on this machine.
+    pub path: PathBuf,
+}
+
+/// Turns `models:/name@alias` or `models:/name/3` into local model files (the registry, wired in
+/// by the binary, so this crate does not depend on it).
+pub trait ModelResolver: Send + Sync {
+    /// Resolves a registry URI.
+    fn resolve<'a>(&'a self, uri: &'a str)
+    -> futures::future::BoxFuture<'a, Result<ResolvedModel>>;
+}
+
 /// One loaded model version.
 #[derive(Debug)]
 pub struct Loaded {

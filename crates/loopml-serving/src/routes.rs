@@ -17,10 +17,46 @@ use crate::repository::{Loaded, Repository};
 use crate::tensor::{DataType, Tensor, TensorData};
 
 /// Serving routes' state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServingApi {
     /// Loaded models.
     pub repository: Repository,
+    /// Resolves `models:/…` URIs for loads over HTTP (absent: such loads are refused).
+    pub resolver: Option<Arc<dyn crate::repository::ModelResolver>>,
+    /// Sessions per loaded model.
+    pub sessions: usize,
+}
+
+impl std::fmt::Debug for ServingApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingApi")
+            .field("repository", &self.repository)
+            .field("resolver", &self.resolver.is_some())
+            .finish()
+    }
+}
+
+impl ServingApi {
+    /// Loads the model a registry URI names as `name` (its registry version as the label).
+    pub async fn load_uri(&self, name: &str, uri: &str) -> Result<Arc<Loaded>, Error> {
+        crate::repository::validate_model_name(name)?;
+        if !uri.starts_with("models:/") {
+            return Err(bad(format!(
+                "'{uri}' is not a registry URI: load models:/NAME/VERSION or models:/NAME@ALIAS \
+                 (files on the server's disk are served only from the command line)"
+            )));
+        }
+        let resolver = self
+            .resolver
+            .as_ref()
+            .ok_or_else(|| bad("this server has no model registry to load models:/ URIs from"))?;
+        let found = resolver.resolve(uri).await?;
+        let file = crate::model::onnx_file(&found.path)?;
+        let (repo, name, sessions) = (self.repository.clone(), name.to_string(), self.sessions);
+        tokio::task::spawn_blocking(move || repo.load(&name, &found.version, file, sessions))
+            .await
+            .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
+    }
 }
 
 fn status_of(e: &Error) -> StatusCode {
@@ -318,6 +354,24 @@ async fn infer_version(
 
 async fn repository_index(State(api): State<ServingApi>) -> Response {
     axum::Json(api.repository.index()).into_response()
+}
+
+async fn repository_load(
+    State(api): State<ServingApi>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, OipError> {
+    let req: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?
+    };
+    let uri = req["parameters"]["uri"]
+        .as_str()
+        .ok_or_else(|| bad("load needs {\"parameters\": {\"uri\": \"models:/NAME@ALIAS\"}}"))?;
+    let l = api.load_uri(&name, uri).await?;
+    Ok(axum::Json(json!({"name": l.name, "version": l.version})).into_response())
 }
 
 async fn repository_unload(
@@ -652,6 +706,7 @@ pub fn router(api: ServingApi) -> Router {
             post(infer_version),
         )
         .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(repository_load))
         .route(
             "/v2/repository/models/{name}/unload",
             post(repository_unload),

@@ -192,25 +192,98 @@ pub struct AppHandle {
     pub tracking: loopml_tracking::TrackingService,
     /// Model registry service.
     pub registry: loopml_registry::RegistryService,
+    /// Model serving.
+    pub serving: loopml_serving::routes::ServingApi,
 }
 
-/// Loads the configured models (one session per core each) into a serving repository. ONNX
-/// Runtime is loaded only when there is a model, so a server without models needs no library.
-pub fn serving_api(config: &ServerConfig) -> anyhow::Result<loopml_serving::routes::ServingApi> {
+fn is_registry_uri(p: &std::path::Path) -> bool {
+    p.to_str().is_some_and(|s| s.starts_with("models:/"))
+}
+
+/// Loads the configured model files (one session per core each) into a serving repository;
+/// `models:/` entries wait for [`load_registry_models`]. ONNX Runtime is loaded only when there
+/// is a model, so a server without models needs no library.
+pub fn serving_api(
+    config: &ServerConfig,
+    resolver: Option<std::sync::Arc<dyn loopml_serving::repository::ModelResolver>>,
+) -> anyhow::Result<loopml_serving::routes::ServingApi> {
     let repository = loopml_serving::repository::Repository::default();
-    if !config.models.is_empty() {
+    if !config.models.is_empty() || config.ort_lib.is_some() {
         loopml_serving::runtime::environment(config.ort_lib.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let sessions = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for m in &config.models {
+    for m in config.models.iter().filter(|m| !is_registry_uri(&m.path)) {
         let path = loopml_serving::model::onnx_file(&m.path).map_err(|e| anyhow::anyhow!("{e}"))?;
         repository
             .load(&m.name, "1", path, sessions)
             .map_err(|e| anyhow::anyhow!("model '{}': {e}", m.name))?;
         tracing::info!(model = %m.name, path = %m.path.display(), "model loaded");
     }
-    Ok(loopml_serving::routes::ServingApi { repository })
+    Ok(loopml_serving::routes::ServingApi {
+        repository,
+        resolver,
+        sessions,
+    })
+}
+
+/// Loads the configured `models:/…` entries from the registry (after the app is built).
+pub async fn load_registry_models(handle: &AppHandle, config: &ServerConfig) -> anyhow::Result<()> {
+    for m in config.models.iter().filter(|m| is_registry_uri(&m.path)) {
+        let uri = m.path.to_string_lossy();
+        let l = handle
+            .serving
+            .load_uri(&m.name, &uri)
+            .await
+            .map_err(|e| anyhow::anyhow!("model '{}' ({uri}): {e}", m.name))?;
+        tracing::info!(model = %m.name, %uri, version = %l.version, "model loaded from the registry");
+    }
+    Ok(())
+}
+
+/// Resolves registry URIs to model folders in this server's artifact store, for serving.
+struct RegistryModels(loopml_registry::RegistryService);
+
+impl loopml_serving::repository::ModelResolver for RegistryModels {
+    fn resolve<'a>(
+        &'a self,
+        uri: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        loopml_serving::Result<loopml_serving::repository::ResolvedModel>,
+    > {
+        use loopml_serving::Error as E;
+        Box::pin(async move {
+            let mv = self.0.resolve_uri(uri).await.map_err(|e| match e {
+                loopml_registry::Error::NotFound(m) => E::NotFound(m),
+                other => E::InvalidInput(other.to_string()),
+            })?;
+            let dir = self
+                .0
+                .artifact_dir(&mv.storage_location)
+                .await
+                .map_err(E::Model)?;
+            let mlmodel = dir.join(
+                &loopml_store::ArtifactPath::parse("MLmodel")
+                    .map_err(|e| E::Model(e.to_string()))?,
+            );
+            let file = self
+                .0
+                .tracking()
+                .artifacts()
+                .local_file(&mlmodel)
+                .map_err(|e| E::Model(format!("{uri}: {e}")))?
+                .ok_or_else(|| E::Model(format!("{uri}: the artifact store is not local")))?;
+            let path = file
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .ok_or_else(|| E::Model(format!("{uri}: no model folder")))?;
+            Ok(loopml_serving::repository::ResolvedModel {
+                version: mv.version.to_string(),
+                path,
+            })
+        })
+    }
 }
 
 /// The serving-only app (`loopml serve`): models, `/v2/...`, `/invocations`, `/ping`,
@@ -219,7 +292,7 @@ pub fn build_serving_app(config: &ServerConfig) -> anyhow::Result<Router> {
     Ok(Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
-        .merge(loopml_serving::routes::router(serving_api(config)?))
+        .merge(loopml_serving::routes::router(serving_api(config, None)?))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_span)))
 }
@@ -240,6 +313,10 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     let registry = loopml_registry::RegistryService::new(db, tracking.clone())
         .context("cannot initialise the model registry")?;
     registry.set_dataset_linker(std::sync::Arc::new(StoredDatasets(datasets.clone())));
+    let serving = serving_api(
+        config,
+        Some(std::sync::Arc::new(RegistryModels(registry.clone()))),
+    )?;
     registry
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
@@ -252,10 +329,17 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
             store: datasets,
             staging: config.data_dir.join("staging"),
         }))
-        .merge(loopml_serving::routes::router(serving_api(config)?))
+        .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_span));
-    Ok((router, AppHandle { tracking, registry }))
+    Ok((
+        router,
+        AppHandle {
+            tracking,
+            registry,
+            serving,
+        },
+    ))
 }
 
 /// Links the datasets runs logged (MLflow `log_input`) to stored dataset versions, for lineage:
@@ -286,6 +370,7 @@ impl loopml_registry::lineage::DatasetLinker for StoredDatasets {
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
     let (router, handle) = build_app(&config)?;
+    load_registry_models(&handle, &config).await?;
     let addr = config.addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
