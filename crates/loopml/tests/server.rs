@@ -625,3 +625,84 @@ fn checks_of_stored_versions_run_on_the_server_and_are_kept() {
     let after: serde_json::Value = serde_json::from_str(&after).unwrap();
     assert_eq!(after["checks"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn serve_runs_models_alone_and_names_a_missing_runtime() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loopml-serving/tests/fixtures");
+    let model = format!("rf={}", fixtures.join("sk_rf_classifier.onnx").display());
+    // A runtime that is not there: a clear error naming the fix, exit 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            &model,
+            "--ort-lib",
+            "/nonexistent/libort.so",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/libort.so") && err.contains("setup-ort.sh"),
+        "{err}"
+    );
+    if loopml_serving_available().is_none() {
+        return;
+    }
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["serve", "--port", &port.to_string(), "--model", &model])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server { child, port };
+    let t0 = Instant::now();
+    while !matches!(http(port, "GET", "/ping", None), Ok((200, _))) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v2/models/rf/infer",
+        Some(r#"{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP32","data":[1.140625,2.8125,30.15625,0.734375]}]}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["outputs"][0]["name"], "label");
+    // No tracking store in `serve`.
+    let (status, _) = http(
+        port,
+        "GET",
+        "/api/2.0/mlflow/experiments/get?experiment_id=0",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+}
+
+/// ONNX Runtime's library, when installed (CI: required).
+fn loopml_serving_available() -> Option<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let found = std::env::var_os("LOOPML_ORT_LIB").is_some()
+        || root
+            .join(".cache/onnxruntime/1.32.0/libonnxruntime.so.1.32.0")
+            .is_file();
+    if !found && std::env::var_os("LOOPML_REQUIRE_ORT").is_some() {
+        panic!(
+            "ONNX Runtime is required (LOOPML_REQUIRE_ORT) but missing: run scripts/setup-ort.sh"
+        );
+    }
+    if !found {
+        eprintln!("SKIPPED: no ONNX Runtime (scripts/setup-ort.sh)");
+    }
+    found.then_some(())
+}

@@ -1,0 +1,125 @@
+"""Serving a registered ONNX model, end to end with the real `mlflow` client and `requests`
+against the real binary: the model directory `mlflow.onnx.save_model` writes is logged as a run's
+artifacts and registered; loopml loads `models:/<name>@champion` and answers the Open Inference
+Protocol v2 and MLflow's `/invocations` with the outputs ONNX Runtime gives in Python.
+
+loopml-only endpoints, so skipped under COMPAT_EXTERNAL_URL."""
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from loopml_server import unique
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("COMPAT_EXTERNAL_URL", "").strip()), reason="loopml's serving endpoints")
+
+FIXTURES = Path(__file__).resolve().parents[2] / "crates" / "loopml-serving" / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def served(server):
+    client = MlflowClient(server.url)
+    mlflow.set_experiment(experiment_id=client.create_experiment(unique("serve")))
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(FIXTURES / "mlflow_onnx_model"), "model")
+    name = unique("rf")
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", mv.version)
+    endpoint = unique("ep")
+    r = requests.post(f"{server.url}/v2/repository/models/{endpoint}/load",
+                      json={"parameters": {"uri": f"models:/{name}@champion"}}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"name": endpoint, "version": mv.version}
+    expected = next(m for m in json.loads((FIXTURES / "expected.json").read_text())["models"]
+                    if m["file"] == "sk_rf_classifier.onnx")
+    return {"endpoint": endpoint, "name": name, "expected": expected, "version": mv.version}
+
+
+def close(a, b, tol=1e-6):
+    return all(abs(x - y) <= tol for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def test_open_inference_protocol(server, served):
+    url, ep, exp = server.url, served["endpoint"], served["expected"]
+    assert requests.get(f"{url}/v2/health/live", timeout=10).status_code == 200
+    assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
+    meta = requests.get(f"{url}/v2/models/{ep}", timeout=10).json()
+    assert meta["name"] == ep and meta["versions"] == [served["version"]]
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
+    assert requests.get(f"{url}/v2/models/{ep}/ready", timeout=10).json()["ready"] is True
+
+    rows = exp["test_inputs"]["features"]
+    body = {"id": "req-1", "inputs": [
+        {"name": "features", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}]}
+    r = requests.post(f"{url}/v2/models/{ep}/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    assert r.json()["id"] == "req-1" and r.json()["model_version"] == served["version"]
+    assert out["label"]["data"] == exp["onnxruntime"]["label"]["data"]
+    want = [x for row in exp["onnxruntime"]["probabilities"]["data"] for x in row]
+    assert out["probabilities"]["shape"] == [len(rows), 3]
+    assert close(out["probabilities"]["data"], want)
+    # Only the outputs asked for; a version path works too.
+    body["outputs"] = [{"name": "label"}]
+    r = requests.post(f"{url}/v2/models/{ep}/versions/{served['version']}/infer", json=body, timeout=30)
+    assert [o["name"] for o in r.json()["outputs"]] == ["label"]
+
+
+def test_mlflow_scoring_protocol(server, served):
+    url, ep, exp = server.url, served["endpoint"], served["expected"]
+    rows = exp["test_inputs"]["features"]
+    cols = ["a", "b", "c", "d"]
+    payloads = [
+        ("application/json", json.dumps({"dataframe_split": {"columns": cols, "data": rows}})),
+        ("application/json", json.dumps({"dataframe_records": [dict(zip(cols, r)) for r in rows]})),
+        ("application/json", json.dumps({"instances": rows})),
+        ("application/json", json.dumps({"inputs": {"features": rows}})),
+        ("text/csv", "a,b,c,d\n" + "\n".join(",".join(str(x) for x in r) for r in rows)),
+    ]
+    for ctype, data in payloads:
+        r = requests.post(f"{url}/invocations", params={"model": ep}, data=data,
+                          headers={"Content-Type": ctype}, timeout=30)
+        assert r.status_code == 200, (data[:80], r.text)
+        preds = r.json()["predictions"]
+        assert [p["label"] for p in preds] == exp["onnxruntime"]["label"]["data"], data[:80]
+        for p, want in zip(preds, exp["onnxruntime"]["probabilities"]["data"]):
+            assert close(p["probabilities"], want), data[:80]
+
+
+def test_bad_requests_get_protocol_errors(server, served):
+    url, ep = server.url, served["endpoint"]
+    infer = f"{url}/v2/models/{ep}/infer"
+    cases = [
+        (infer, {"inputs": [{"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}, 400, "'nope'"),
+        (infer, {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, 400, "'features'"),
+        (infer, {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}, 400, "holds 4"),
+        (infer, {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}, 400, "'features'"),
+        (infer, {"inputs": []}, 400, "missing input 'features'"),
+        (f"{url}/v2/models/{unique('none')}/infer", {"inputs": []}, 404, "not loaded"),
+        (f"{url}/v2/repository/models/{unique('x')}/load", {"parameters": {"uri": "/etc/passwd"}}, 400, "registry URI"),
+        (f"{url}/v2/repository/models/{unique('x')}/load", {"parameters": {"uri": f"models:/{unique('none')}@champion"}}, 404, "not found"),
+    ]
+    for path, body, status, text in cases:
+        r = requests.post(path, json=body, timeout=30)
+        assert r.status_code == status, (path, body, r.text)
+        assert "error" in r.json() and text in r.json()["error"], (body, r.text)
+    r = requests.post(f"{url}/invocations", params={"model": ep}, json={"nope": 1}, timeout=30)
+    assert r.status_code == 400 and r.json()["error_code"] == "BAD_REQUEST", r.text
+    r = requests.post(f"{url}/invocations", params={"model": ep}, data="x",
+                      headers={"Content-Type": "application/xml"}, timeout=30)
+    assert r.status_code == 400 and "content type" in r.json()["message"]
+    # Unloading leaves nothing behind.
+    other = unique("ep")
+    r = requests.post(f"{url}/v2/repository/models/{other}/load",
+                      json={"parameters": {"uri": f"models:/{served['name']}/{served['version']}"}}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert requests.post(f"{url}/v2/repository/models/{other}/unload", timeout=10).status_code == 200
+    assert requests.get(f"{url}/v2/models/{other}", timeout=10).status_code == 404
