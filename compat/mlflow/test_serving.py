@@ -123,3 +123,38 @@ def test_bad_requests_get_protocol_errors(server, served):
     assert r.status_code == 200, r.text
     assert requests.post(f"{url}/v2/repository/models/{other}/unload", timeout=10).status_code == 200
     assert requests.get(f"{url}/v2/models/{other}", timeout=10).status_code == 404
+
+
+def test_tritonclient_http(server, served):
+    """NVIDIA's real client: liveness, readiness, metadata, and inference with binary tensors
+    (its default) and with JSON, asking for all outputs or some."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    ep, exp = served["endpoint"], served["expected"]
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(ep)
+    meta = client.get_model_metadata(ep)
+    assert meta["inputs"][0]["name"] == "features" and meta["platform"] == "onnxruntime_onnx"
+
+    rows = np.array(exp["test_inputs"]["features"], dtype=np.float32)
+    want_p = np.array(exp["onnxruntime"]["probabilities"]["data"], dtype=np.float32)
+    for binary in (True, False):
+        x = httpclient.InferInput("features", list(rows.shape), "FP32")
+        x.set_data_from_numpy(rows, binary_data=binary)
+        # No outputs named: every output, binary (tritonclient sets binary_data_output).
+        res = client.infer(ep, [x], request_id="t1")
+        assert res.as_numpy("label").tolist() == exp["onnxruntime"]["label"]["data"]
+        assert np.allclose(res.as_numpy("probabilities"), want_p, atol=1e-6)
+        # One output named, as JSON or binary.
+        out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
+        res = client.infer(ep, [x], outputs=[out], model_version=served["version"])
+        assert np.allclose(res.as_numpy("probabilities"), want_p, atol=1e-6)
+        assert res.as_numpy("label") is None
+
+    bad = httpclient.InferInput("features", [1, 3], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(Exception, match="features"):
+        client.infer(ep, [bad])
+    client.close()

@@ -194,8 +194,9 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// Reads one OIP input tensor (`data` may be nested or flat, row-major).
-fn oip_tensor(v: &Value) -> Result<Tensor, Error> {
+/// Reads one OIP input tensor (`data` may be nested or flat, row-major; or, with the binary
+/// extension, `binary_data_size` bytes taken from `binary`).
+fn oip_tensor(v: &Value, binary: &mut &[u8]) -> Result<Tensor, Error> {
     let name = v["name"]
         .as_str()
         .ok_or_else(|| bad("every input needs a \"name\""))?
@@ -225,19 +226,27 @@ fn oip_tensor(v: &Value) -> Result<Tensor, Error> {
              FP64, BYTES)"
         ))
     })?;
-    if v["parameters"]["binary_data_size"].is_number() {
-        return Err(bad(format!(
-            "input '{name}': the binary tensor extension is not supported yet; send JSON data \
-             (tritonclient: set_data_from_numpy(..., binary_data=False))"
-        )));
-    }
-    let mut flat = Vec::new();
-    flatten(
-        v.get("data")
-            .ok_or_else(|| bad(format!("input '{name}': missing \"data\"")))?,
-        &mut flat,
-    );
-    let data = json_values(&flat, datatype, &name)?;
+    let data = if let Some(size) = v["parameters"]["binary_data_size"].as_u64() {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > binary.len() {
+            return Err(bad(format!(
+                "input '{name}': binary_data_size {size} is more than the {} bytes left in the \
+                 body",
+                binary.len()
+            )));
+        }
+        let (raw, rest) = binary.split_at(size);
+        *binary = rest;
+        crate::binary::decode(datatype, raw, &name)?
+    } else {
+        let mut flat = Vec::new();
+        flatten(
+            v.get("data")
+                .ok_or_else(|| bad(format!("input '{name}': missing \"data\"")))?,
+            &mut flat,
+        );
+        json_values(&flat, datatype, &name)?
+    };
     let t = Tensor { name, shape, data };
     t.check()?;
     Ok(t)
@@ -283,17 +292,56 @@ async fn infer_inner(
     api: ServingApi,
     name: String,
     version: Option<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
     let l = api.repository.get(&name, version.as_deref())?;
-    let req: Value = serde_json::from_slice(&body)
+    let (head, mut binary): (&[u8], &[u8]) = match headers.get(crate::binary::HEADER) {
+        Some(v) => {
+            let n: usize = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| bad(format!("{} must be a byte count", crate::binary::HEADER)))?;
+            if n > body.len() {
+                return Err(bad(format!(
+                    "{} is {n} but the body has {} bytes",
+                    crate::binary::HEADER,
+                    body.len()
+                ))
+                .into());
+            }
+            body.split_at(n)
+        }
+        None => (&body[..], &[]),
+    };
+    let req: Value = serde_json::from_slice(head)
         .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
     let inputs = req["inputs"]
         .as_array()
         .ok_or_else(|| bad("the request needs \"inputs\": a list of tensors"))?
         .iter()
-        .map(oip_tensor)
+        .map(|v| oip_tensor(v, &mut binary))
         .collect::<Result<Vec<_>, _>>()?;
+    if !binary.is_empty() {
+        return Err(bad(format!(
+            "{} bytes of binary data are left over after the inputs' binary_data_size",
+            binary.len()
+        ))
+        .into());
+    }
+    // Which outputs go back as binary: each listed output's `binary_data`, else the request's
+    // `binary_data_output` (tritonclient sets it when it names no outputs).
+    let all_binary = req["parameters"]["binary_data_output"]
+        .as_bool()
+        .unwrap_or(false);
+    let binary_out = |name: &str| -> bool {
+        req["outputs"]
+            .as_array()
+            .and_then(|o| o.iter().find(|x| x["name"] == name))
+            .and_then(|x| x["parameters"]["binary_data"].as_bool())
+            .unwrap_or(all_binary)
+    };
     let wanted: Option<Vec<String>> = req["outputs"].as_array().map(|o| {
         o.iter()
             .filter_map(|x| x["name"].as_str().map(str::to_string))
@@ -307,6 +355,7 @@ async fn infer_inner(
         return Err(bad(format!("the model has no output '{unknown}'")).into());
     }
     let out = run_model(Arc::clone(&l), inputs).await?;
+    let mut raw: Vec<u8> = Vec::new();
     let outputs: Vec<Value> = out
         .tensors
         .iter()
@@ -317,10 +366,20 @@ async fn infer_inner(
                 "name": t.name,
                 "datatype": t.data.datatype().name(),
                 "shape": t.shape,
-                "data": t.data.to_json(),
             });
+            let mut params = serde_json::Map::new();
+            if binary_out(&t.name) {
+                let bytes = crate::binary::encode(&t.data);
+                params.insert("binary_data_size".into(), json!(bytes.len()));
+                raw.extend_from_slice(&bytes);
+            } else {
+                o["data"] = Value::Array(t.data.to_json());
+            }
             if let Some(labels) = labels {
-                o["parameters"] = json!({"labels": labels});
+                params.insert("labels".into(), json!(labels));
+            }
+            if !params.is_empty() {
+                o["parameters"] = Value::Object(params);
             }
             o
         })
@@ -333,23 +392,41 @@ async fn infer_inner(
     if let Some(id) = req.get("id") {
         answer["id"] = id.clone();
     }
-    Ok(axum::Json(answer).into_response())
+    if raw.is_empty() {
+        return Ok(axum::Json(answer).into_response());
+    }
+    let mut body = answer.to_string().into_bytes();
+    let head_len = body.len();
+    body.extend_from_slice(&raw);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static("inference-header-content-length"),
+                head_len.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 async fn infer(
     State(api): State<ServingApi>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
-    infer_inner(api, name, None, body).await
+    infer_inner(api, name, None, headers, body).await
 }
 
 async fn infer_version(
     State(api): State<ServingApi>,
     Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
-    infer_inner(api, name, Some(version), body).await
+    infer_inner(api, name, Some(version), headers, body).await
 }
 
 async fn repository_index(State(api): State<ServingApi>) -> Response {
