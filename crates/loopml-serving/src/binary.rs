@@ -16,7 +16,7 @@ fn bad(msg: String) -> Error {
 /// Decodes one tensor's raw bytes.
 pub fn decode(datatype: DataType, raw: &[u8], name: &str) -> Result<TensorData> {
     fn fixed<const N: usize, T>(raw: &[u8], name: &str, f: fn([u8; N]) -> T) -> Result<Vec<T>> {
-        if raw.len() % N != 0 {
+        if !raw.len().is_multiple_of(N) {
             return Err(bad(format!(
                 "input '{name}': {} bytes of binary data is not a whole number of {N}-byte \
                  elements",
