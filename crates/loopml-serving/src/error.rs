@@ -18,6 +18,9 @@ pub enum Error {
     /// Inference failed inside the runtime.
     #[error("{0}")]
     Inference(String),
+    /// The model's queue is full (HTTP 429).
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// Shorthand for serving results.

@@ -4,6 +4,7 @@
 //!
 //! Issue 5 builds batching, deployments, rollouts and the inference log on top of this.
 
+pub mod batcher;
 pub mod binary;
 pub mod error;
 pub mod model;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::OnnxModel;
+use crate::tensor::Tensor;
 
 /// Where a registry URI's model files are, as the binary's registry adapter answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +39,22 @@ pub struct Loaded {
     /// The ONNX file.
     pub path: PathBuf,
     /// The runtime model.
-    pub model: OnnxModel,
+    pub model: Arc<OnnxModel>,
+    /// Its dynamic batcher, when batching is on.
+    pub batcher: Option<crate::batcher::Batcher>,
+}
+
+impl Loaded {
+    /// Runs prepared inputs: through the batcher when there is one, else on the blocking pool.
+    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<crate::model::Outputs> {
+        if let Some(b) = &self.batcher {
+            return b.infer(inputs).await;
+        }
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || model.run(&inputs))
+            .await
+            .map_err(|e| Error::Inference(format!("inference stopped: {e}")))?
+    }
 }
 
 /// A row of the repository index.
@@ -85,14 +101,26 @@ impl Repository {
         version: &str,
         path: PathBuf,
         sessions: usize,
+        batching: &crate::batcher::BatchConfig,
     ) -> Result<Arc<Loaded>> {
         validate_model_name(name)?;
-        let model = OnnxModel::load(&path, sessions)?;
+        batching.check()?;
+        let model = Arc::new(OnnxModel::load(&path, sessions)?);
+        let batcher = if batching.enabled() {
+            Some(crate::batcher::Batcher::start(
+                Arc::clone(&model),
+                batching.clone(),
+                sessions,
+            )?)
+        } else {
+            None
+        };
         let loaded = Arc::new(Loaded {
             name: name.to_string(),
             version: version.to_string(),
             path,
             model,
+            batcher,
         });
         let mut models = self
             .models

@@ -38,7 +38,12 @@ impl std::fmt::Debug for ServingApi {
 
 impl ServingApi {
     /// Loads the model a registry URI names as `name` (its registry version as the label).
-    pub async fn load_uri(&self, name: &str, uri: &str) -> Result<Arc<Loaded>, Error> {
+    pub async fn load_uri(
+        &self,
+        name: &str,
+        uri: &str,
+        batching: &crate::batcher::BatchConfig,
+    ) -> Result<Arc<Loaded>, Error> {
         crate::repository::validate_model_name(name)?;
         if !uri.starts_with("models:/") {
             return Err(bad(format!(
@@ -53,9 +58,12 @@ impl ServingApi {
         let found = resolver.resolve(uri).await?;
         let file = crate::model::onnx_file(&found.path)?;
         let (repo, name, sessions) = (self.repository.clone(), name.to_string(), self.sessions);
-        tokio::task::spawn_blocking(move || repo.load(&name, &found.version, file, sessions))
-            .await
-            .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
+        let batching = batching.clone();
+        tokio::task::spawn_blocking(move || {
+            repo.load(&name, &found.version, file, sessions, &batching)
+        })
+        .await
+        .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
     }
 }
 
@@ -64,6 +72,7 @@ fn status_of(e: &Error) -> StatusCode {
         Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::Model(_) | Error::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -101,6 +110,7 @@ impl IntoResponse for MlflowError {
         let code = match &self.0 {
             Error::InvalidInput(_) => "BAD_REQUEST",
             Error::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
+            Error::Overloaded(_) => "RESOURCE_EXHAUSTED",
             _ => "INTERNAL_ERROR",
         };
         (
@@ -120,9 +130,7 @@ async fn run_model(
     inputs: Vec<Tensor>,
 ) -> Result<crate::model::Outputs, Error> {
     let prepared = loaded.model.prepare(inputs)?;
-    tokio::task::spawn_blocking(move || loaded.model.run(&prepared))
-        .await
-        .map_err(|e| Error::Inference(format!("inference stopped: {e}")))?
+    loaded.infer(prepared).await
 }
 
 // ---------------------------------------------------------------- Open Inference Protocol v2
@@ -169,6 +177,30 @@ async fn metadata_version(
 ) -> Result<Response, OipError> {
     let l = api.repository.get(&name, Some(&version))?;
     Ok(axum::Json(model_metadata(&api, &l)).into_response())
+}
+
+/// Triton's model configuration: the batching settings in force.
+async fn model_config(
+    State(api): State<ServingApi>,
+    Path(name): Path<String>,
+) -> Result<Response, OipError> {
+    let l = api.repository.get(&name, None)?;
+    let b = l
+        .batcher
+        .as_ref()
+        .map(|b| b.config().clone())
+        .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "name": l.name,
+        "platform": "onnxruntime_onnx",
+        "max_batch_size": b.max_batch_size,
+        "dynamic_batching": l.batcher.as_ref().map(|_| json!({
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+            "preferred_batch_size": b.preferred_batch_sizes,
+            "default_queue_policy": {"max_queue_size": b.max_queue_size},
+        })),
+    }))
+    .into_response())
 }
 
 async fn model_ready(
@@ -444,10 +476,19 @@ async fn repository_load(
         serde_json::from_slice(&body)
             .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?
     };
-    let uri = req["parameters"]["uri"]
-        .as_str()
-        .ok_or_else(|| bad("load needs {\"parameters\": {\"uri\": \"models:/NAME@ALIAS\"}}"))?;
-    let l = api.load_uri(&name, uri).await?;
+    let mut params = req["parameters"].as_object().cloned().unwrap_or_default();
+    let uri = params
+        .remove("uri")
+        .and_then(|u| u.as_str().map(str::to_string))
+        .ok_or_else(|| {
+            bad(
+                "load needs {\"parameters\": {\"uri\": \"models:/NAME@ALIAS\"}} (and optionally \
+                 max_batch_size, max_queue_delay_us, preferred_batch_sizes, max_queue_size)",
+            )
+        })?;
+    let batching: crate::batcher::BatchConfig = serde_json::from_value(Value::Object(params))
+        .map_err(|e| bad(format!("invalid batching parameters: {e}")))?;
+    let l = api.load_uri(&name, &uri, &batching).await?;
     Ok(axum::Json(json!({"name": l.name, "version": l.version})).into_response())
 }
 
@@ -769,6 +810,7 @@ pub fn router(api: ServingApi) -> Router {
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/config", get(model_config))
         .route("/v2/models/{name}/infer", post(infer))
         .route(
             "/v2/models/{name}/versions/{version}",

@@ -237,3 +237,105 @@ fn bad_inputs_name_the_input() {
         .unwrap();
     assert!(model.run(&ok).is_ok());
 }
+
+fn rf_request(i: usize) -> (Vec<Tensor>, usize) {
+    let rows = 1 + i % 3;
+    let data: Vec<f32> = (0..rows * 4)
+        .map(|k| ((i * 7 + k * 3) % 50) as f32 / 8.0 - 2.0)
+        .collect();
+    (
+        vec![Tensor {
+            name: "features".into(),
+            shape: vec![rows as i64, 4],
+            data: TensorData::F32(data),
+        }],
+        rows,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_requests_get_their_own_rows() {
+    use loopml_serving::batcher::{BatchConfig, Batcher};
+    use std::sync::Arc;
+    if !runtime() {
+        return;
+    }
+    let model = Arc::new(OnnxModel::load(&fixtures().join("sk_rf_classifier.onnx"), 2).unwrap());
+    let config = BatchConfig {
+        max_batch_size: 8,
+        max_queue_delay_us: 2_000,
+        preferred_batch_sizes: vec![4],
+        max_queue_size: 1024,
+    };
+    let batcher = Arc::new(Batcher::start(Arc::clone(&model), config, 2).unwrap());
+    let mut handles = Vec::new();
+    for i in 0..60 {
+        let (b, m) = (Arc::clone(&batcher), Arc::clone(&model));
+        handles.push(tokio::spawn(async move {
+            let (inputs, rows) = rf_request(i);
+            let got = b.infer(inputs.clone()).await.unwrap();
+            let want = m.run(&inputs).unwrap();
+            assert_eq!(got.tensors[0].shape[0] as usize, rows);
+            assert_eq!(got, want, "request {i}");
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let (calls, requests) = batcher.stats();
+    assert_eq!(requests, 60);
+    assert!(
+        calls < 60,
+        "requests were batched: {calls} calls for 60 requests"
+    );
+    // Settings are checked.
+    let bad = BatchConfig {
+        max_batch_size: 4,
+        preferred_batch_sizes: vec![8],
+        ..BatchConfig::default()
+    };
+    assert!(Batcher::start(model, bad, 1).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_overloaded_at_once() {
+    use loopml_serving::batcher::{BatchConfig, Batcher};
+    use std::sync::Arc;
+    if !runtime() {
+        return;
+    }
+    let model = Arc::new(OnnxModel::load(&fixtures().join("sk_gb_regressor.onnx"), 1).unwrap());
+    let config = BatchConfig {
+        max_batch_size: 2,
+        max_queue_delay_us: 0,
+        preferred_batch_sizes: vec![],
+        max_queue_size: 1,
+    };
+    let batcher = Arc::new(Batcher::start(model, config, 1).unwrap());
+    let input = vec![Tensor {
+        name: "features".into(),
+        shape: vec![1, 5],
+        data: TensorData::F32(vec![0.5; 5]),
+    }];
+    let calls: Vec<_> = (0..300)
+        .map(|_| {
+            let (b, x) = (Arc::clone(&batcher), input.clone());
+            tokio::spawn(async move { b.infer(x).await })
+        })
+        .collect();
+    let (mut ok, mut overloaded) = (0, 0);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(out) => {
+                assert_eq!(out.tensors[0].shape, vec![1, 1]);
+                ok += 1;
+            }
+            Err(loopml_serving::Error::Overloaded(m)) => {
+                assert!(m.contains("queue is full"), "{m}");
+                overloaded += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(ok > 0 && overloaded > 0, "ok {ok}, overloaded {overloaded}");
+}

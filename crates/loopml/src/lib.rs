@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub models: Vec<ModelSpec>,
     /// ONNX Runtime library (`--ort-lib`; else `LOOPML_ORT_LIB` or scripts/setup-ort.sh's copy).
     pub ort_lib: Option<PathBuf>,
+    /// Dynamic batching of the models given with `--model`.
+    pub batching: loopml_serving::batcher::BatchConfig,
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -108,6 +110,7 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             models: Vec::new(),
             ort_lib: None,
+            batching: loopml_serving::batcher::BatchConfig::default(),
         }
     }
 }
@@ -216,7 +219,7 @@ pub fn serving_api(
     for m in config.models.iter().filter(|m| !is_registry_uri(&m.path)) {
         let path = loopml_serving::model::onnx_file(&m.path).map_err(|e| anyhow::anyhow!("{e}"))?;
         repository
-            .load(&m.name, "1", path, sessions)
+            .load(&m.name, "1", path, sessions, &config.batching)
             .map_err(|e| anyhow::anyhow!("model '{}': {e}", m.name))?;
         tracing::info!(model = %m.name, path = %m.path.display(), "model loaded");
     }
@@ -233,7 +236,7 @@ pub async fn load_registry_models(handle: &AppHandle, config: &ServerConfig) -> 
         let uri = m.path.to_string_lossy();
         let l = handle
             .serving
-            .load_uri(&m.name, &uri)
+            .load_uri(&m.name, &uri, &config.batching)
             .await
             .map_err(|e| anyhow::anyhow!("model '{}' ({uri}): {e}", m.name))?;
         tracing::info!(model = %m.name, %uri, version = %l.version, "model loaded from the registry");

@@ -228,6 +228,18 @@ struct ServerArgs {
     /// scripts/setup-ort.sh fetches into .cache/onnxruntime/]
     #[arg(long, value_name = "FILE")]
     ort_lib: Option<PathBuf>,
+    /// Dynamic batching of the --model models: rows per batch at most (0 or 1: off)
+    #[arg(long, default_value_t = 0)]
+    max_batch_size: usize,
+    /// Dynamic batching: how long a request may wait for others, in microseconds
+    #[arg(long, default_value_t = 0)]
+    max_queue_delay_us: u64,
+    /// Dynamic batching: batch sizes run as soon as reached (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    preferred_batch_sizes: Vec<usize>,
+    /// Requests waiting per model at most when batching; more get 429
+    #[arg(long, default_value_t = 1024)]
+    max_queue_size: usize,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
@@ -241,6 +253,12 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         log_level: args.log_level.or(f.log_level).unwrap_or(d.log_level),
         models: args.models,
         ort_lib: args.ort_lib,
+        batching: loopml_serving::batcher::BatchConfig {
+            max_batch_size: args.max_batch_size,
+            max_queue_delay_us: args.max_queue_delay_us,
+            preferred_batch_sizes: args.preferred_batch_sizes,
+            max_queue_size: args.max_queue_size,
+        },
     }
 }
 

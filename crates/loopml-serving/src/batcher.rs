@@ -1,0 +1,383 @@
+//! Dynamic batching for one model (Triton's dynamic batcher): requests wait in a bounded queue;
+//! a worker per session takes the oldest, then gathers more until the batch reaches
+//! `max_batch_size` rows (or a preferred size), or the oldest has waited `max_queue_delay`; it
+//! runs the batch as one call, concatenating inputs along the first dimension, and hands each
+//! caller its rows. A full queue answers [`Error::Overloaded`] (HTTP 429) at once instead of
+//! letting latency grow without bound.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{OnnxModel, Outputs};
+use crate::tensor::{Tensor, TensorData};
+
+/// Batching settings of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Rows per batch at most; 0 or 1 turns batching off.
+    #[serde(default)]
+    pub max_batch_size: usize,
+    /// How long the oldest request may wait for others, in microseconds.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes worth running at once when reached before the delay is up.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Requests waiting at most; more are refused with 429.
+    #[serde(default = "default_queue")]
+    pub max_queue_size: usize,
+}
+
+fn default_queue() -> usize {
+    1024
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 0,
+            max_queue_delay_us: 0,
+            preferred_batch_sizes: Vec::new(),
+            max_queue_size: default_queue(),
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Whether requests are batched.
+    pub fn enabled(&self) -> bool {
+        self.max_batch_size > 1
+    }
+
+    /// Checks the settings.
+    pub fn check(&self) -> Result<()> {
+        if self.max_queue_size == 0 {
+            return Err(Error::InvalidInput(
+                "max_queue_size must be at least 1".into(),
+            ));
+        }
+        if self.max_queue_delay_us > 10_000_000 {
+            return Err(Error::InvalidInput(
+                "max_queue_delay_us must be at most 10 s".into(),
+            ));
+        }
+        if let Some(p) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&p| p == 0 || (self.enabled() && p > self.max_batch_size))
+        {
+            return Err(Error::InvalidInput(format!(
+                "preferred batch size {p} must be between 1 and max_batch_size"
+            )));
+        }
+        Ok(())
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Outputs>>;
+
+struct Job {
+    inputs: Vec<Tensor>,
+    rows: usize,
+    reply: Reply,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// Counts of what the batcher ran.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Model calls made.
+    pub calls: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
+}
+
+/// The batching front of one model.
+pub struct Batcher {
+    config: BatchConfig,
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    stats: Arc<BatchStats>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Batcher {
+    /// Starts `workers` worker threads over `model`.
+    pub fn start(model: Arc<OnnxModel>, config: BatchConfig, workers: usize) -> Result<Self> {
+        config.check()?;
+        let queue = Arc::new((
+            Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            Condvar::new(),
+        ));
+        let stats = Arc::new(BatchStats::default());
+        for i in 0..workers.max(1) {
+            let (q, m, c) = (Arc::clone(&queue), Arc::clone(&model), config.clone());
+            let st = Arc::clone(&stats);
+            std::thread::Builder::new()
+                .name(format!("loopml-batch-{i}"))
+                .spawn(move || worker(&q, &m, &c, &st))
+                .map_err(|e| Error::Model(format!("cannot start a batching thread: {e}")))?;
+        }
+        Ok(Self {
+            config,
+            queue,
+            stats,
+        })
+    }
+
+    /// Model calls made and requests answered so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.stats.calls.load(Ordering::Relaxed),
+            self.stats.requests.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BatchConfig {
+        &self.config
+    }
+
+    /// Queues prepared inputs; resolves when their batch has run.
+    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Outputs> {
+        let rows = inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .map_or(1, |&r| r.max(0) as usize);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let (lock, cv) = &*self.queue;
+            let mut q = lock
+                .lock()
+                .map_err(|_| Error::Inference("batch queue lock poisoned".into()))?;
+            if q.jobs.len() >= self.config.max_queue_size {
+                return Err(Error::Overloaded(format!(
+                    "the model's queue is full ({} requests waiting); retry later",
+                    q.jobs.len()
+                )));
+            }
+            q.jobs.push_back(Job {
+                inputs,
+                rows,
+                reply: tx,
+            });
+            cv.notify_one();
+        }
+        rx.await
+            .map_err(|_| Error::Inference("the batch worker stopped".into()))?
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.queue;
+        if let Ok(mut q) = lock.lock() {
+            q.closed = true;
+        }
+        cv.notify_all();
+    }
+}
+
+fn worker(
+    queue: &(Mutex<Queue>, Condvar),
+    model: &OnnxModel,
+    config: &BatchConfig,
+    stats: &BatchStats,
+) {
+    let (lock, cv) = queue;
+    let delay = Duration::from_micros(config.max_queue_delay_us);
+    loop {
+        let mut batch: Vec<Job> = Vec::new();
+        {
+            let Ok(mut q) = lock.lock() else { return };
+            while q.jobs.is_empty() {
+                if q.closed {
+                    return;
+                }
+                q = match cv.wait(q) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            }
+            let started = Instant::now();
+            let mut rows = 0;
+            loop {
+                // Take what fits; stop at max_batch_size or a preferred size.
+                while let Some(next) = q.jobs.front() {
+                    if !batch.is_empty() && rows + next.rows > config.max_batch_size.max(1) {
+                        break;
+                    }
+                    if let Some(job) = q.jobs.pop_front() {
+                        rows += job.rows;
+                        batch.push(job);
+                    }
+                }
+                let full = rows >= config.max_batch_size
+                    || config.preferred_batch_sizes.contains(&rows)
+                    || !q.jobs.is_empty();
+                let waited = started.elapsed();
+                if full || waited >= delay || q.closed {
+                    break;
+                }
+                q = match cv.wait_timeout(q, delay - waited) {
+                    Ok((q, _)) => q,
+                    Err(_) => return,
+                };
+            }
+        }
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let calls = run_batch(model, batch);
+        stats.calls.fetch_add(calls, Ordering::Relaxed);
+    }
+}
+
+/// Runs jobs as one call when their inputs stack (same names and trailing dimensions) and the
+/// outputs split back by rows; else one call each. Returns the calls made.
+fn run_batch(model: &OnnxModel, batch: Vec<Job>) -> u64 {
+    if batch.len() == 1 || !stackable(&batch) {
+        let n = batch.len() as u64;
+        for job in batch {
+            let _ = job.reply.send(model.run(&job.inputs));
+        }
+        return n;
+    }
+    let total: usize = batch.iter().map(|j| j.rows).sum();
+    let stacked = stack(&batch, total);
+    match model.run(&stacked) {
+        Ok(out)
+            if out
+                .tensors
+                .iter()
+                .all(|t| t.shape.first() == Some(&(total as i64))) =>
+        {
+            let mut start = 0;
+            for job in batch {
+                let part = slice(&out, start, job.rows, total);
+                start += job.rows;
+                let _ = job.reply.send(Ok(part));
+            }
+            1
+        }
+        // Outputs not batch-major, or the batch failed: run each alone, so one bad request
+        // cannot fail the others.
+        _ => {
+            let n = batch.len() as u64;
+            for job in batch {
+                let _ = job.reply.send(model.run(&job.inputs));
+            }
+            1 + n
+        }
+    }
+}
+
+fn stackable(batch: &[Job]) -> bool {
+    let first = &batch[0].inputs;
+    batch.iter().all(|j| {
+        j.inputs.len() == first.len()
+            && j.inputs.iter().zip(first).all(|(a, b)| {
+                a.name == b.name
+                    && a.data.datatype() == b.data.datatype()
+                    && !a.shape.is_empty()
+                    && a.shape.len() == b.shape.len()
+                    && a.shape[1..] == b.shape[1..]
+                    && a.shape[0] as usize == j.rows
+            })
+    })
+}
+
+fn stack(batch: &[Job], total: usize) -> Vec<Tensor> {
+    (0..batch[0].inputs.len())
+        .map(|i| {
+            let first = &batch[0].inputs[i];
+            let mut shape = first.shape.clone();
+            shape[0] = total as i64;
+            let mut data = empty_like(&first.data);
+            for j in batch {
+                append(&mut data, &j.inputs[i].data);
+            }
+            Tensor {
+                name: first.name.clone(),
+                shape,
+                data,
+            }
+        })
+        .collect()
+}
+
+fn empty_like(d: &TensorData) -> TensorData {
+    match d {
+        TensorData::Bool(_) => TensorData::Bool(Vec::new()),
+        TensorData::U8(_) => TensorData::U8(Vec::new()),
+        TensorData::I32(_) => TensorData::I32(Vec::new()),
+        TensorData::I64(_) => TensorData::I64(Vec::new()),
+        TensorData::F32(_) => TensorData::F32(Vec::new()),
+        TensorData::F64(_) => TensorData::F64(Vec::new()),
+        TensorData::Bytes(_) => TensorData::Bytes(Vec::new()),
+    }
+}
+
+fn append(to: &mut TensorData, from: &TensorData) {
+    match (to, from) {
+        (TensorData::Bool(a), TensorData::Bool(b)) => a.extend_from_slice(b),
+        (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
+        (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(b),
+        (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
+        (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
+        (TensorData::F64(a), TensorData::F64(b)) => a.extend_from_slice(b),
+        (TensorData::Bytes(a), TensorData::Bytes(b)) => a.extend_from_slice(b),
+        _ => {}
+    }
+}
+
+/// Rows `start..start+rows` of every output.
+fn slice(out: &Outputs, start: usize, rows: usize, total: usize) -> Outputs {
+    let tensors = out
+        .tensors
+        .iter()
+        .map(|t| {
+            let per_row = t.data.len() / total.max(1);
+            let (a, b) = (start * per_row, (start + rows) * per_row);
+            let data = match &t.data {
+                TensorData::Bool(v) => TensorData::Bool(v[a..b].to_vec()),
+                TensorData::U8(v) => TensorData::U8(v[a..b].to_vec()),
+                TensorData::I32(v) => TensorData::I32(v[a..b].to_vec()),
+                TensorData::I64(v) => TensorData::I64(v[a..b].to_vec()),
+                TensorData::F32(v) => TensorData::F32(v[a..b].to_vec()),
+                TensorData::F64(v) => TensorData::F64(v[a..b].to_vec()),
+                TensorData::Bytes(v) => TensorData::Bytes(v[a..b].to_vec()),
+            };
+            let mut shape = t.shape.clone();
+            shape[0] = rows as i64;
+            Tensor {
+                name: t.name.clone(),
+                shape,
+                data,
+            }
+        })
+        .collect();
+    Outputs {
+        tensors,
+        labels: out.labels.clone(),
+    }
+}
