@@ -3,7 +3,7 @@
 //! original model's predictions (`tests/fixtures/expected.json`, written by `gen_models.py`).
 //! Needs ONNX Runtime: `scripts/setup-ort.sh` (CI sets `LOOPML_REQUIRE_ORT=1`, so a missing
 //! library fails instead of skipping).
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test code: a panic is the failure report; tasks are the concurrent callers
 
 use std::path::{Path, PathBuf};
 
