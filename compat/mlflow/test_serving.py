@@ -158,3 +158,61 @@ def test_tritonclient_http(server, served):
     with pytest.raises(Exception, match="features"):
         client.infer(ep, [bad])
     client.close()
+
+
+def test_endpoint_follows_the_alias_with_no_failed_requests(server):
+    """An endpoint loaded from models:/name@champion swaps to the version the alias moves to,
+    within a second, while requests keep flowing; none fails."""
+    import threading
+    import time
+
+    client = MlflowClient(server.url)
+    mlflow.set_experiment(experiment_id=client.create_experiment(unique("swap")))
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(FIXTURES / "mlflow_onnx_model"), "model")
+    name = unique("swap")
+    client.create_registered_model(name)
+    source = f"runs:/{run.info.run_id}/model"
+    v1 = client.create_model_version(name, source, run_id=run.info.run_id)
+    v2 = client.create_model_version(name, source, run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", v1.version)
+    ep = unique("live")
+    r = requests.post(f"{server.url}/v2/repository/models/{ep}/load",
+                      json={"parameters": {"uri": f"models:/{name}@champion", "max_batch_size": 8,
+                                           "max_queue_delay_us": 500}}, timeout=30)
+    assert r.status_code == 200 and r.json()["version"] == v1.version, r.text
+    body = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    versions, failures, stop = [], [], threading.Event()
+
+    def hammer():
+        s = requests.Session()
+        while not stop.is_set():
+            resp = s.post(f"{server.url}/v2/models/{ep}/infer", json=body, timeout=30)
+            if resp.status_code != 200:
+                failures.append(resp.text)
+            else:
+                versions.append(resp.json()["model_version"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    client.set_registered_model_alias(name, "champion", v2.version)
+    moved = time.monotonic()
+    while time.monotonic() - moved < 5:
+        meta = requests.get(f"{server.url}/v2/models/{ep}", timeout=10).json()
+        if meta["versions"] == [v2.version]:
+            break
+        time.sleep(0.02)
+    swap_s = time.monotonic() - moved
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert meta["versions"] == [v2.version], meta
+    assert swap_s < 1.0, f"swap took {swap_s:.3f} s"
+    assert failures == [], failures[:3]
+    assert versions and versions[0] == v1.version and versions[-1] == v2.version
+    # Batching settings survive the swap.
+    cfg = requests.get(f"{server.url}/v2/models/{ep}/config", timeout=10).json()
+    assert cfg["max_batch_size"] == 8 and cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 500

@@ -132,6 +132,15 @@ impl Repository {
         Ok(loaded)
     }
 
+    /// Keeps only `version` of `name` (after a swap).
+    pub fn keep_only(&self, name: &str, version: &str) {
+        if let Ok(mut models) = self.models.write()
+            && let Some(versions) = models.get_mut(name)
+        {
+            versions.retain(|l| l.version == version);
+        }
+    }
+
     /// Unloads a model (every version), or one version.
     pub fn unload(&self, name: &str, version: Option<&str>) -> Result<()> {
         let mut models = self

@@ -25,6 +25,30 @@ pub struct ServingApi {
     pub resolver: Option<Arc<dyn crate::repository::ModelResolver>>,
     /// Sessions per loaded model.
     pub sessions: usize,
+    /// Endpoints that follow a moving registry URI (an alias, a stage, `latest`).
+    pub follows: Arc<std::sync::Mutex<Vec<Follow>>>,
+}
+
+/// An endpoint serving whatever version a registry URI currently names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Follow {
+    /// Endpoint (model) name.
+    pub endpoint: String,
+    /// The URI it follows (`models:/churn@champion`).
+    pub uri: String,
+    /// Its batching settings, kept across swaps.
+    pub batching: crate::batcher::BatchConfig,
+}
+
+/// The registered model a `models:/` URI names, and whether the URI moves (an alias, a stage or
+/// `latest`, as opposed to a version number).
+pub fn registry_target(uri: &str) -> Option<(&str, bool)> {
+    let rest = uri.strip_prefix("models:/")?;
+    if let Some((name, _alias)) = rest.split_once('@') {
+        return Some((name, true));
+    }
+    let (name, selector) = rest.split_once('/')?;
+    Some((name, selector.parse::<u64>().is_err()))
 }
 
 impl std::fmt::Debug for ServingApi {
@@ -32,6 +56,7 @@ impl std::fmt::Debug for ServingApi {
         f.debug_struct("ServingApi")
             .field("repository", &self.repository)
             .field("resolver", &self.resolver.is_some())
+            .field("follows", &self.follows)
             .finish()
     }
 }
@@ -58,12 +83,48 @@ impl ServingApi {
         let found = resolver.resolve(uri).await?;
         let file = crate::model::onnx_file(&found.path)?;
         let (repo, name, sessions) = (self.repository.clone(), name.to_string(), self.sessions);
-        let batching = batching.clone();
-        tokio::task::spawn_blocking(move || {
-            repo.load(&name, &found.version, file, sessions, &batching)
+        let batching_kept = batching.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            repo.load(&name, &found.version, file, sessions, &batching_kept)
         })
         .await
-        .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
+        .map_err(|e| Error::Model(format!("loading stopped: {e}")))??;
+        // The new version takes over the endpoint; requests in flight finish on the old one.
+        self.repository.keep_only(&loaded.name, &loaded.version);
+        if let Ok(mut follows) = self.follows.lock() {
+            follows.retain(|f| f.endpoint != loaded.name);
+            if registry_target(uri).is_some_and(|(_, moves)| moves) {
+                follows.push(Follow {
+                    endpoint: loaded.name.clone(),
+                    uri: uri.to_string(),
+                    batching: batching.clone(),
+                });
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Re-resolves a followed endpoint's URI and swaps in the version it now names, if another.
+    /// Returns the new version when it swapped.
+    pub async fn refresh(&self, follow: &Follow) -> Result<Option<String>, Error> {
+        let resolver = self
+            .resolver
+            .as_ref()
+            .ok_or_else(|| bad("this server has no model registry"))?;
+        let found = resolver.resolve(&follow.uri).await?;
+        let current = self.repository.get(&follow.endpoint, None).ok();
+        if current.is_some_and(|c| c.version == found.version) {
+            return Ok(None);
+        }
+        let l = self
+            .load_uri(&follow.endpoint, &follow.uri, &follow.batching)
+            .await?;
+        Ok(Some(l.version.clone()))
+    }
+
+    /// The followed endpoints.
+    pub fn followed(&self) -> Vec<Follow> {
+        self.follows.lock().map(|f| f.clone()).unwrap_or_default()
     }
 }
 
@@ -497,6 +558,9 @@ async fn repository_unload(
     Path(name): Path<String>,
 ) -> Result<Response, OipError> {
     api.repository.unload(&name, None)?;
+    if let Ok(mut follows) = api.follows.lock() {
+        follows.retain(|f| f.endpoint != name);
+    }
     Ok(axum::Json(json!({})).into_response())
 }
 

@@ -6,6 +6,7 @@ pub mod client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -227,6 +228,7 @@ pub fn serving_api(
         repository,
         resolver,
         sessions,
+        follows: std::sync::Arc::default(),
     })
 }
 
@@ -242,6 +244,53 @@ pub async fn load_registry_models(handle: &AppHandle, config: &ServerConfig) -> 
         tracing::info!(model = %m.name, %uri, version = %l.version, "model loaded from the registry");
     }
     Ok(())
+}
+
+/// Keeps endpoints that follow a moving registry URI (`models:/churn@champion`) on the version it
+/// names: long-polls the registry's change feed and, on any event for a followed model,
+/// re-resolves and swaps (in-flight requests finish on the old version). Runs until dropped.
+pub async fn follow_registry(handle: AppHandle) {
+    let registry = &handle.registry;
+    let mut after = match registry.events(i64::MAX, 1, None, Duration::ZERO).await {
+        Ok((_, last)) => last,
+        Err(_) => 0,
+    };
+    loop {
+        let (events, last) = match registry
+            .events(after, 1000, None, Duration::from_secs(30))
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry feed unavailable; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        after = events.last().map_or(last, |e| e.seq);
+        if events.is_empty() {
+            continue;
+        }
+        let touched: std::collections::HashSet<&str> =
+            events.iter().map(|e| e.name.as_str()).collect();
+        for f in handle.serving.followed() {
+            let Some((model, _)) = loopml_serving::routes::registry_target(&f.uri) else {
+                continue;
+            };
+            if !touched.contains(model) {
+                continue;
+            }
+            match handle.serving.refresh(&f).await {
+                Ok(Some(v)) => {
+                    tracing::info!(endpoint = %f.endpoint, uri = %f.uri, version = %v, "swapped to the version the registry names")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(endpoint = %f.endpoint, uri = %f.uri, error = %e, "could not follow the registry; still serving the previous version")
+                }
+            }
+        }
+    }
 }
 
 /// Resolves registry URIs to model folders in this server's artifact store, for serving.
@@ -390,10 +439,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         artifacts = %config.artifacts_path().display(),
         "loopml server listening; set MLFLOW_TRACKING_URI=http://{local}"
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = server => r.context("server failed")?,
+        () = follow_registry(handle.clone()) => {}
+    }
     let db = handle.tracking.database().clone();
     if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
         tracing::warn!(error = %e, "final WAL checkpoint failed");
