@@ -224,19 +224,20 @@ fn model_metadata(api: &ServingApi, l: &Loaded) -> Value {
     })
 }
 
-async fn metadata(
-    State(api): State<ServingApi>,
-    Path(name): Path<String>,
-) -> Result<Response, OipError> {
-    let l = api.repository.get(&name, None)?;
-    Ok(axum::Json(model_metadata(&api, &l)).into_response())
+/// `/v2/models/{name}[/versions/{version}]/…`: the loaded version the path names.
+type ModelPath = Path<std::collections::HashMap<String, String>>;
+
+fn target(
+    api: &ServingApi,
+    p: &std::collections::HashMap<String, String>,
+) -> Result<Arc<Loaded>, Error> {
+    let name = p.get("name").map_or("", String::as_str);
+    api.repository
+        .get(name, p.get("version").map(String::as_str))
 }
 
-async fn metadata_version(
-    State(api): State<ServingApi>,
-    Path((name, version)): Path<(String, String)>,
-) -> Result<Response, OipError> {
-    let l = api.repository.get(&name, Some(&version))?;
+async fn metadata(State(api): State<ServingApi>, Path(p): ModelPath) -> Result<Response, OipError> {
+    let l = target(&api, &p)?;
     Ok(axum::Json(model_metadata(&api, &l)).into_response())
 }
 
@@ -266,17 +267,9 @@ async fn model_config(
 
 async fn model_ready(
     State(api): State<ServingApi>,
-    Path(name): Path<String>,
+    Path(p): ModelPath,
 ) -> Result<Response, OipError> {
-    let l = api.repository.get(&name, None)?;
-    Ok(axum::Json(json!({"name": l.name, "ready": true})).into_response())
-}
-
-async fn model_version_ready(
-    State(api): State<ServingApi>,
-    Path((name, version)): Path<(String, String)>,
-) -> Result<Response, OipError> {
-    let l = api.repository.get(&name, Some(&version))?;
+    let l = target(&api, &p)?;
     Ok(axum::Json(json!({"name": l.name, "ready": true})).into_response())
 }
 
@@ -382,13 +375,10 @@ fn json_values(flat: &[&Value], datatype: DataType, name: &str) -> Result<Tensor
 }
 
 async fn infer_inner(
-    api: ServingApi,
-    name: String,
-    version: Option<String>,
+    l: Arc<Loaded>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
-    let l = api.repository.get(&name, version.as_deref())?;
     let (head, mut binary): (&[u8], &[u8]) = match headers.get(crate::binary::HEADER) {
         Some(v) => {
             let n: usize = v
@@ -506,20 +496,12 @@ async fn infer_inner(
 
 async fn infer(
     State(api): State<ServingApi>,
-    Path(name): Path<String>,
+    Path(p): ModelPath,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
-    infer_inner(api, name, None, headers, body).await
-}
-
-async fn infer_version(
-    State(api): State<ServingApi>,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OipError> {
-    infer_inner(api, name, Some(version), headers, body).await
+    let l = target(&api, &p)?;
+    infer_inner(l, headers, body).await
 }
 
 async fn repository_index(State(api): State<ServingApi>) -> Response {
@@ -876,18 +858,12 @@ pub fn router(api: ServingApi) -> Router {
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/config", get(model_config))
         .route("/v2/models/{name}/infer", post(infer))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(metadata_version),
-        )
+        .route("/v2/models/{name}/versions/{version}", get(metadata))
         .route(
             "/v2/models/{name}/versions/{version}/ready",
-            get(model_version_ready),
+            get(model_ready),
         )
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(infer_version),
-        )
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{name}/load", post(repository_load))
         .route(
