@@ -21,6 +21,11 @@ python=python3
 command -v "$python" >/dev/null || { echo "error: python3 is needed to download the onnxruntime wheel" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# A Python without pip (Debian's python3 without python3-pip) gets a throwaway venv, which has it.
+if ! "$python" -m pip --version >/dev/null 2>&1; then
+  "$python" -m venv "$tmp/venv" >&2 || { echo "error: python3 has no pip and cannot create a venv (install python3-venv)" >&2; exit 1; }
+  python="$tmp/venv/bin/python"
+fi
 echo "downloading onnxruntime $version from PyPI" >&2
 # The wheel's Python tag does not matter for the shared library; pin one for reproducibility.
 if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: \

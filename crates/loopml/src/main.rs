@@ -410,7 +410,10 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
             html,
             server,
         } => {
-            let mut per_column_method = std::collections::HashMap::new();
+            let mut per_column_method: std::collections::HashMap<
+                String,
+                loopml_data::stats::DriftMethod,
+            > = std::collections::HashMap::new();
             for spec in &column_methods {
                 let (col, m) = split_assignment(spec, "--column-method")?;
                 per_column_method.insert(col, m.parse()?);
@@ -432,7 +435,10 @@ fn data_command(cmd: DataCommand) -> anyhow::Result<()> {
                     "columns": columns,
                     "method": method,
                     "threshold": threshold,
-                    "per_column_method": per_column_method_names(&column_methods)?,
+                    "per_column_method": per_column_method
+                        .iter()
+                        .map(|(c, m)| (c.clone(), m.name()))
+                        .collect::<std::collections::HashMap<_, _>>(),
                     "per_column_threshold": per_column_threshold,
                     "drift_share": drift_share,
                 });
@@ -742,16 +748,6 @@ fn split_assignment(spec: &str, flag: &str) -> anyhow::Result<(String, String)> 
         Some((col, v)) if !col.is_empty() && !v.is_empty() => Ok((col.to_string(), v.to_string())),
         _ => anyhow::bail!("{flag} {spec}: expected COLUMN=VALUE"),
     }
-}
-
-/// `--column-method` specs as a column → method-name map (names checked by the server).
-fn per_column_method_names(
-    specs: &[String],
-) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    specs
-        .iter()
-        .map(|s| split_assignment(s, "--column-method"))
-        .collect()
 }
 
 /// Writes a server-side check's `field` (the result or report) as JSON and fetches its HTML page.
