@@ -86,7 +86,11 @@ struct Job {
     inputs: Vec<Tensor>,
     rows: usize,
     reply: Reply,
+    queued: Instant,
 }
+
+/// Told about every model call a batcher makes: its rows and each request's wait in seconds.
+pub type BatchObserver = Arc<dyn Fn(usize, &[f64]) + Send + Sync>;
 
 struct Queue {
     jobs: VecDeque<Job>,
@@ -119,7 +123,12 @@ impl std::fmt::Debug for Batcher {
 
 impl Batcher {
     /// Starts `workers` worker threads over `model`.
-    pub fn start(model: Arc<OnnxModel>, config: BatchConfig, workers: usize) -> Result<Self> {
+    pub fn start(
+        model: Arc<OnnxModel>,
+        config: BatchConfig,
+        workers: usize,
+        observer: Option<BatchObserver>,
+    ) -> Result<Self> {
         config.check()?;
         let queue = Arc::new((
             Mutex::new(Queue {
@@ -132,9 +141,10 @@ impl Batcher {
         for i in 0..workers.max(1) {
             let (q, m, c) = (Arc::clone(&queue), Arc::clone(&model), config.clone());
             let st = Arc::clone(&stats);
+            let obs = observer.clone();
             std::thread::Builder::new()
                 .name(format!("loopml-batch-{i}"))
-                .spawn(move || worker(&q, &m, &c, &st))
+                .spawn(move || worker(&q, &m, &c, &st, obs.as_ref()))
                 .map_err(|e| Error::Model(format!("cannot start a batching thread: {e}")))?;
         }
         Ok(Self {
@@ -179,6 +189,7 @@ impl Batcher {
                 inputs,
                 rows,
                 reply: tx,
+                queued: Instant::now(),
             });
             cv.notify_one();
         }
@@ -202,6 +213,7 @@ fn worker(
     model: &OnnxModel,
     config: &BatchConfig,
     stats: &BatchStats,
+    observer: Option<&BatchObserver>,
 ) {
     let (lock, cv) = queue;
     let delay = Duration::from_micros(config.max_queue_delay_us);
@@ -247,6 +259,13 @@ fn worker(
         stats
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Some(obs) = observer {
+            let waits: Vec<f64> = batch
+                .iter()
+                .map(|j| j.queued.elapsed().as_secs_f64())
+                .collect();
+            obs(batch.iter().map(|j| j.rows).sum(), &waits);
+        }
         let calls = run_batch(model, batch);
         stats.calls.fetch_add(calls, Ordering::Relaxed);
     }

@@ -18,6 +18,12 @@ pub enum Error {
     /// Inference failed inside the runtime.
     #[error("{0}")]
     Inference(String),
+    /// The name is taken (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The metadata database failed.
+    #[error("{0}")]
+    Store(#[from] loopml_store::StoreError),
     /// The model's queue is full (HTTP 429).
     #[error("{0}")]
     Overloaded(String),

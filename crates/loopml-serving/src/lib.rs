@@ -1,12 +1,16 @@
 //! Model serving for loopml: ONNX models run by ONNX Runtime (loaded at run time from the
 //! `libonnxruntime.so` of PyPI's `onnxruntime` wheel), typed tensors in and out, and the
 //! protocols clients speak (Open Inference Protocol v2; MLflow's scoring protocol).
-//!
-//! Issue 5 builds batching, deployments, rollouts and the inference log on top of this.
+//! On top: dynamic batching, deployments with traffic policies (canary, blue-green, shadow,
+//! A/B, bandit), the inference log with feedback, and Prometheus metrics.
 
 pub mod batcher;
 pub mod binary;
+pub mod deployments;
+pub mod endpoints;
 pub mod error;
+pub mod infer_log;
+pub mod metrics;
 pub mod model;
 pub mod repository;
 pub mod routes;

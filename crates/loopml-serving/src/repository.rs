@@ -42,6 +42,8 @@ pub struct Loaded {
     pub model: Arc<OnnxModel>,
     /// Its dynamic batcher, when batching is on.
     pub batcher: Option<crate::batcher::Batcher>,
+    /// Where its model calls are counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Loaded {
@@ -49,6 +51,20 @@ impl Loaded {
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<crate::model::Outputs> {
         if let Some(b) = &self.batcher {
             return b.infer(inputs).await;
+        }
+        if let Some(m) = &self.metrics {
+            let rows = inputs
+                .first()
+                .and_then(|t| t.shape.first())
+                .map_or(1, |&r| r.max(0) as usize);
+            m.batch(
+                &crate::metrics::ModelLabels {
+                    model: self.name.clone(),
+                    version: self.version.clone(),
+                },
+                rows,
+                &[],
+            );
         }
         let model = Arc::clone(&self.model);
         tokio::task::spawn_blocking(move || model.run(&inputs))
@@ -72,6 +88,7 @@ pub struct IndexEntry {
 #[derive(Debug, Default, Clone)]
 pub struct Repository {
     models: Arc<RwLock<BTreeMap<String, Vec<Arc<Loaded>>>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Checks a model name: 1–128 letters, digits, `_`, `-`, `.`, not starting with `.`.
@@ -93,6 +110,14 @@ pub fn validate_model_name(name: &str) -> Result<()> {
 }
 
 impl Repository {
+    /// An empty repository whose models report batch sizes and queue times to `metrics`.
+    pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            models: Arc::default(),
+            metrics: Some(metrics),
+        }
+    }
+
     /// Loads an ONNX file as `name` version `version` (replacing that version if loaded) with
     /// `sessions` sessions. Blocking: call it off the async executor.
     pub fn load(
@@ -107,10 +132,19 @@ impl Repository {
         batching.check()?;
         let model = Arc::new(OnnxModel::load(&path, sessions)?);
         let batcher = if batching.enabled() {
+            let observer = self.metrics.clone().map(|m| {
+                let labels = crate::metrics::ModelLabels {
+                    model: name.to_string(),
+                    version: version.to_string(),
+                };
+                Arc::new(move |rows: usize, waits: &[f64]| m.batch(&labels, rows, waits))
+                    as crate::batcher::BatchObserver
+            });
             Some(crate::batcher::Batcher::start(
                 Arc::clone(&model),
                 batching.clone(),
                 sessions,
+                observer,
             )?)
         } else {
             None
@@ -121,6 +155,7 @@ impl Repository {
             path,
             model,
             batcher,
+            metrics: self.metrics.clone(),
         });
         let mut models = self
             .models

@@ -27,6 +27,46 @@ pub struct ServingApi {
     pub sessions: usize,
     /// Endpoints that follow a moving registry URI (an alias, a stage, `latest`).
     pub follows: Arc<std::sync::Mutex<Vec<Follow>>>,
+    /// Deployments by name.
+    pub deployments: Arc<
+        std::sync::RwLock<std::collections::BTreeMap<String, Arc<crate::deployments::Deployment>>>,
+    >,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The inference log (absent: nothing is logged).
+    pub log: Option<crate::infer_log::InferenceLog>,
+    /// Where API-made deployments are saved (absent: they live in memory).
+    pub db: Option<loopml_store::Database>,
+    /// Request ids answered lately, for feedback.
+    pub recent: Arc<std::sync::Mutex<crate::endpoints::Recent>>,
+}
+
+impl ServingApi {
+    /// A serving API over `repository` (whose batchers report to `metrics`); `db` saves
+    /// deployments (its migrations are applied here), `log` keeps the inference log.
+    pub fn new(
+        repository: Repository,
+        resolver: Option<Arc<dyn crate::repository::ModelResolver>>,
+        sessions: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+        db: Option<loopml_store::Database>,
+        log: Option<crate::infer_log::InferenceLog>,
+    ) -> Result<Self, Error> {
+        if let Some(db) = &db {
+            db.migrate("serving", crate::endpoints::MIGRATIONS)?;
+        }
+        Ok(Self {
+            repository,
+            resolver,
+            sessions,
+            follows: Arc::default(),
+            deployments: Arc::default(),
+            metrics,
+            log,
+            db,
+            recent: Arc::default(),
+        })
+    }
 }
 
 /// An endpoint serving whatever version a registry URI currently names.
@@ -134,7 +174,10 @@ fn status_of(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-        Error::Model(_) | Error::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Model(_) | Error::Inference(_) | Error::Store(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
@@ -186,12 +229,19 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidInput(msg.into())
 }
 
-async fn run_model(
-    loaded: Arc<Loaded>,
-    inputs: Vec<Tensor>,
-) -> Result<crate::model::Outputs, Error> {
-    let prepared = loaded.model.prepare(inputs)?;
-    loaded.infer(prepared).await
+/// Response headers naming what answered: request id, variant and model version.
+fn served_headers(id: &str, variant: &str, version: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("x-loopml-request-id", id),
+        ("x-loopml-variant", variant),
+        ("x-loopml-model-version", version),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(v) {
+            h.insert(header::HeaderName::from_static(k), v);
+        }
+    }
+    h
 }
 
 // ---------------------------------------------------------------- Open Inference Protocol v2
@@ -232,8 +282,21 @@ fn target(
     p: &std::collections::HashMap<String, String>,
 ) -> Result<Arc<Loaded>, Error> {
     let name = p.get("name").map_or("", String::as_str);
-    api.repository
-        .get(name, p.get("version").map(String::as_str))
+    api.endpoint_model(name, p.get("version").map(String::as_str))
+}
+
+impl ServingApi {
+    /// The model behind an endpoint: a deployment's primary variant (the stable, primary or
+    /// active one), or a loaded model (a given version, else the latest).
+    pub fn endpoint_model(&self, name: &str, version: Option<&str>) -> Result<Arc<Loaded>, Error> {
+        if version.is_none()
+            && let Some(d) = self.deployment(name)
+        {
+            let spec = d.spec();
+            return self.repository.get(&spec.model_name(&d.primary()), None);
+        }
+        self.repository.get(name, version)
+    }
 }
 
 async fn metadata(State(api): State<ServingApi>, Path(p): ModelPath) -> Result<Response, OipError> {
@@ -246,7 +309,7 @@ async fn model_config(
     State(api): State<ServingApi>,
     Path(name): Path<String>,
 ) -> Result<Response, OipError> {
-    let l = api.repository.get(&name, None)?;
+    let l = api.endpoint_model(&name, None)?;
     let b = l
         .batcher
         .as_ref()
@@ -375,7 +438,8 @@ fn json_values(flat: &[&Value], datatype: DataType, name: &str) -> Result<Tensor
 }
 
 async fn infer_inner(
-    l: Arc<Loaded>,
+    api: &ServingApi,
+    mut call: crate::endpoints::Call,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
@@ -430,14 +494,34 @@ async fn infer_inner(
             .filter_map(|x| x["name"].as_str().map(str::to_string))
             .collect()
     });
-    if let Some(w) = &wanted
-        && let Some(unknown) = w
-            .iter()
-            .find(|n| !l.model.outputs().iter().any(|s| &s.name == *n))
+    if let Some(id) = req["id"]
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 256)
     {
-        return Err(bad(format!("the model has no output '{unknown}'")).into());
+        call.request_id = Some(id.to_string());
     }
-    let out = run_model(Arc::clone(&l), inputs).await?;
+    let served = api
+        .dispatch(
+            call,
+            Arc::new(move |l: &Loaded| {
+                if let Some(w) = &wanted
+                    && let Some(unknown) = w
+                        .iter()
+                        .find(|n| !l.model.outputs().iter().any(|s| &s.name == *n))
+                {
+                    return Err(bad(format!("the model has no output '{unknown}'")));
+                }
+                Ok((inputs.clone(), None))
+            }),
+        )
+        .await?;
+    let wanted: Option<Vec<String>> = req["outputs"].as_array().map(|o| {
+        o.iter()
+            .filter_map(|x| x["name"].as_str().map(str::to_string))
+            .collect()
+    });
+    let l = Arc::clone(&served.loaded);
+    let out = served.outputs;
     let mut raw: Vec<u8> = Vec::new();
     let outputs: Vec<Value> = out
         .tensors
@@ -475,13 +559,15 @@ async fn infer_inner(
     if let Some(id) = req.get("id") {
         answer["id"] = id.clone();
     }
+    let ids = served_headers(&served.request_id, &served.variant, &l.version);
     if raw.is_empty() {
-        return Ok(axum::Json(answer).into_response());
+        return Ok((ids, axum::Json(answer)).into_response());
     }
     let mut body = answer.to_string().into_bytes();
     let head_len = body.len();
     body.extend_from_slice(&raw);
     Ok((
+        ids,
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
@@ -500,8 +586,10 @@ async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
-    let l = target(&api, &p)?;
-    infer_inner(l, headers, body).await
+    let name = p.get("name").map_or("", String::as_str);
+    let call =
+        crate::endpoints::Call::from_headers(&api, name, p.get("version").cloned(), &headers);
+    infer_inner(&api, call, headers, body).await
 }
 
 async fn repository_index(State(api): State<ServingApi>) -> Response {
@@ -789,18 +877,18 @@ async fn invocations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, MlflowError> {
-    let l = match &q.model {
-        Some(m) => api.repository.get(m, None)?,
-        None => api.repository.single()?,
+    let endpoint = match &q.model {
+        Some(m) => m.clone(),
+        None => api.single_endpoint()?,
     };
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_ascii_lowercase();
-    let inputs = if ct.starts_with("text/csv") {
+    let payload = if ct.starts_with("text/csv") {
         let text = std::str::from_utf8(&body).map_err(|_| bad("the CSV body is not UTF-8"))?;
-        frame_inputs(&l, &frame_from_csv(text)?)?
+        Payload::Frame(frame_from_csv(text)?)
     } else if ct.starts_with("application/json") {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
@@ -816,12 +904,10 @@ async fn invocations(
             .filter(|k| v.get(k).is_some())
             .collect();
         match present.as_slice() {
-            ["dataframe_split"] => frame_inputs(&l, &frame_from_split(&v["dataframe_split"])?)?,
-            ["dataframe_records"] => {
-                frame_inputs(&l, &frame_from_records(&v["dataframe_records"])?)?
-            }
-            ["instances"] => tensor_inputs(&l, &v["instances"])?,
-            ["inputs"] => tensor_inputs(&l, &v["inputs"])?,
+            ["dataframe_split"] => Payload::Frame(frame_from_split(&v["dataframe_split"])?),
+            ["dataframe_records"] => Payload::Frame(frame_from_records(&v["dataframe_records"])?),
+            ["instances"] => Payload::Tensors(v["instances"].clone()),
+            ["inputs"] => Payload::Tensors(v["inputs"].clone()),
             _ => {
                 return Err(bad(
                     "the JSON body needs exactly one of dataframe_split, dataframe_records, \
@@ -835,12 +921,52 @@ async fn invocations(
             "content type '{ct}' is not supported: use application/json or text/csv"
         ))));
     };
-    let out = run_model(l, inputs).await?;
-    Ok(axum::Json(json!({"predictions": records(&out)})).into_response())
+    let call = crate::endpoints::Call::from_headers(&api, &endpoint, None, &headers);
+    let payload = Arc::new(payload);
+    let served = api
+        .dispatch(
+            call,
+            Arc::new(move |l: &Loaded| match payload.as_ref() {
+                Payload::Frame(f) => Ok((frame_inputs(l, f)?, Some(f.columns.clone()))),
+                Payload::Tensors(v) => Ok((tensor_inputs(l, v)?, None)),
+            }),
+        )
+        .await?;
+    let ids = served_headers(&served.request_id, &served.variant, &served.loaded.version);
+    Ok((
+        ids,
+        axum::Json(json!({"predictions": records(&served.outputs)})),
+    )
+        .into_response())
+}
+
+/// An `/invocations` body, read once and turned into each variant's inputs.
+enum Payload {
+    Frame(Frame),
+    Tensors(Value),
+}
+
+impl ServingApi {
+    /// The one endpoint `/invocations` without `?model=` serves: the only deployment, else the
+    /// only loaded model.
+    fn single_endpoint(&self) -> Result<String, Error> {
+        let deps = self.deployment_list();
+        match deps.as_slice() {
+            [one] => return Ok(one.spec().name),
+            [] => {}
+            _ => {
+                return Err(bad(
+                    "several deployments are live: call /invocations?model={name} or \
+                     /v2/models/{name}/infer",
+                ));
+            }
+        }
+        Ok(self.repository.single()?.name.clone())
+    }
 }
 
 async fn ping(State(api): State<ServingApi>) -> Response {
-    if api.repository.index().is_empty() {
+    if api.repository.index().is_empty() && api.deployment_list().is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "no model loaded\n").into_response()
     } else {
         (StatusCode::OK, "\n").into_response()
@@ -872,5 +998,6 @@ pub fn router(api: ServingApi) -> Router {
         )
         .route("/invocations", post(invocations))
         .route("/ping", get(ping))
-        .with_state(api)
+        .with_state(api.clone())
+        .merge(crate::endpoints::router(api))
 }

@@ -267,7 +267,7 @@ async fn batched_requests_get_their_own_rows() {
         preferred_batch_sizes: vec![4],
         max_queue_size: 1024,
     };
-    let batcher = Arc::new(Batcher::start(Arc::clone(&model), config, 2).unwrap());
+    let batcher = Arc::new(Batcher::start(Arc::clone(&model), config, 2, None).unwrap());
     let mut handles = Vec::new();
     for i in 0..60 {
         let (b, m) = (Arc::clone(&batcher), Arc::clone(&model));
@@ -294,7 +294,7 @@ async fn batched_requests_get_their_own_rows() {
         preferred_batch_sizes: vec![8],
         ..BatchConfig::default()
     };
-    assert!(Batcher::start(model, bad, 1).is_err());
+    assert!(Batcher::start(model, bad, 1, None).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -311,7 +311,7 @@ async fn a_full_queue_answers_overloaded_at_once() {
         preferred_batch_sizes: vec![],
         max_queue_size: 1,
     };
-    let batcher = Arc::new(Batcher::start(model, config, 1).unwrap());
+    let batcher = Arc::new(Batcher::start(model, config, 1, None).unwrap());
     let input = vec![Tensor {
         name: "features".into(),
         shape: vec![1, 5],

@@ -126,6 +126,37 @@ pub fn post_text(
     answer(resp, &url)
 }
 
+/// Sends a request with any method (PUT, DELETE, POST) and an optional text body; returns the
+/// answer's body, or the server's error message.
+pub fn send(
+    server: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&str>,
+) -> anyhow::Result<String> {
+    let url = format!("{server}{path}");
+    let agent = agent(Duration::from_secs(600));
+    let reach = || {
+        format!(
+            "cannot reach the loopml server at {server} (start it with `loopml server`, or pass --server)"
+        )
+    };
+    let resp = match (method, body) {
+        ("PUT", b) => agent
+            .put(&url)
+            .header("Content-Type", content_type)
+            .send(b.unwrap_or("")),
+        ("DELETE", _) => agent.delete(&url).call(),
+        (_, b) => agent
+            .post(&url)
+            .header("Content-Type", content_type)
+            .send(b.unwrap_or("")),
+    }
+    .with_context(reach)?;
+    answer(resp, &url)
+}
+
 /// Writes command output to stdout; a reader that went away (`| head`) is not an error.
 pub fn print_out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;

@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub ort_lib: Option<PathBuf>,
     /// Dynamic batching of the models given with `--model`.
     pub batching: loopml_serving::batcher::BatchConfig,
+    /// Deployment files to serve (`--deployment FILE.yaml`).
+    pub deployments: Vec<PathBuf>,
+    /// Whether requests go to the inference log (`--no-inference-log` turns it off).
+    pub inference_log: bool,
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -112,6 +116,8 @@ impl Default for ServerConfig {
             models: Vec::new(),
             ort_lib: None,
             batching: loopml_serving::batcher::BatchConfig::default(),
+            deployments: Vec::new(),
+            inference_log: true,
         }
     }
 }
@@ -165,18 +171,26 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 /// Tags each request with an id (the caller's `x-request-id`, or a fresh one), echoes it,
 /// and records method, path, status and latency in a tracing span.
 async fn request_span(
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let id = req
+    let given = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        .map(str::to_owned);
+    // A fresh id is unique across restarts: the inference log and feedback key on it.
+    let id = match given {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+            id
+        }
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let start = std::time::Instant::now();
@@ -205,14 +219,19 @@ fn is_registry_uri(p: &std::path::Path) -> bool {
 }
 
 /// Loads the configured model files (one session per core each) into a serving repository;
-/// `models:/` entries wait for [`load_registry_models`]. ONNX Runtime is loaded only when there
-/// is a model, so a server without models needs no library.
+/// `models:/` entries and deployments wait for [`start_serving`]. ONNX Runtime is loaded only
+/// when there is a model, so a server without models needs no library. Must run inside the Tokio
+/// runtime (the inference log's writer uses it).
 pub fn serving_api(
     config: &ServerConfig,
     resolver: Option<std::sync::Arc<dyn loopml_serving::repository::ModelResolver>>,
+    db: Database,
+    artifacts: ArtifactStore,
 ) -> anyhow::Result<loopml_serving::routes::ServingApi> {
-    let repository = loopml_serving::repository::Repository::default();
-    if !config.models.is_empty() || config.ort_lib.is_some() {
+    let metrics = std::sync::Arc::new(loopml_serving::metrics::Metrics::new());
+    let repository =
+        loopml_serving::repository::Repository::with_metrics(std::sync::Arc::clone(&metrics));
+    if !config.models.is_empty() || !config.deployments.is_empty() || config.ort_lib.is_some() {
         loopml_serving::runtime::environment(config.ort_lib.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -224,24 +243,50 @@ pub fn serving_api(
             .map_err(|e| anyhow::anyhow!("model '{}': {e}", m.name))?;
         tracing::info!(model = %m.name, path = %m.path.display(), "model loaded");
     }
-    Ok(loopml_serving::routes::ServingApi {
-        repository,
-        resolver,
-        sessions,
-        follows: std::sync::Arc::default(),
-    })
+    let log = if config.inference_log {
+        Some(
+            loopml_serving::infer_log::InferenceLog::start(
+                artifacts,
+                loopml_serving::infer_log::LogConfig::default(),
+                Some(std::sync::Arc::clone(&metrics)),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )
+    } else {
+        None
+    };
+    loopml_serving::routes::ServingApi::new(repository, resolver, sessions, metrics, Some(db), log)
+        .map_err(|e| anyhow::anyhow!("cannot initialise serving: {e}"))
 }
 
-/// Loads the configured `models:/…` entries from the registry (after the app is built).
-pub async fn load_registry_models(handle: &AppHandle, config: &ServerConfig) -> anyhow::Result<()> {
+/// Loads the configured `models:/…` entries from the registry, the deployments saved in the
+/// database and the `--deployment` files (after the app is built).
+pub async fn start_serving(
+    serving: &loopml_serving::routes::ServingApi,
+    config: &ServerConfig,
+) -> anyhow::Result<()> {
     for m in config.models.iter().filter(|m| is_registry_uri(&m.path)) {
         let uri = m.path.to_string_lossy();
-        let l = handle
-            .serving
+        let l = serving
             .load_uri(&m.name, &uri, &config.batching)
             .await
             .map_err(|e| anyhow::anyhow!("model '{}' ({uri}): {e}", m.name))?;
         tracing::info!(model = %m.name, %uri, version = %l.version, "model loaded from the registry");
+    }
+    for problem in serving.restore_deployments().await {
+        tracing::warn!(%problem, "a saved deployment could not be restored");
+    }
+    for file in &config.deployments {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read deployment file {}", file.display()))?;
+        let spec = loopml_serving::deployments::DeploymentSpec::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let name = spec.name.clone();
+        serving
+            .apply(spec, true, file.parent())
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        tracing::info!(deployment = %name, file = %file.display(), "deployment live");
     }
     Ok(())
 }
@@ -338,19 +383,7 @@ impl loopml_serving::repository::ModelResolver for RegistryModels {
     }
 }
 
-/// The serving-only app (`loopml serve`): models, `/v2/...`, `/invocations`, `/ping`,
-/// `/health`, `/version`; no metadata store.
-pub fn build_serving_app(config: &ServerConfig) -> anyhow::Result<Router> {
-    Ok(Router::new()
-        .route("/health", get(health))
-        .route("/version", get(version))
-        .merge(loopml_serving::routes::router(serving_api(config, None)?))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(request_span)))
-}
-
-/// Opens the store under `config.data_dir`, builds every service and merges their routes.
-pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
+fn open_store(config: &ServerConfig) -> anyhow::Result<(Database, ArtifactStore)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let mut db_config = DatabaseConfig::sqlite(config.database_path());
@@ -358,16 +391,41 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     let db = Database::open(db_config).context("cannot open the metadata database")?;
     let artifacts =
         ArtifactStore::local(config.artifacts_path()).context("cannot open the artifact store")?;
+    Ok((db, artifacts))
+}
+
+/// The serving-only app (`loopml serve`): models, deployments, `/v2/...`, `/invocations`,
+/// `/ping`, `/health`, `/version`, `/metrics`; the database under the data dir keeps only
+/// deployments, the artifact folder the inference log.
+pub fn build_serving_app(
+    config: &ServerConfig,
+) -> anyhow::Result<(Router, loopml_serving::routes::ServingApi)> {
+    let (db, artifacts) = open_store(config)?;
+    let serving = serving_api(config, None, db, artifacts)?;
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .merge(loopml_serving::routes::router(serving.clone()))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_span));
+    Ok((router, serving))
+}
+
+/// Opens the store under `config.data_dir`, builds every service and merges their routes.
+pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
+    let (db, artifacts) = open_store(config)?;
     let datasets = loopml_data::versions::DatasetStore::new(db.clone(), artifacts.clone())
         .context("cannot initialise datasets")?;
-    let tracking = loopml_tracking::TrackingService::new(db.clone(), artifacts)
+    let tracking = loopml_tracking::TrackingService::new(db.clone(), artifacts.clone())
         .context("cannot initialise tracking")?;
-    let registry = loopml_registry::RegistryService::new(db, tracking.clone())
+    let registry = loopml_registry::RegistryService::new(db.clone(), tracking.clone())
         .context("cannot initialise the model registry")?;
     registry.set_dataset_linker(std::sync::Arc::new(StoredDatasets(datasets.clone())));
     let serving = serving_api(
         config,
         Some(std::sync::Arc::new(RegistryModels(registry.clone()))),
+        db,
+        artifacts,
     )?;
     registry
         .start_webhook_delivery()
@@ -418,11 +476,45 @@ impl loopml_registry::lineage::DatasetLinker for StoredDatasets {
     }
 }
 
-/// Serves the app until Ctrl-C or SIGTERM.
+/// Serves the whole app (`loopml server`) until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
     let (router, handle) = build_app(&config)?;
-    load_registry_models(&handle, &config).await?;
+    start_serving(&handle.serving, &config).await?;
+    let followed = follow_registry(handle.clone());
+    run_until_stopped(&config, router, followed, "loopml server listening").await?;
+    finish_serving(&handle.serving).await;
+    let db = handle.tracking.database().clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
+        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
+    tracing::info!("loopml server stopped");
+    Ok(())
+}
+
+/// Serves models and deployments alone (`loopml serve`) until Ctrl-C or SIGTERM.
+pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
+    let (router, serving) = build_serving_app(&config)?;
+    start_serving(&serving, &config).await?;
+    run_until_stopped(&config, router, std::future::pending(), "loopml serving").await?;
+    finish_serving(&serving).await;
+    tracing::info!("loopml serving stopped");
+    Ok(())
+}
+
+/// Writes what the inference log still holds (graceful shutdown loses no record).
+async fn finish_serving(serving: &loopml_serving::routes::ServingApi) {
+    if let Some(log) = serving.log.clone() {
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+    }
+}
+
+async fn run_until_stopped(
+    config: &ServerConfig,
+    router: Router,
+    background: impl std::future::Future<Output = ()>,
+    what: &str,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
     let addr = config.addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -437,18 +529,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         database = "sqlite",
         artifacts = %config.artifacts_path().display(),
-        "loopml server listening; set MLFLOW_TRACKING_URI=http://{local}"
+        "{what}; set MLFLOW_TRACKING_URI=http://{local}"
     );
     let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         r = server => r.context("server failed")?,
-        () = follow_registry(handle.clone()) => {}
+        () = background => {}
     }
-    let db = handle.tracking.database().clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
-        tracing::warn!(error = %e, "final WAL checkpoint failed");
-    }
-    tracing::info!("loopml server stopped");
     Ok(())
 }
 
