@@ -2,8 +2,9 @@
 //! HTTP/1.1 on loopback (keep-alive, TCP_NODELAY, one connection per client thread) and prints
 //! one JSON object per command on stdout. Progress and errors go to stderr.
 //!
-//! Commands (see `usage()`): ingest, search, history, ready, settle, rss, freeport; and for
-//! `bench/registry`: registry-populate, registry-query (in `registry.rs`).
+//! Commands (see `usage()`): ingest, search, history, ready, settle, rss, freeport; for
+//! `bench/registry`: registry-populate, registry-query (in `registry.rs`); for `bench/serving`:
+//! infer (in `infer.rs`).
 //! Latencies are HTTP round trips (request written → response body fully read); JSON parsing
 //! of responses in this process is outside the timed span.
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+mod infer;
 mod registry;
 
 type Res<T> = Result<T, String>;
@@ -29,6 +31,9 @@ fn usage() -> &'static str {
   registry-populate --url U [--models 1000] [--versions 20] [--clients 8] [--watch-pid P]
   registry-query    --url U [--models 1000] [--versions 20] [--queries 500] [--clients 8]
            [--conc-queries 250] [--broad-queries 50] [--warmup 16] [--watch-pid P]
+  infer    --url U --rows FILE.json [--format oip|mlflow|mlflow-inputs] [--model NAME] [--input features]
+           [--columns f0,f1,..] [--concurrency 1] [--duration-s 10] [--warmup-s 2]
+           [--timeout-s 60] [--watch-pid P]   (batch-1 requests: OIP v2 or MLflow /invocations)
   ready    --url U [--path /health] [--since-ns N] [--timeout-s 120]
   settle   --pid P [--max-s 60]   (wait until the process tree is idle: <10% of a core for 1 s)
   rss      --pid P
@@ -54,6 +59,7 @@ fn main() {
         "history" => history(&args),
         "registry-populate" => registry::populate(&args),
         "registry-query" => registry::query(&args),
+        "infer" => infer::infer(&args),
         "ready" => ready(&args),
         "settle" => settle(&args),
         "rss" => args.u32("pid").map(|pid| {
@@ -103,6 +109,16 @@ impl Args {
         match self.0.get(k) {
             None => Ok(d),
             Some(v) => v.parse().map_err(|_| format!("--{k}: not a number: {v:?}")),
+        }
+    }
+    fn f64_or(&self, k: &str, d: f64) -> Res<f64> {
+        match self.0.get(k) {
+            None => Ok(d),
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| format!("--{k}: not a number: {v:?}")),
         }
     }
     fn u32(&self, k: &str) -> Res<u32> {
