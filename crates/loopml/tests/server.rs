@@ -653,8 +653,17 @@ fn serve_runs_models_alone_and_names_a_missing_runtime() {
         return;
     }
     let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_loopml"))
-        .args(["serve", "--port", &port.to_string(), "--model", &model])
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--model",
+            &model,
+            "--data-dir",
+        ])
+        .arg(tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
