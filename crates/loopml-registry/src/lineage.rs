@@ -38,6 +38,13 @@ pub trait DatasetLinker: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Option<StoredDataset>>;
 }
 
+/// Finds where a model version is served (the serving layer, wired in by the binary).
+pub trait DeploymentFinder: Send + Sync {
+    /// Deployments and endpoints serving `model` version `version`, one JSON object each
+    /// (`deployment`, `variant`, `strategy`, `uri`, `endpoint`).
+    fn serving(&self, model: &str, version: i64) -> Vec<serde_json::Value>;
+}
+
 /// One dataset the training run consumed.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetLineage {
@@ -185,7 +192,7 @@ pub struct Lineage {
     /// Signature and flavors, when the `MLmodel` file is readable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_file: Option<ModelFileInfo>,
-    /// Deployments serving this version (filled in by the serving layer once it exists).
+    /// Deployments and endpoints serving this version now.
     pub deployments: Vec<serde_json::Value>,
     /// What happened to this version, oldest first.
     pub history: Vec<HistoryEntry>,
@@ -496,7 +503,10 @@ impl RegistryService {
             run,
             datasets,
             model_file,
-            deployments: Vec::new(),
+            deployments: self
+                .deployment_finder()
+                .map(|f| f.serving(&rm.name, mv.version))
+                .unwrap_or_default(),
             history,
             warnings,
         })
@@ -662,7 +672,15 @@ impl Lineage {
             o.push_str("            (none)\n");
         }
         for d in &self.deployments {
-            o.push_str(&format!("            {d}\n"));
+            let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            o.push_str(&format!(
+                "            {} (variant {}, {}) at {} from {}\n",
+                s("deployment"),
+                s("variant"),
+                s("strategy"),
+                s("endpoint"),
+                s("uri")
+            ));
         }
         for w in &self.warnings {
             o.push_str(&format!("\nwarning: {w}"));

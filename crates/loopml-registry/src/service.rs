@@ -50,6 +50,7 @@ pub(crate) struct Inner {
     wake: Arc<crate::webhooks::Wake>,
     /// Finds stored dataset versions behind logged datasets (set by the binary).
     datasets: std::sync::OnceLock<Arc<dyn crate::lineage::DatasetLinker>>,
+    deployments: std::sync::OnceLock<Arc<dyn crate::lineage::DeploymentFinder>>,
 }
 
 /// The model registry; cheap to clone.
@@ -155,6 +156,7 @@ impl RegistryService {
                 feed,
                 wake: Arc::default(),
                 datasets: std::sync::OnceLock::new(),
+                deployments: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -163,6 +165,16 @@ impl RegistryService {
     /// store, wired in by the binary). Only the first call has an effect.
     pub fn set_dataset_linker(&self, linker: Arc<dyn crate::lineage::DatasetLinker>) {
         let _ = self.inner.datasets.set(linker);
+    }
+
+    /// Lets lineage list the deployments serving a version (the serving layer, wired in by the
+    /// binary). Only the first call has an effect.
+    pub fn set_deployment_finder(&self, finder: Arc<dyn crate::lineage::DeploymentFinder>) {
+        let _ = self.inner.deployments.set(finder);
+    }
+
+    pub(crate) fn deployment_finder(&self) -> Option<&Arc<dyn crate::lineage::DeploymentFinder>> {
+        self.inner.deployments.get()
     }
 
     pub(crate) fn dataset_linker(&self) -> Option<&Arc<dyn crate::lineage::DatasetLinker>> {

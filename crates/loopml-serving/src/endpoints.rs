@@ -301,6 +301,13 @@ impl ServingApi {
         tokio::spawn(task);
     }
 
+    /// Saves every API-made deployment with its latest counters (graceful shutdown).
+    pub async fn persist_all(&self) {
+        for d in self.deployment_list() {
+            self.persist(&d).await;
+        }
+    }
+
     /// Saves a deployment created over the API (file-defined ones are not stored).
     pub async fn persist(&self, d: &Deployment) {
         if d.from_file {
@@ -358,46 +365,20 @@ impl ServingApi {
             )));
         }
         let old_spec = existing.as_ref().map(|e| e.spec());
-        for v in &spec.variants {
-            let name = spec.model_name(&v.name);
-            let same = old_spec.as_ref().is_some_and(|o| {
-                o.batching == spec.batching
-                    && o.variants
-                        .iter()
-                        .any(|w| w.name == v.name && w.model == v.model)
-            }) && self.repository.get(&name, None).is_ok();
-            if same {
-                continue;
+        let mut loaded_now: Vec<String> = Vec::new();
+        let result = self
+            .load_variants(&spec, old_spec.as_ref(), from_file, base, &mut loaded_now)
+            .await;
+        if let Err(e) = result {
+            // Leave nothing behind from a deployment that did not come up.
+            let kept: Vec<String> = old_spec
+                .iter()
+                .flat_map(|o| o.variants.iter().map(|v| o.model_name(&v.name)))
+                .collect();
+            for name in loaded_now.iter().filter(|n| !kept.contains(n)) {
+                self.unload_model(name);
             }
-            if v.model.starts_with("models:/") {
-                self.load_uri(&name, &v.model, &spec.batching)
-                    .await
-                    .map_err(|e| relabel(e, &v.name))?;
-            } else if from_file {
-                let path = match base {
-                    Some(b) if Path::new(&v.model).is_relative() => b.join(&v.model),
-                    _ => PathBuf::from(&v.model),
-                };
-                let file = crate::model::onnx_file(&path).map_err(|e| relabel(e, &v.name))?;
-                let (repo, sessions, batching) = (
-                    self.repository.clone(),
-                    self.sessions,
-                    spec.batching.clone(),
-                );
-                tokio::task::spawn_blocking(move || {
-                    repo.load(&name, "1", file, sessions, &batching)
-                })
-                .await
-                .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
-                .map_err(|e| relabel(e, &v.name))?;
-            } else {
-                return Err(Error::InvalidInput(format!(
-                    "variant '{}': '{}' is not a registry URI; deployments made over HTTP serve \
-                     models:/NAME/VERSION or models:/NAME@ALIAS (files only from the server's \
-                     command line)",
-                    v.name, v.model
-                )));
-            }
+            return Err(e);
         }
         let d = match existing {
             Some(e) => {
@@ -439,6 +420,62 @@ impl ServingApi {
         }
         self.persist(&d).await;
         Ok(d)
+    }
+
+    /// Loads the variants that are new or changed; records what it loaded in `loaded`.
+    async fn load_variants(
+        &self,
+        spec: &DeploymentSpec,
+        old_spec: Option<&DeploymentSpec>,
+        from_file: bool,
+        base: Option<&Path>,
+        loaded: &mut Vec<String>,
+    ) -> Result<()> {
+        for v in &spec.variants {
+            let name = spec.model_name(&v.name);
+            let same = old_spec.is_some_and(|o| {
+                o.batching == spec.batching
+                    && o.variants
+                        .iter()
+                        .any(|w| w.name == v.name && w.model == v.model)
+            }) && self.repository.get(&name, None).is_ok();
+            if same {
+                continue;
+            }
+            if v.model.starts_with("models:/") {
+                self.load_uri(&name, &v.model, &spec.batching)
+                    .await
+                    .map_err(|e| relabel(e, &v.name))?;
+                loaded.push(name);
+            } else if from_file {
+                let path = match base {
+                    Some(b) if Path::new(&v.model).is_relative() => b.join(&v.model),
+                    _ => PathBuf::from(&v.model),
+                };
+                let file = crate::model::onnx_file(&path).map_err(|e| relabel(e, &v.name))?;
+                let (repo, sessions, batching) = (
+                    self.repository.clone(),
+                    self.sessions,
+                    spec.batching.clone(),
+                );
+                let model_name = name.clone();
+                tokio::task::spawn_blocking(move || {
+                    repo.load(&model_name, "1", file, sessions, &batching)
+                })
+                .await
+                .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
+                .map_err(|e| relabel(e, &v.name))?;
+                loaded.push(name);
+            } else {
+                return Err(Error::InvalidInput(format!(
+                    "variant '{}': '{}' is not a registry URI; deployments made over HTTP serve \
+                     models:/NAME/VERSION or models:/NAME@ALIAS (files only from the server's \
+                     command line)",
+                    v.name, v.model
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn unload_model(&self, name: &str) {

@@ -427,6 +427,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         db,
         artifacts,
     )?;
+    registry.set_deployment_finder(std::sync::Arc::new(ServedVersions(serving.clone())));
     registry
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
@@ -476,6 +477,53 @@ impl loopml_registry::lineage::DatasetLinker for StoredDatasets {
     }
 }
 
+/// Answers lineage's "where is this version served": deployments whose variant comes from the
+/// registered model and runs that version now, and endpoints loaded from (or following) it.
+struct ServedVersions(loopml_serving::routes::ServingApi);
+
+impl loopml_registry::lineage::DeploymentFinder for ServedVersions {
+    fn serving(&self, model: &str, version: i64) -> Vec<serde_json::Value> {
+        let serving = &self.0;
+        let version = version.to_string();
+        let runs = |name: &str| {
+            serving
+                .repository
+                .get(name, None)
+                .is_ok_and(|l| l.version == version)
+        };
+        let from = |uri: &str| {
+            loopml_serving::routes::registry_target(uri).is_some_and(|(m, _)| m == model)
+        };
+        let mut out = Vec::new();
+        for d in serving.deployment_list() {
+            let spec = d.spec();
+            for v in &spec.variants {
+                if from(&v.model) && runs(&spec.model_name(&v.name)) {
+                    out.push(serde_json::json!({
+                        "deployment": spec.name,
+                        "variant": v.name,
+                        "strategy": spec.policy.strategy(),
+                        "uri": v.model,
+                        "endpoint": format!("/v2/models/{}/infer", spec.name),
+                    }));
+                }
+            }
+        }
+        for f in serving.followed() {
+            if from(&f.uri) && runs(&f.endpoint) && !f.endpoint.contains('.') {
+                out.push(serde_json::json!({
+                    "deployment": f.endpoint,
+                    "variant": "default",
+                    "strategy": "single",
+                    "uri": f.uri,
+                    "endpoint": format!("/v2/models/{}/infer", f.endpoint),
+                }));
+            }
+        }
+        out
+    }
+}
+
 /// Serves the whole app (`loopml server`) until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (router, handle) = build_app(&config)?;
@@ -503,6 +551,7 @@ pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
 
 /// Writes what the inference log still holds (graceful shutdown loses no record).
 async fn finish_serving(serving: &loopml_serving::routes::ServingApi) {
+    serving.persist_all().await;
     if let Some(log) = serving.log.clone() {
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
