@@ -383,15 +383,14 @@ impl ServingApi {
         let d = match existing {
             Some(e) => {
                 let state = e.state();
-                let fresh = Arc::new(Deployment::new(
+                Arc::new(Deployment::new(
                     spec.clone(),
                     Some(DeploymentState {
                         previous: old_spec.clone(),
                         ..state
                     }),
                     from_file,
-                ));
-                fresh
+                ))
             }
             None => Arc::new(Deployment::new(spec.clone(), None, from_file)),
         };

@@ -700,7 +700,7 @@ fn push_cols<'a>(
     cols: &mut Vec<ColRef<'a>>,
 ) {
     let len = t.data.len();
-    if len == 0 || len % rows != 0 || (t.shape.len() > 1 && rows_of(t) != rows) {
+    if len == 0 || !len.is_multiple_of(rows) || (t.shape.len() > 1 && rows_of(t) != rows) {
         return;
     }
     let width = len / rows;
