@@ -190,8 +190,21 @@ pub fn infer(a: &Args) -> Res<Value> {
     };
     until(warmup);
     let sampler = Sampler::start(a.opt_u32("watch-pid")?);
+    let machine0 = machine_cpu();
     until(warmup + duration);
-    let mem = sampler.finish();
+    let machine1 = machine_cpu();
+    let mut mem = sampler.finish();
+    // Whole-machine CPU over the window, to show what else ran (another build, a noisy
+    // neighbour: `steal`) besides the server and this load generator.
+    if let (Some(m0), Some(m1)) = (machine0, machine1) {
+        let busy = m1.0 - m0.0;
+        let steal = m1.1 - m0.1;
+        let ours = mem.get("server_cpu_s").and_then(Value::as_f64).unwrap_or(0.0)
+            + mem.get("loadgen_cpu_s").and_then(Value::as_f64).unwrap_or(0.0);
+        mem["machine_busy_cpu_s"] = json!((busy * 100.0).round() / 100.0);
+        mem["other_cpu_s"] = json!(((busy - ours).max(0.0) * 100.0).round() / 100.0);
+        mem["steal_cpu_s"] = json!((steal * 100.0).round() / 100.0);
+    }
     // Threads stop on their first answer after the window; a stuck server is bounded by the
     // I/O timeout.
     stop.store(true, Ordering::Relaxed);
@@ -240,6 +253,23 @@ pub fn infer(a: &Args) -> Res<Value> {
         "errors": errors.to_json(),
         "memory": mem,
     }))
+}
+
+/// (busy, steal) CPU seconds of the whole machine so far, from the first line of /proc/stat
+/// (USER_HZ = 100): busy = everything but idle and iowait, steal included.
+fn machine_cpu() -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    Some((busy as f64 / 100.0, at(7) as f64 / 100.0))
 }
 
 /// The whole HTTP/1.1 request for one row, ready to write.
