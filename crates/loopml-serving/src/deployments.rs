@@ -491,7 +491,7 @@ pub struct Route {
 /// A live deployment.
 #[derive(Debug)]
 pub struct Deployment {
-    spec: RwLock<DeploymentSpec>,
+    spec: RwLock<std::sync::Arc<DeploymentSpec>>,
     state: Mutex<DeploymentState>,
     /// Whether the variants may be files (defined on the command line) and it is not persisted.
     pub from_file: bool,
@@ -514,18 +514,18 @@ impl Deployment {
             state.status = "active".into();
         }
         Self {
-            spec: RwLock::new(spec),
+            spec: RwLock::new(std::sync::Arc::new(spec)),
             state: Mutex::new(state),
             from_file,
         }
     }
 
     /// The current spec.
-    pub fn spec(&self) -> DeploymentSpec {
+    pub fn spec(&self) -> std::sync::Arc<DeploymentSpec> {
         self.spec
             .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+            .map(|s| std::sync::Arc::clone(&s))
+            .unwrap_or_else(|e| std::sync::Arc::clone(&e.into_inner()))
     }
 
     /// The current state.
@@ -710,7 +710,7 @@ impl Deployment {
 
     fn roll_back_canary(&self, reason: &str) {
         if let Ok(mut spec) = self.spec.write()
-            && let Policy::Canary { percent, .. } = &mut spec.policy
+            && let Policy::Canary { percent, .. } = &mut std::sync::Arc::make_mut(&mut spec).policy
         {
             *percent = 0.0;
         }
@@ -757,10 +757,10 @@ impl Deployment {
         new.check()?;
         let old = self.spec();
         if let Ok(mut s) = self.spec.write() {
-            *s = new;
+            *s = std::sync::Arc::new(new);
         }
         self.with_state(|st| {
-            st.previous = Some(old);
+            st.previous = Some((*old).clone());
             st.status = "active".into();
             st.rollback_reason = None;
             st.event(message);
@@ -771,7 +771,7 @@ impl Deployment {
     /// Sets the canary share.
     pub fn set_percent(&self, p: f64) -> Result<()> {
         check_percent("percent", p)?;
-        let mut spec = self.spec();
+        let mut spec = (*self.spec()).clone();
         match &mut spec.policy {
             Policy::Canary { percent, .. } | Policy::Shadow { percent } => *percent = p,
             other => {
@@ -786,7 +786,7 @@ impl Deployment {
 
     /// Blue-green: makes `to` (default: the other one) active.
     pub fn switch(&self, to: Option<&str>) -> Result<String> {
-        let mut spec = self.spec();
+        let mut spec = (*self.spec()).clone();
         let names: Vec<String> = spec.variants.iter().map(|v| v.name.clone()).collect();
         let Policy::BlueGreen { active } = &mut spec.policy else {
             return Err(bad(format!(
@@ -838,7 +838,7 @@ impl Deployment {
                 return Err(bad("name the variant to promote"));
             }
         };
-        let mut new = spec.clone();
+        let mut new = (*spec).clone();
         if let Policy::BlueGreen { active } = &mut new.policy {
             *active = pick.clone();
         } else {
@@ -857,7 +857,7 @@ impl Deployment {
             && *percent > 0.0
         {
             self.roll_back_canary("manual rollback");
-            return Ok(self.spec());
+            return Ok((*self.spec()).clone());
         }
         let previous = self.state().previous.ok_or_else(|| {
             bad(format!(
@@ -902,7 +902,7 @@ impl Deployment {
             "strategy": spec.policy.strategy(),
             "status": st.status,
             "rollback_reason": st.rollback_reason,
-            "spec": spec,
+            "spec": spec.as_ref(),
             "variants": variants,
             "events": st.events,
             "source": if self.from_file { "file" } else { "api" },

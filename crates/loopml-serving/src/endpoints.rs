@@ -106,8 +106,8 @@ impl Call {
         };
         let key_header = api
             .deployment(endpoint)
-            .and_then(|d| match d.spec().policy {
-                crate::deployments::Policy::Ab { key_header, .. } => Some(key_header),
+            .and_then(|d| match &d.spec().policy {
+                crate::deployments::Policy::Ab { key_header, .. } => Some(key_header.clone()),
                 _ => None,
             });
         Self {
@@ -184,7 +184,7 @@ impl ServingApi {
                 let loaded = self
                     .repository
                     .get(&spec.model_name(&route.variant), None)?;
-                (route.variant, route.mirrors, loaded, spec.log)
+                (route.variant, route.mirrors, loaded, spec.log.clone())
             }
             None => {
                 let loaded = self
@@ -316,7 +316,7 @@ impl ServingApi {
         let Some(db) = &self.db else { return };
         let spec = d.spec();
         let (Ok(spec_json), Ok(state_json)) = (
-            serde_json::to_string(&spec),
+            serde_json::to_string(spec.as_ref()),
             serde_json::to_string(&d.state()),
         ) else {
             return;
@@ -367,7 +367,7 @@ impl ServingApi {
         let old_spec = existing.as_ref().map(|e| e.spec());
         let mut loaded_now: Vec<String> = Vec::new();
         let result = self
-            .load_variants(&spec, old_spec.as_ref(), from_file, base, &mut loaded_now)
+            .load_variants(&spec, old_spec.as_deref(), from_file, base, &mut loaded_now)
             .await;
         if let Err(e) = result {
             // Leave nothing behind from a deployment that did not come up.
@@ -386,7 +386,7 @@ impl ServingApi {
                 Arc::new(Deployment::new(
                     spec.clone(),
                     Some(DeploymentState {
-                        previous: old_spec.clone(),
+                        previous: old_spec.as_deref().cloned(),
                         ..state
                     }),
                     from_file,

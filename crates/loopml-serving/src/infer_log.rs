@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,9 @@ impl Default for LogConfig {
     }
 }
 
+/// How often the writer drains the queue.
+const POLL: Duration = Duration::from_millis(20);
+
 enum Msg {
     Record(Box<Record>),
     Feedback(Feedback),
@@ -124,6 +127,7 @@ pub struct InferenceLog {
     store: ArtifactStore,
     stats: Arc<LogStats>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    thread: std::thread::Thread,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -182,6 +186,7 @@ impl InferenceLog {
             tx: Arc::new(Mutex::new(Some(tx))),
             store,
             stats,
+            thread: handle.thread().clone(),
             writer: Arc::new(Mutex::new(Some(handle))),
             metrics,
         })
@@ -231,10 +236,12 @@ impl InferenceLog {
             .ok()
             .and_then(|g| g.clone())
             .ok_or_else(|| Error::Model("the inference log is closed".into()))?;
+        let thread = self.thread.clone();
         tokio::task::spawn_blocking(move || {
             sender
                 .send(Msg::Flush(tx))
                 .map_err(|_| Error::Model("the inference-log writer stopped".into()))?;
+            thread.unpark();
             rx.recv()
                 .map_err(|_| Error::Model("the inference-log writer stopped".into()))?
         })
@@ -248,6 +255,7 @@ impl InferenceLog {
         if let Ok(mut g) = self.tx.lock() {
             g.take();
         }
+        self.thread.unpark();
         if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = h.join();
         }
@@ -817,43 +825,34 @@ struct Writer {
 }
 
 impl Writer {
+    /// Wakes every [`POLL`] (or when a reader or `close` unparks it), drains the queue, writes
+    /// what is due. Senders never wake it: handing over a record costs no system call.
     fn run(mut self, rx: &Receiver<Msg>) {
         loop {
-            let wait = self
-                .groups
-                .values()
-                .map(|g| g.since)
-                .chain(
-                    self.feedback
-                        .values()
-                        .filter(|v| !v.is_empty())
-                        .map(|_| Instant::now()),
-                )
-                .min()
-                .map_or(Duration::from_secs(3600), |s| {
-                    self.config.flush_interval.saturating_sub(s.elapsed())
-                });
-            match rx.recv_timeout(wait) {
-                Ok(Msg::Record(r)) => self.add(&r),
-                Ok(Msg::Feedback(f)) => self
-                    .feedback
-                    .entry(f.deployment.clone())
-                    .or_default()
-                    .push(f),
-                Ok(Msg::Flush(ack)) => {
-                    // Take what is already queued too, so the reader sees every answered request.
-                    while let Ok(m) = rx.try_recv() {
-                        self.handle_queued(m);
-                    }
-                    let _ = ack.send(self.flush(true));
+            std::thread::park_timeout(POLL);
+            let mut acks = Vec::new();
+            let closed = loop {
+                match rx.try_recv() {
+                    Ok(Msg::Flush(ack)) => acks.push(ack),
+                    Ok(m) => self.handle_queued(m),
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.flush(false);
+            };
+            if closed || !acks.is_empty() {
+                let res = self.flush(true);
+                for ack in acks {
+                    let _ = ack.send(
+                        res.as_ref()
+                            .map(|()| ())
+                            .map_err(|e| Error::Model(e.to_string())),
+                    );
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.flush(true);
+                if closed {
                     return;
                 }
+            } else {
+                let _ = self.flush(false);
             }
         }
     }

@@ -952,7 +952,7 @@ impl ServingApi {
     fn single_endpoint(&self) -> Result<String, Error> {
         let deps = self.deployment_list();
         match deps.as_slice() {
-            [one] => return Ok(one.spec().name),
+            [one] => return Ok(one.spec().name.clone()),
             [] => {}
             _ => {
                 return Err(bad(
