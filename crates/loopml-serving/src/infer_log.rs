@@ -844,7 +844,7 @@ impl Writer {
                 for ack in acks {
                     let _ = ack.send(
                         res.as_ref()
-                            .map(|()| ())
+                            .copied()
                             .map_err(|e| Error::Model(e.to_string())),
                     );
                 }
