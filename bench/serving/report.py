@@ -48,11 +48,25 @@ def rate(v) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
+# A round whose window saw more than this much CPU used by other processes (core-seconds per
+# second: 0.1 = a tenth of a core on average) is left out of the median when a cleaner round of
+# the same point exists. Idle, this machine shows 0-0.07.
+NOISY_OTHER_CPU = 0.1
+
+
+def noisy(p: dict) -> bool:
+    other = p.get("memory", {}).get("other_cpu_s", 0.0) or 0.0
+    return other / max(p.get("duration_s", 1.0), 1e-9) > NOISY_OTHER_CPU
+
+
 def merge(points: list) -> dict | None:
-    """Median over rounds of one (case, concurrency) point."""
-    ok = [p for p in points if p and "req_per_s" in p]
-    if not ok:
+    """Median over the clean rounds of one (case, concurrency) point (all rounds if none is
+    clean, flagged)."""
+    done = [p for p in points if p and "req_per_s" in p]
+    if not done:
         return next((p for p in points if p), None)
+    clean = [p for p in done if not noisy(p)]
+    ok = clean or done
     med = statistics.median
 
     def per_req(p, k):
@@ -65,12 +79,15 @@ def merge(points: list) -> dict | None:
 
     return {
         "rounds": len(ok),
+        "rounds_run": len(points),
+        "rounds_left_out_noisy": len(done) - len(clean) if clean else 0,
+        "all_rounds_noisy": not clean,
         "req_per_s": med([p["req_per_s"] for p in ok]),
         "req_per_s_min": min(p["req_per_s"] for p in ok),
         "req_per_s_max": max(p["req_per_s"] for p in ok),
         "req_per_s_rounds": [p["req_per_s"] for p in ok],
         "latency_us": {q: med_of([p["latency_us"].get(q) for p in ok]) for q in ("p50", "p90", "p99", "p999", "mean")},
-        "errors": sum(p["errors"]["count"] for p in ok) + sum(1 for p in points if p and "req_per_s" not in p),
+        "errors": sum(p["errors"]["count"] for p in done) + sum(1 for p in points if p and "req_per_s" not in p),
         "server_cpu_us_per_req": med_of([per_req(p, "server_cpu_s") for p in ok]),
         "loadgen_cpu_us_per_req": med_of([per_req(p, "loadgen_cpu_s") for p in ok]),
         "other_cpu_s": med_of([p.get("memory", {}).get("other_cpu_s", 0.0) for p in ok]) or 0.0,
@@ -143,13 +160,15 @@ def main() -> None:
     out.append(f"Batch-1 requests, {params['seconds']} s per point (mlflow {params['mlflow_seconds']} s) after "
                f"{params['warmup_s']} s warm-up; load generator on the same {machine()['nproc']} cores. "
                + (f"Median of {rounds} rounds (each case started fresh in every round, cases run round-robin); "
-                  "req/s also shows the lowest and highest round. " if rounds > 1 else "")
+                  "req/s also shows the lowest and highest round; \"rounds\": how many rounds the median is "
+                  f"over (a round in which other processes used more than {NOISY_OTHER_CPU} of a core is left out "
+                  "when a cleaner one exists; ! = every round was noisy). " if rounds > 1 else "")
                + "CPU/req: CPU time of the server's process tree and of the load generator per "
                "completed request, over the measured window. Other CPU: what the rest of the machine "
                "used in the window (CPU seconds, median over rounds; well above 0 means something else was running).")
     out.append("")
-    out.append("| server | model | batching | conc. | req/s | p50 | p90 | p99 | errors | server CPU/req | loadgen CPU/req | other CPU | peak RSS |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| server | model | batching | conc. | req/s | p50 | p90 | p99 | errors | server CPU/req | loadgen CPU/req | other CPU | rounds | peak RSS |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         label, model, batching = LABELS[c]
         r = results[c]
@@ -157,13 +176,13 @@ def main() -> None:
         if len(bad) == len(r["rounds"]):
             x = bad[0]
             why = (x.get("case") or {}).get("error") or f"wrong answers: {x.get('verify')}"
-            out.append(f"| {label} | {model} | {batching} | – | {why} | | | | | | | | |")
+            out.append(f"| {label} | {model} | {batching} | – | {why} | | | | | | | | | |")
             continue
         for n in concs:
             p = point(c, n)
             if not p:
                 err = (r["points"].get(str(n)) or {}).get("error", "no result")
-                out.append(f"| {label} | {model} | {batching} | {n} | failed: {err[:80]} | | | | | | | | |")
+                out.append(f"| {label} | {model} | {batching} | {n} | failed: {err[:80]} | | | | | | | | | |")
                 continue
             lat = p["latency_us"]
             spread = f" ({rate(p['req_per_s_min'])}–{rate(p['req_per_s_max'])})" if p["rounds"] > 1 else ""
@@ -171,7 +190,8 @@ def main() -> None:
                 f"| {label} | {model} | {batching} | {n} | **{rate(p['req_per_s'])}**{spread} | {us(lat['p50'])} | "
                 f"{us(lat['p90'])} | {us(lat['p99'])} | {p['errors']} | "
                 f"{us(p['server_cpu_us_per_req'])} | {us(p['loadgen_cpu_us_per_req'])} | "
-                f"{p['other_cpu_s']:.2f} s | {p['peak_rss_kb'] / 1024:,.0f} MB |"
+                f"{p['other_cpu_s']:.2f} s | {p['rounds']}/{p['rounds_run']}{' !' if p['all_rounds_noisy'] else ''} | "
+                f"{p['peak_rss_kb'] / 1024:,.0f} MB |"
             )
 
     # ---- ratios
