@@ -640,7 +640,9 @@ fn serve_runs_models_alone_and_names_a_missing_runtime() {
             &model,
             "--ort-lib",
             "/nonexistent/libort.so",
+            "--data-dir",
         ])
+        .arg(std::env::temp_dir().join("loopml-missing-ort-test"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
