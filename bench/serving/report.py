@@ -164,8 +164,9 @@ def main() -> None:
                   f"over (a round in which other processes used more than {NOISY_OTHER_CPU} of a core is left out "
                   "when a cleaner one exists; ! = every round was noisy). " if rounds > 1 else "")
                + "CPU/req: CPU time of the server's process tree and of the load generator per "
-               "completed request, over the measured window. Other CPU: what the rest of the machine "
-               "used in the window (CPU seconds, median over rounds; well above 0 means something else was running).")
+               "completed request, over the measured window. Other CPU: CPU seconds charged to other processes "
+               "in the window (the machine's user+system time from /proc/stat minus the server's and the load "
+               "generator's; median over rounds; well above 0 means something else was running).")
     out.append("")
     out.append("| server | model | batching | conc. | req/s | p50 | p90 | p99 | errors | server CPU/req | loadgen CPU/req | other CPU | rounds | peak RSS |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

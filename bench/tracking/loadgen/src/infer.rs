@@ -194,16 +194,18 @@ pub fn infer(a: &Args) -> Res<Value> {
     until(warmup + duration);
     let machine1 = machine_cpu();
     let mut mem = sampler.finish();
-    // Whole-machine CPU over the window, to show what else ran (another build, a noisy
-    // neighbour: `steal`) besides the server and this load generator.
+    // Whole-machine CPU over the window, to show what else ran (another build, a test run)
+    // besides the server and this load generator. Interrupt time (the loopback network's
+    // softirqs, not charged to any process) and steal (the hypervisor running someone else) are
+    // reported on their own.
     if let (Some(m0), Some(m1)) = (machine0, machine1) {
-        let busy = m1.0 - m0.0;
-        let steal = m1.1 - m0.1;
         let ours = mem.get("server_cpu_s").and_then(Value::as_f64).unwrap_or(0.0)
             + mem.get("loadgen_cpu_s").and_then(Value::as_f64).unwrap_or(0.0);
-        mem["machine_busy_cpu_s"] = json!((busy * 100.0).round() / 100.0);
-        mem["other_cpu_s"] = json!(((busy - ours).max(0.0) * 100.0).round() / 100.0);
-        mem["steal_cpu_s"] = json!((steal * 100.0).round() / 100.0);
+        let r = |x: f64| (x * 100.0).round() / 100.0;
+        mem["machine_process_cpu_s"] = json!(r(m1.procs - m0.procs));
+        mem["other_cpu_s"] = json!(r((m1.procs - m0.procs - ours).max(0.0)));
+        mem["irq_cpu_s"] = json!(r(m1.irq - m0.irq));
+        mem["steal_cpu_s"] = json!(r(m1.steal - m0.steal));
     }
     // Threads stop on their first answer after the window; a stuck server is bounded by the
     // I/O timeout.
@@ -255,9 +257,16 @@ pub fn infer(a: &Args) -> Res<Value> {
     }))
 }
 
-/// (busy, steal) CPU seconds of the whole machine so far, from the first line of /proc/stat
-/// (USER_HZ = 100): busy = everything but idle and iowait, steal included.
-fn machine_cpu() -> Option<(f64, f64)> {
+/// CPU seconds of the whole machine so far, from the first line of /proc/stat (USER_HZ = 100).
+struct MachineCpu {
+    /// user + nice + system: time charged to processes (guest time is already in user).
+    procs: f64,
+    /// irq + softirq
+    irq: f64,
+    steal: f64,
+}
+
+fn machine_cpu() -> Option<MachineCpu> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let f: Vec<u64> = text
         .lines()
@@ -266,10 +275,13 @@ fn machine_cpu() -> Option<(f64, f64)> {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user)
-    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
-    Some((busy as f64 / 100.0, at(7) as f64 / 100.0))
+    // user nice system idle iowait irq softirq steal
+    let at = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / 100.0;
+    Some(MachineCpu {
+        procs: at(0) + at(1) + at(2),
+        irq: at(5) + at(6),
+        steal: at(7),
+    })
 }
 
 /// The whole HTTP/1.1 request for one row, ready to write.
