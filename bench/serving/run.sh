@@ -297,9 +297,13 @@ print("%.0f req/s, p50 %s us, p99 %s us, errors %d, other CPU %.2fs" % (d["req_p
 }
 
 log "cases: $cases; concurrency $concurrency; ${seconds}s per point (mlflow ${mlflow_seconds}s) after ${warmup}s warm-up; $rounds round(s)"
-load1=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
-  log "warning: load average is $load1: something else is running; the numbers will be low and noisy"
+# Is the machine idle? CPU charged to processes (user+nice+system) over one second.
+cpu_procs() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
+b0=$(cpu_procs)
+sleep 1
+busy=$(($(cpu_procs) - b0))
+if ((busy > 10)); then
+  log "warning: other processes use ${busy}% of a core: the numbers will be low and noisy (see the table's other CPU column)"
 fi
 for ((r = 1; r <= rounds; r++)); do
   for c in ${cases//,/ }; do run_case "$c" "$r"; done
