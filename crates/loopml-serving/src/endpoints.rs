@@ -88,6 +88,9 @@ pub struct Call {
     pub key: Option<String>,
     /// A variant forced by the `x-loopml-variant` header.
     pub variant: Option<String>,
+    /// The deployment the endpoint names (looked up once per request), unless a version is
+    /// named in the path.
+    pub deployment: Option<Arc<Deployment>>,
 }
 
 impl Call {
@@ -104,18 +107,22 @@ impl Call {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let key_header = api
-            .deployment(endpoint)
-            .and_then(|d| match &d.spec().policy {
-                crate::deployments::Policy::Ab { key_header, .. } => Some(key_header.clone()),
-                _ => None,
-            });
+        let deployment = if version.is_none() {
+            api.deployment(endpoint)
+        } else {
+            None
+        };
+        let key = deployment.as_ref().and_then(|d| match &d.spec().policy {
+            crate::deployments::Policy::Ab { key_header, .. } => h(key_header),
+            _ => None,
+        });
         Self {
             endpoint: endpoint.to_string(),
             version,
             request_id: h("x-request-id").filter(|s| !s.is_empty() && s.len() <= 256),
-            key: key_header.and_then(|k| h(&k)),
+            key,
             variant: h("x-loopml-variant"),
+            deployment,
         }
     }
 }
@@ -172,11 +179,7 @@ impl ServingApi {
             .request_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let dep = if call.version.is_none() {
-            self.deployment(&call.endpoint)
-        } else {
-            None
-        };
+        let dep = call.deployment.clone();
         let (variant, mirrors, loaded, log_settings) = match &dep {
             Some(d) => {
                 let route = d.route(call.key.as_deref(), call.variant.as_deref())?;
@@ -775,51 +778,38 @@ fn live(api: &ServingApi, name: &str) -> Result<Arc<Deployment>> {
     Ok(d)
 }
 
-async fn traffic(
+/// `POST /{name}/{action}`: `traffic {"percent"}`, `switch {"to"?}`, `promote {"variant"?}`,
+/// `rollback`; saves the deployment and answers its status.
+async fn action(
     State(api): State<ServingApi>,
-    UrlPath(name): UrlPath<String>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let d = live(&api, &name)?;
     let v = body_json(&body)?;
-    let p = v["percent"]
-        .as_f64()
-        .ok_or_else(|| Error::InvalidInput("send {\"percent\": 0-100}".into()))?;
-    d.set_percent(p)?;
-    api.persist(&d).await;
-    Ok(axum::Json(api.deployment_status(&name)?).into_response())
-}
-
-async fn switch(
-    State(api): State<ServingApi>,
-    UrlPath(name): UrlPath<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let d = live(&api, &name)?;
-    let v = body_json(&body)?;
-    d.switch(v["to"].as_str())?;
-    api.persist(&d).await;
-    Ok(axum::Json(api.deployment_status(&name)?).into_response())
-}
-
-async fn promote(
-    State(api): State<ServingApi>,
-    UrlPath(name): UrlPath<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let d = live(&api, &name)?;
-    let v = body_json(&body)?;
-    d.promote(v["variant"].as_str())?;
-    api.persist(&d).await;
-    Ok(axum::Json(api.deployment_status(&name)?).into_response())
-}
-
-async fn rollback(
-    State(api): State<ServingApi>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Response, ApiError> {
-    let d = live(&api, &name)?;
-    d.rollback()?;
+    match action.as_str() {
+        "traffic" => {
+            let p = v["percent"]
+                .as_f64()
+                .ok_or_else(|| Error::InvalidInput("send {\"percent\": 0-100}".into()))?;
+            d.set_percent(p)?;
+        }
+        "switch" => {
+            d.switch(v["to"].as_str())?;
+        }
+        "promote" => {
+            d.promote(v["variant"].as_str())?;
+        }
+        "rollback" => {
+            d.rollback()?;
+        }
+        other => {
+            return Err(Error::NotFound(format!(
+                "no deployment action '{other}' (traffic, switch, promote, rollback, feedback, log)"
+            ))
+            .into());
+        }
+    }
     api.persist(&d).await;
     Ok(axum::Json(api.deployment_status(&name)?).into_response())
 }
@@ -1004,10 +994,7 @@ pub fn router(api: ServingApi) -> Router {
             &format!("{base}/{{name}}"),
             get(show).put(put).delete(delete),
         )
-        .route(&format!("{base}/{{name}}/traffic"), post(traffic))
-        .route(&format!("{base}/{{name}}/switch"), post(switch))
-        .route(&format!("{base}/{{name}}/promote"), post(promote))
-        .route(&format!("{base}/{{name}}/rollback"), post(rollback))
+        .route(&format!("{base}/{{name}}/{{action}}"), post(action))
         .route(&format!("{base}/{{name}}/feedback"), post(feedback))
         .route(&format!("{base}/{{name}}/log"), get(log_query))
         .route("/metrics", get(metrics))

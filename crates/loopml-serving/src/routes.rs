@@ -500,11 +500,12 @@ async fn infer_inner(
     {
         call.request_id = Some(id.to_string());
     }
+    let asked = wanted.clone();
     let served = api
         .dispatch(
             call,
             Arc::new(move |l: &Loaded| {
-                if let Some(w) = &wanted
+                if let Some(w) = &asked
                     && let Some(unknown) = w
                         .iter()
                         .find(|n| !l.model.outputs().iter().any(|s| &s.name == *n))
@@ -515,11 +516,6 @@ async fn infer_inner(
             }),
         )
         .await?;
-    let wanted: Option<Vec<String>> = req["outputs"].as_array().map(|o| {
-        o.iter()
-            .filter_map(|x| x["name"].as_str().map(str::to_string))
-            .collect()
-    });
     let l = Arc::clone(&served.loaded);
     let out = served.outputs;
     let mut raw: Vec<u8> = Vec::new();
