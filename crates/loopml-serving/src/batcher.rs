@@ -83,7 +83,7 @@ impl BatchConfig {
 type Reply = tokio::sync::oneshot::Sender<Result<Outputs>>;
 
 struct Job {
-    inputs: Vec<Tensor>,
+    inputs: Arc<Vec<Tensor>>,
     rows: usize,
     reply: Reply,
     queued: Instant,
@@ -168,7 +168,7 @@ impl Batcher {
     }
 
     /// Queues prepared inputs; resolves when their batch has run.
-    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Outputs> {
+    pub async fn infer(&self, inputs: Arc<Vec<Tensor>>) -> Result<Outputs> {
         let rows = inputs
             .first()
             .and_then(|t| t.shape.first())
@@ -314,7 +314,7 @@ fn stackable(batch: &[Job]) -> bool {
     let first = &batch[0].inputs;
     batch.iter().all(|j| {
         j.inputs.len() == first.len()
-            && j.inputs.iter().zip(first).all(|(a, b)| {
+            && j.inputs.iter().zip(first.iter()).all(|(a, b)| {
                 a.name == b.name
                     && a.data.datatype() == b.data.datatype()
                     && !a.shape.is_empty()

@@ -72,7 +72,7 @@ pub struct Served {
     /// The model version that answered.
     pub loaded: Arc<Loaded>,
     /// Its outputs.
-    pub outputs: Outputs,
+    pub outputs: Arc<Outputs>,
 }
 
 /// A request's routing inputs.
@@ -144,18 +144,17 @@ fn sampled(log: &LogSettings) -> bool {
 async fn run_variant(
     loaded: &Arc<Loaded>,
     inputs: &InputsFn,
-    keep: bool,
-) -> (Result<Outputs>, Vec<Tensor>, Option<Vec<String>>) {
+) -> (Result<Arc<Outputs>>, Arc<Vec<Tensor>>, Option<Vec<String>>) {
     let (raw, columns) = match inputs(loaded) {
         Ok(x) => x,
-        Err(e) => return (Err(e), Vec::new(), None),
+        Err(e) => return (Err(e), Arc::default(), None),
     };
     let prepared = match loaded.model.prepare(raw) {
-        Ok(p) => p,
-        Err(e) => return (Err(e), Vec::new(), columns),
+        Ok(p) => Arc::new(p),
+        Err(e) => return (Err(e), Arc::default(), columns),
     };
-    let logged = if keep { prepared.clone() } else { Vec::new() };
-    (loaded.infer(prepared).await, logged, columns)
+    let result = loaded.infer(Arc::clone(&prepared)).await.map(Arc::new);
+    (result, prepared, columns)
 }
 
 impl ServingApi {
@@ -202,7 +201,7 @@ impl ServingApi {
             }
         };
         let log = self.log.as_ref().filter(|_| sampled(&log_settings));
-        let (result, logged_inputs, columns) = run_variant(&loaded, &inputs, log.is_some()).await;
+        let (result, logged_inputs, columns) = run_variant(&loaded, &inputs).await;
         let latency = started.elapsed();
         let labels = VariantLabels {
             deployment: call.endpoint.clone(),
@@ -243,7 +242,7 @@ impl ServingApi {
                 error: result.as_ref().err().map(ToString::to_string),
                 inputs: logged_inputs,
                 columns,
-                outputs: result.as_ref().ok().cloned(),
+                outputs: result.as_ref().ok().map(Arc::clone),
             });
         }
         if let Some(d) = &dep {
@@ -271,8 +270,7 @@ impl ServingApi {
             };
             let started = Instant::now();
             let log = api.log.as_ref().filter(|_| spec.log.enabled);
-            let (result, logged_inputs, columns) =
-                run_variant(&loaded, &inputs, log.is_some()).await;
+            let (result, logged_inputs, columns) = run_variant(&loaded, &inputs).await;
             let latency = started.elapsed();
             let labels = VariantLabels {
                 deployment: spec.name.clone(),

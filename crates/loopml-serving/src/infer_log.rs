@@ -16,12 +16,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray, new_null_array,
+    StringArray, StringBuilder, TimestampMicrosecondArray, new_null_array,
 };
 use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 use loopml_store::{ArtifactPath, ArtifactStore};
@@ -52,12 +52,13 @@ pub struct Record {
     pub latency_us: i64,
     /// The error, when it failed.
     pub error: Option<String>,
-    /// Inputs as the model received them (absent when the request could not be read).
-    pub inputs: Vec<Tensor>,
+    /// Inputs as the model received them (empty when the request could not be read); shared
+    /// with the model call, not copied.
+    pub inputs: Arc<Vec<Tensor>>,
     /// Column names of a DataFrame input (MLflow), used for a single wide input tensor.
     pub columns: Option<Vec<String>>,
-    /// Outputs, when it succeeded.
-    pub outputs: Option<Outputs>,
+    /// Outputs, when it succeeded (shared with the answer, not copied).
+    pub outputs: Option<Arc<Outputs>>,
 }
 
 /// Feedback on an earlier request: ground truth and/or a reward.
@@ -123,7 +124,7 @@ pub struct LogStats {
 /// Handle to the inference log (cheap to clone).
 #[derive(Clone)]
 pub struct InferenceLog {
-    tx: Arc<Mutex<Option<SyncSender<Msg>>>>,
+    tx: Arc<RwLock<Option<SyncSender<Msg>>>>,
     store: ArtifactStore,
     stats: Arc<LogStats>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -174,7 +175,7 @@ impl InferenceLog {
             stats: Arc::clone(&stats),
             metrics: metrics.clone(),
             rt,
-            groups: BTreeMap::new(),
+            groups: HashMap::new(),
             feedback: BTreeMap::new(),
             seq: 0,
         };
@@ -183,7 +184,7 @@ impl InferenceLog {
             .spawn(move || w.run(&rx))
             .map_err(|e| Error::Model(format!("cannot start the inference-log writer: {e}")))?;
         Ok(Self {
-            tx: Arc::new(Mutex::new(Some(tx))),
+            tx: Arc::new(RwLock::new(Some(tx))),
             store,
             stats,
             thread: handle.thread().clone(),
@@ -193,7 +194,7 @@ impl InferenceLog {
     }
 
     fn send(&self, msg: Msg) -> bool {
-        let Ok(guard) = self.tx.lock() else {
+        let Ok(guard) = self.tx.read() else {
             return false;
         };
         let Some(tx) = guard.as_ref() else {
@@ -219,7 +220,7 @@ impl InferenceLog {
     pub fn feedback(&self, fb: Feedback) -> Result<()> {
         let tx = self
             .tx
-            .lock()
+            .read()
             .ok()
             .and_then(|g| g.clone())
             .ok_or_else(|| Error::Model("the inference log is closed".into()))?;
@@ -232,7 +233,7 @@ impl InferenceLog {
         let (tx, rx) = std::sync::mpsc::channel();
         let sender = self
             .tx
-            .lock()
+            .read()
             .ok()
             .and_then(|g| g.clone())
             .ok_or_else(|| Error::Model("the inference log is closed".into()))?;
@@ -252,7 +253,7 @@ impl InferenceLog {
     /// Stops taking records, writes everything queued and waits for the writer (graceful
     /// shutdown). Blocking.
     pub fn close(&self) {
-        if let Ok(mut g) = self.tx.lock() {
+        if let Ok(mut g) = self.tx.write() {
             g.take();
         }
         self.thread.unpark();
@@ -683,12 +684,27 @@ impl Buf {
     }
 }
 
-/// One logical column of a record: a name and where its values are (tensor, stride, offset).
-struct ColRef<'a> {
-    name: String,
-    data: &'a TensorData,
+/// Where a logged column's values are: input (or output) tensor `tensor`, every `width`-th
+/// value starting at `offset`.
+#[derive(Debug, Clone, Copy)]
+struct ColSrc {
+    output: bool,
+    tensor: usize,
     width: usize,
     offset: usize,
+}
+
+impl ColSrc {
+    fn data<'a>(&self, r: &'a Record) -> Option<&'a TensorData> {
+        if self.output {
+            r.outputs
+                .as_ref()
+                .and_then(|o| o.tensors.get(self.tensor))
+                .map(|t| &t.data)
+        } else {
+            r.inputs.get(self.tensor).map(|t| &t.data)
+        }
+    }
 }
 
 fn rows_of(t: &Tensor) -> usize {
@@ -698,64 +714,106 @@ fn rows_of(t: &Tensor) -> usize {
     }
 }
 
+/// Values per row of `t` when it splits into `rows` rows; `None` leaves it out of the log.
+fn width_of(t: &Tensor, rows: usize) -> Option<usize> {
+    let len = t.data.len();
+    if len == 0 || !len.is_multiple_of(rows) || (t.shape.len() > 1 && rows_of(t) != rows) {
+        return None;
+    }
+    Some(len / rows)
+}
+
+/// The rows a record expands to.
+fn record_rows(r: &Record) -> usize {
+    r.inputs
+        .first()
+        .or_else(|| r.outputs.as_ref().and_then(|o| o.tensors.first()))
+        .map_or(1, rows_of)
+        .max(1)
+}
+
+/// A digest of a record's deployment and column layout (names, types, widths), computed
+/// without allocating: records with equal digests go to the same file.
+fn fingerprint(r: &Record, rows: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    r.deployment.hash(&mut h);
+    for t in r.inputs.iter() {
+        (0u8, &t.name, Buf::of(&t.data).tag(), width_of(t, rows)).hash(&mut h);
+    }
+    if r.inputs.len() == 1 {
+        r.columns.hash(&mut h);
+    }
+    if let Some(o) = &r.outputs {
+        for (t, labels) in o.tensors.iter().zip(&o.labels) {
+            (
+                1u8,
+                &t.name,
+                Buf::of(&t.data).tag(),
+                width_of(t, rows),
+                labels,
+            )
+                .hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// Adds a tensor's per-row columns: `{prefix}{name}` for one value per row, else
 /// `{prefix}{names[j]}` or `{prefix}{name}_{j}`. Tensors not split by rows are left out.
-fn push_cols<'a>(
-    t: &'a Tensor,
+fn push_cols(
+    t: &Tensor,
+    (output, tensor): (bool, usize),
     names: Option<&[String]>,
     prefix: &str,
     rows: usize,
-    cols: &mut Vec<ColRef<'a>>,
+    cols: &mut Vec<(String, ColSrc)>,
 ) {
-    let len = t.data.len();
-    if len == 0 || !len.is_multiple_of(rows) || (t.shape.len() > 1 && rows_of(t) != rows) {
+    let Some(width) = width_of(t, rows) else {
         return;
-    }
-    let width = len / rows;
+    };
     for j in 0..width {
         let name = match (names, width) {
             (Some(n), _) if n.len() == width => format!("{prefix}{}", n[j]),
             (_, 1) => format!("{prefix}{}", t.name),
             _ => format!("{prefix}{}_{j}", t.name),
         };
-        cols.push(ColRef {
+        cols.push((
             name,
-            data: &t.data,
-            width,
-            offset: j,
-        });
+            ColSrc {
+                output,
+                tensor,
+                width,
+                offset: j,
+            },
+        ));
     }
 }
 
-/// The rows a record expands to, and its feature and output columns.
-fn layout(r: &Record) -> (usize, Vec<ColRef<'_>>) {
-    let rows = r
-        .inputs
-        .first()
-        .or_else(|| r.outputs.as_ref().and_then(|o| o.tensors.first()))
-        .map_or(1, rows_of)
-        .max(1);
+/// A record's feature and output columns (built once per file, not per record).
+fn layout(r: &Record, rows: usize) -> Vec<(String, ColSrc)> {
     let mut cols = Vec::new();
     let single = r.inputs.len() == 1;
-    for t in &r.inputs {
+    for (i, t) in r.inputs.iter().enumerate() {
         let names = if single { r.columns.as_deref() } else { None };
-        push_cols(t, names, "", rows, &mut cols);
+        push_cols(t, (false, i), names, "", rows, &mut cols);
     }
     if let Some(o) = &r.outputs {
-        for (t, labels) in o.tensors.iter().zip(&o.labels) {
+        for (i, (t, labels)) in o.tensors.iter().zip(&o.labels).enumerate() {
             let names: Option<Vec<String>> = labels
                 .as_ref()
                 .map(|l| l.iter().map(|x| format!("{}_{x}", t.name)).collect());
-            push_cols(t, names.as_deref(), "out_", rows, &mut cols);
+            push_cols(t, (true, i), names.as_deref(), "out_", rows, &mut cols);
         }
     }
-    (rows, cols)
+    cols
 }
 
 /// Records of one deployment with one column layout, waiting to be written.
 struct Group {
     deployment: String,
     names: Vec<String>,
+    srcs: Vec<ColSrc>,
     fixed: Fixed,
     cols: Vec<Buf>,
     rows: usize,
@@ -765,35 +823,36 @@ struct Group {
     since: Instant,
 }
 
+/// The columns every record has; strings go straight into Arrow buffers (no allocation per row).
 #[derive(Default)]
 struct Fixed {
-    request_id: Vec<String>,
+    request_id: StringBuilder,
     row: Vec<i32>,
     ts: Vec<i64>,
-    deployment: Vec<String>,
-    variant: Vec<String>,
-    version: Vec<String>,
+    deployment: StringBuilder,
+    variant: StringBuilder,
+    version: StringBuilder,
     shadow: Vec<bool>,
     status: Vec<i32>,
     latency: Vec<i64>,
-    error: Vec<Option<String>>,
+    error: StringBuilder,
 }
 
 impl Group {
     fn batch(&mut self) -> Result<RecordBatch> {
-        let f = std::mem::take(&mut self.fixed);
+        let mut f = std::mem::take(&mut self.fixed);
         let mut fields = base_fields();
         let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(f.request_id)),
+            Arc::new(f.request_id.finish()),
             Arc::new(Int32Array::from(f.row)),
             Arc::new(TimestampMicrosecondArray::from(f.ts).with_timezone("UTC")),
-            Arc::new(StringArray::from(f.deployment)),
-            Arc::new(StringArray::from(f.variant)),
-            Arc::new(StringArray::from(f.version)),
+            Arc::new(f.deployment.finish()),
+            Arc::new(f.variant.finish()),
+            Arc::new(f.version.finish()),
             Arc::new(BooleanArray::from(f.shadow)),
             Arc::new(Int32Array::from(f.status)),
             Arc::new(Int64Array::from(f.latency)),
-            Arc::new(StringArray::from(f.error)),
+            Arc::new(f.error.finish()),
         ];
         for (name, buf) in self.names.iter().zip(self.cols.iter_mut()) {
             let a = buf.finish();
@@ -819,7 +878,7 @@ struct Writer {
     stats: Arc<LogStats>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     rt: tokio::runtime::Handle,
-    groups: BTreeMap<(String, String), Group>,
+    groups: HashMap<u64, Group>,
     feedback: BTreeMap<String, Vec<Feedback>>,
     seq: u64,
 }
@@ -872,24 +931,26 @@ impl Writer {
     }
 
     fn add(&mut self, r: &Record) {
-        let (rows, cols) = layout(r);
-        let mut sig = String::new();
-        for c in &cols {
-            sig.push_str(&c.name);
-            sig.push('\u{1}');
-            sig.push(Buf::of(c.data).tag());
-        }
-        let key = (r.deployment.clone(), sig);
-        let g = self.groups.entry(key).or_insert_with(|| Group {
-            deployment: r.deployment.clone(),
-            names: cols.iter().map(|c| c.name.clone()).collect(),
-            fixed: Fixed::default(),
-            cols: cols.iter().map(|c| Buf::of(c.data)).collect(),
-            rows: 0,
-            records: 0,
-            first_us: r.timestamp_us,
-            last_us: r.timestamp_us,
-            since: Instant::now(),
+        let rows = record_rows(r);
+        let key = fingerprint(r, rows);
+        let g = self.groups.entry(key).or_insert_with(|| {
+            let (names, srcs): (Vec<String>, Vec<ColSrc>) = layout(r, rows).into_iter().unzip();
+            let cols = srcs
+                .iter()
+                .map(|c| c.data(r).map_or(Buf::F64(Vec::new()), Buf::of))
+                .collect();
+            Group {
+                deployment: r.deployment.clone(),
+                names,
+                srcs,
+                fixed: Fixed::default(),
+                cols,
+                rows: 0,
+                records: 0,
+                first_us: r.timestamp_us,
+                last_us: r.timestamp_us,
+                since: Instant::now(),
+            }
         });
         if g.rows == 0 {
             g.first_us = r.timestamp_us;
@@ -898,20 +959,27 @@ impl Writer {
         }
         g.first_us = g.first_us.min(r.timestamp_us);
         g.last_us = g.last_us.max(r.timestamp_us);
+        let f = &mut g.fixed;
         for i in 0..rows {
-            let f = &mut g.fixed;
-            f.request_id.push(r.request_id.clone());
+            f.request_id.append_value(&r.request_id);
             f.row.push(i32::try_from(i).unwrap_or(i32::MAX));
             f.ts.push(r.timestamp_us);
-            f.deployment.push(r.deployment.clone());
-            f.variant.push(r.variant.clone());
-            f.version.push(r.model_version.clone());
+            f.deployment.append_value(&r.deployment);
+            f.variant.append_value(&r.variant);
+            f.version.append_value(&r.model_version);
             f.shadow.push(r.shadow);
             f.status.push(i32::from(r.status));
             f.latency.push(r.latency_us);
-            f.error.push(r.error.clone());
-            for (c, buf) in cols.iter().zip(g.cols.iter_mut()) {
-                buf.push(c.data, i * c.width + c.offset);
+            f.error.append_option(r.error.as_deref());
+        }
+        for (src, buf) in g.srcs.iter().zip(g.cols.iter_mut()) {
+            match src.data(r) {
+                Some(data) => {
+                    for i in 0..rows {
+                        buf.push(data, i * src.width + src.offset);
+                    }
+                }
+                None => (0..rows).for_each(|_| buf.push_null()),
             }
         }
         g.rows += rows;
@@ -925,7 +993,7 @@ impl Writer {
     /// half-done: the group's batch is retried at the next flush.
     fn flush(&mut self, all: bool) -> Result<()> {
         let mut first_err = None;
-        let due: Vec<(String, String)> = self
+        let due: Vec<u64> = self
             .groups
             .iter()
             .filter(|(_, g)| {
@@ -934,7 +1002,7 @@ impl Writer {
                         || g.rows >= self.config.flush_rows
                         || g.since.elapsed() >= self.config.flush_interval)
             })
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for key in due {
             let Some(mut g) = self.groups.remove(&key) else {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod infer_log;
 pub mod metrics;
 pub mod model;
+pub mod oip;
 pub mod repository;
 pub mod routes;
 pub mod runtime;

@@ -48,7 +48,7 @@ pub struct Loaded {
 
 impl Loaded {
     /// Runs prepared inputs: through the batcher when there is one, else on the blocking pool.
-    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<crate::model::Outputs> {
+    pub async fn infer(&self, inputs: Arc<Vec<Tensor>>) -> Result<crate::model::Outputs> {
         if let Some(b) = &self.batcher {
             return b.infer(inputs).await;
         }

@@ -343,64 +343,6 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// Reads one OIP input tensor (`data` may be nested or flat, row-major; or, with the binary
-/// extension, `binary_data_size` bytes taken from `binary`).
-fn oip_tensor(v: &Value, binary: &mut &[u8]) -> Result<Tensor, Error> {
-    let name = v["name"]
-        .as_str()
-        .ok_or_else(|| bad("every input needs a \"name\""))?
-        .to_string();
-    let shape: Vec<i64> = v["shape"]
-        .as_array()
-        .ok_or_else(|| {
-            bad(format!(
-                "input '{name}': \"shape\" must be a list of integers"
-            ))
-        })?
-        .iter()
-        .map(|d| {
-            d.as_i64().ok_or_else(|| {
-                bad(format!(
-                    "input '{name}': \"shape\" must be a list of integers"
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let dt = v["datatype"]
-        .as_str()
-        .ok_or_else(|| bad(format!("input '{name}': missing \"datatype\"")))?;
-    let datatype = DataType::parse(dt).ok_or_else(|| {
-        bad(format!(
-            "input '{name}': datatype '{dt}' is not supported (BOOL, UINT8, INT32, INT64, FP32, \
-             FP64, BYTES)"
-        ))
-    })?;
-    let data = if let Some(size) = v["parameters"]["binary_data_size"].as_u64() {
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > binary.len() {
-            return Err(bad(format!(
-                "input '{name}': binary_data_size {size} is more than the {} bytes left in the \
-                 body",
-                binary.len()
-            )));
-        }
-        let (raw, rest) = binary.split_at(size);
-        *binary = rest;
-        crate::binary::decode(datatype, raw, &name)?
-    } else {
-        let mut flat = Vec::new();
-        flatten(
-            v.get("data")
-                .ok_or_else(|| bad(format!("input '{name}': missing \"data\"")))?,
-            &mut flat,
-        );
-        json_values(&flat, datatype, &name)?
-    };
-    let t = Tensor { name, shape, data };
-    t.check()?;
-    Ok(t)
-}
-
 /// JSON scalars as elements of `datatype`.
 fn json_values(flat: &[&Value], datatype: DataType, name: &str) -> Result<TensorData, Error> {
     let wrong = |v: &Value| {
@@ -462,13 +404,16 @@ async fn infer_inner(
         }
         None => (&body[..], &[]),
     };
-    let req: Value = serde_json::from_slice(head)
-        .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
-    let inputs = req["inputs"]
-        .as_array()
-        .ok_or_else(|| bad("the request needs \"inputs\": a list of tensors"))?
-        .iter()
-        .map(|v| oip_tensor(v, &mut binary))
+    let mut req: crate::oip::InferRequest = serde_json::from_slice(head).map_err(|e| {
+        bad(if e.is_syntax() || e.is_eof() {
+            format!("the request body is not valid JSON: {e}")
+        } else {
+            format!("not an inference request (\"inputs\": a list of tensors with name, shape, datatype and data): {e}")
+        })
+    })?;
+    let inputs = std::mem::take(&mut req.inputs)
+        .into_iter()
+        .map(|t| t.into_tensor(&mut binary))
         .collect::<Result<Vec<_>, _>>()?;
     if !binary.is_empty() {
         return Err(bad(format!(
@@ -477,30 +422,17 @@ async fn infer_inner(
         ))
         .into());
     }
-    // Which outputs go back as binary: each listed output's `binary_data`, else the request's
-    // `binary_data_output` (tritonclient sets it when it names no outputs).
-    let all_binary = req["parameters"]["binary_data_output"]
-        .as_bool()
-        .unwrap_or(false);
-    let binary_out = |name: &str| -> bool {
-        req["outputs"]
-            .as_array()
-            .and_then(|o| o.iter().find(|x| x["name"] == name))
-            .and_then(|x| x["parameters"]["binary_data"].as_bool())
-            .unwrap_or(all_binary)
-    };
-    let wanted: Option<Vec<String>> = req["outputs"].as_array().map(|o| {
-        o.iter()
-            .filter_map(|x| x["name"].as_str().map(str::to_string))
-            .collect()
-    });
-    if let Some(id) = req["id"]
-        .as_str()
-        .filter(|s| !s.is_empty() && s.len() <= 256)
+    if let Some(Value::String(id)) = &req.id
+        && !id.is_empty()
+        && id.len() <= 256
     {
-        call.request_id = Some(id.to_string());
+        call.request_id = Some(id.clone());
     }
-    let asked = wanted.clone();
+    let asked: Option<Arc<Vec<String>>> = req
+        .outputs
+        .as_ref()
+        .map(|o| Arc::new(o.iter().map(|x| x.name.clone()).collect()));
+    let wanted = asked.clone();
     let served = api
         .dispatch(
             call,
@@ -516,50 +448,52 @@ async fn infer_inner(
             }),
         )
         .await?;
-    let l = Arc::clone(&served.loaded);
-    let out = served.outputs;
+    let l = &served.loaded;
+    let out = &served.outputs;
     let mut raw: Vec<u8> = Vec::new();
-    let outputs: Vec<Value> = out
+    let outputs: Vec<crate::oip::OutputTensor<'_>> = out
         .tensors
         .iter()
         .zip(&out.labels)
         .filter(|(t, _)| wanted.as_ref().is_none_or(|w| w.contains(&t.name)))
         .map(|(t, labels)| {
-            let mut o = json!({
-                "name": t.name,
-                "datatype": t.data.datatype().name(),
-                "shape": t.shape,
-            });
-            let mut params = serde_json::Map::new();
-            if binary_out(&t.name) {
+            let mut o = crate::oip::OutputTensor {
+                name: &t.name,
+                datatype: t.data.datatype().name(),
+                shape: &t.shape,
+                data: None,
+                parameters: crate::oip::OutputTensorParameters {
+                    binary_data_size: None,
+                    labels: labels.as_deref(),
+                },
+            };
+            if req.binary_output(&t.name) {
                 let bytes = crate::binary::encode(&t.data);
-                params.insert("binary_data_size".into(), json!(bytes.len()));
+                o.parameters.binary_data_size = Some(bytes.len());
                 raw.extend_from_slice(&bytes);
             } else {
-                o["data"] = Value::Array(t.data.to_json());
-            }
-            if let Some(labels) = labels {
-                params.insert("labels".into(), json!(labels));
-            }
-            if !params.is_empty() {
-                o["parameters"] = Value::Object(params);
+                o.data = Some(crate::oip::JsonData(&t.data));
             }
             o
         })
         .collect();
-    let mut answer = json!({
-        "model_name": l.name,
-        "model_version": l.version,
-        "outputs": outputs,
-    });
-    if let Some(id) = req.get("id") {
-        answer["id"] = id.clone();
-    }
+    let answer = crate::oip::InferResponse {
+        model_name: &l.name,
+        model_version: &l.version,
+        id: req.id.as_ref(),
+        outputs,
+    };
     let ids = served_headers(&served.request_id, &served.variant, &l.version);
+    let mut body = serde_json::to_vec(&answer)
+        .map_err(|e| Error::Inference(format!("cannot encode the answer: {e}")))?;
     if raw.is_empty() {
-        return Ok((ids, axum::Json(answer)).into_response());
+        return Ok((
+            ids,
+            [(header::CONTENT_TYPE, "application/json".to_string())],
+            body,
+        )
+            .into_response());
     }
-    let mut body = answer.to_string().into_bytes();
     let head_len = body.len();
     body.extend_from_slice(&raw);
     Ok((

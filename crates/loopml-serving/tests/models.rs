@@ -273,7 +273,7 @@ async fn batched_requests_get_their_own_rows() {
         let (b, m) = (Arc::clone(&batcher), Arc::clone(&model));
         handles.push(tokio::spawn(async move {
             let (inputs, rows) = rf_request(i);
-            let got = b.infer(inputs.clone()).await.unwrap();
+            let got = b.infer(std::sync::Arc::new(inputs.clone())).await.unwrap();
             let want = m.run(&inputs).unwrap();
             assert_eq!(got.tensors[0].shape[0] as usize, rows);
             assert_eq!(got, want, "request {i}");
@@ -320,7 +320,7 @@ async fn a_full_queue_answers_overloaded_at_once() {
     let calls: Vec<_> = (0..300)
         .map(|_| {
             let (b, x) = (Arc::clone(&batcher), input.clone());
-            tokio::spawn(async move { b.infer(x).await })
+            tokio::spawn(async move { b.infer(std::sync::Arc::new(x)).await })
         })
         .collect();
     let (mut ok, mut overloaded) = (0, 0);
