@@ -203,20 +203,25 @@ impl ServingApi {
         let log = self.log.as_ref().filter(|_| sampled(&log_settings));
         let (result, logged_inputs, columns) = run_variant(&loaded, &inputs).await;
         let latency = started.elapsed();
-        let labels = VariantLabels {
-            deployment: call.endpoint.clone(),
-            variant: variant.clone(),
-            model_version: loaded.version.clone(),
-        };
         let (status, code) = match &result {
             Ok(_) => ("ok", 200),
             Err(e) => status_label(e),
         };
-        self.metrics.request(
-            &labels,
-            status,
-            result.is_ok().then_some(latency.as_secs_f64()),
-        );
+        if result.is_ok() {
+            self.metrics.answered(
+                &call.endpoint,
+                &variant,
+                &loaded.version,
+                latency.as_secs_f64(),
+            );
+        } else {
+            let labels = VariantLabels {
+                deployment: call.endpoint.clone(),
+                variant: variant.clone(),
+                model_version: loaded.version.clone(),
+            };
+            self.metrics.request(&labels, status, None);
+        }
         if let Some(d) = &dep
             && status != "overloaded"
         {
@@ -226,7 +231,10 @@ impl ServingApi {
                 self.persist(d).await;
             }
         }
-        if let Ok(mut r) = self.recent.lock() {
+        // Feedback goes to deployments only: plain models need no memory of their requests.
+        if dep.is_some()
+            && let Ok(mut r) = self.recent.lock()
+        {
             r.insert(request_id.clone(), call.endpoint.clone(), variant.clone());
         }
         if let Some(log) = log {

@@ -67,7 +67,14 @@ pub struct Metrics {
     rollbacks: Family<Vec<(String, String)>, Counter>,
     /// Rewards received per deployment and variant (bandit feedback).
     rewards: Family<Vec<(String, String)>, Counter<f64, AtomicU64>>,
+    /// deployment → variant → version → (ok counter, latency histogram).
+    answered_cache: std::sync::RwLock<AnsweredCache>,
 }
+
+type AnsweredCache = std::collections::HashMap<
+    String,
+    std::collections::HashMap<String, std::collections::HashMap<String, (Counter, Histogram)>>,
+>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,10 +168,52 @@ impl Metrics {
             log_dropped,
             rollbacks,
             rewards,
+            answered_cache: std::sync::RwLock::default(),
         }
     }
 
-    /// Counts one answered request and its latency (latency only for answered requests).
+    /// Counts one answered request and its latency: the request path's call, which looks its
+    /// counter and histogram up by `&str` in a cache (no label strings built per request).
+    pub fn answered(&self, deployment: &str, variant: &str, version: &str, seconds: f64) {
+        let hit = self.answered_cache.read().ok().and_then(|c| {
+            c.get(deployment)
+                .and_then(|d| d.get(variant))
+                .and_then(|v| v.get(version))
+                .cloned()
+        });
+        let (ok, latency) = match hit {
+            Some(h) => h,
+            None => {
+                let labels = VariantLabels {
+                    deployment: deployment.to_string(),
+                    variant: variant.to_string(),
+                    model_version: version.to_string(),
+                };
+                let ok = self
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        deployment: labels.deployment.clone(),
+                        variant: labels.variant.clone(),
+                        model_version: labels.model_version.clone(),
+                        status: "ok".to_string(),
+                    })
+                    .clone();
+                let latency = self.latency.get_or_create(&labels).clone();
+                if let Ok(mut c) = self.answered_cache.write() {
+                    c.entry(labels.deployment)
+                        .or_default()
+                        .entry(labels.variant)
+                        .or_default()
+                        .insert(labels.model_version, (ok.clone(), latency.clone()));
+                }
+                (ok, latency)
+            }
+        };
+        ok.inc();
+        latency.observe(seconds);
+    }
+
+    /// Counts one request by status, and its latency when it was answered.
     pub fn request(&self, v: &VariantLabels, status: &str, seconds: Option<f64>) {
         self.requests
             .get_or_create(&RequestLabels {
@@ -182,6 +231,11 @@ impl Metrics {
     /// Counts one shadow request.
     pub fn shadow(&self, v: &VariantLabels) {
         self.shadow.get_or_create(v).inc();
+    }
+
+    /// The batch-size histogram of one model version (callers keep it: no lookup per call).
+    pub fn batch_sizes(&self, model: &ModelLabels) -> Histogram {
+        self.batch.get_or_create(model).clone()
     }
 
     /// Records one model call of `rows` rows and each request's wait in the queue.

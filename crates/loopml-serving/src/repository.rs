@@ -44,6 +44,8 @@ pub struct Loaded {
     pub batcher: Option<crate::batcher::Batcher>,
     /// Where its model calls are counted.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Its batch-size histogram, looked up once.
+    pub batch_sizes: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Loaded {
@@ -57,14 +59,14 @@ impl Loaded {
                 .first()
                 .and_then(|t| t.shape.first())
                 .map_or(1, |&r| r.max(0) as usize);
-            m.batch(
-                &crate::metrics::ModelLabels {
-                    model: self.name.clone(),
-                    version: self.version.clone(),
-                },
-                rows,
-                &[],
-            );
+            self.batch_sizes
+                .get_or_init(|| {
+                    m.batch_sizes(&crate::metrics::ModelLabels {
+                        model: self.name.clone(),
+                        version: self.version.clone(),
+                    })
+                })
+                .observe(rows as f64);
         }
         let model = Arc::clone(&self.model);
         tokio::task::spawn_blocking(move || model.run(&inputs))
@@ -156,6 +158,7 @@ impl Repository {
             model,
             batcher,
             metrics: self.metrics.clone(),
+            batch_sizes: std::sync::OnceLock::new(),
         });
         let mut models = self
             .models

@@ -174,32 +174,36 @@ async fn request_span(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let given = req
+    // A fresh id is unique across restarts: the inference log and feedback key on it.
+    let id = match req
         .headers()
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned);
-    // A fresh id is unique across restarts: the inference log and feedback key on it.
-    let id = match given {
-        Some(id) => id,
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
+    {
+        Some(v) => v.clone(),
         None => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-                req.headers_mut().insert("x-request-id", v);
-            }
-            id
+            let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+            let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+            let v = axum::http::HeaderValue::from_str(id)
+                .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-"));
+            req.headers_mut().insert("x-request-id", v.clone());
+            v
         }
     };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let (method, path) = if debug {
+        (req.method().clone(), req.uri().path().to_owned())
+    } else {
+        (axum::http::Method::GET, String::new())
+    };
     let start = std::time::Instant::now();
     let mut resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    tracing::debug!(request_id = %id, %method, %path, status, micros = start.elapsed().as_micros() as u64, "request");
-    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+    if debug {
+        let status = resp.status().as_u16();
+        let request_id = id.to_str().unwrap_or("-");
+        tracing::debug!(request_id, %method, %path, status, micros = start.elapsed().as_micros() as u64, "request");
     }
+    resp.headers_mut().insert("x-request-id", id);
     resp
 }
 

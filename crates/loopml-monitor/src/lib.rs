@@ -1,0 +1,1 @@
+//! Monitors for loopml: checks over a deployment's inference log against a reference dataset.
