@@ -69,7 +69,11 @@ pub struct Metrics {
     rewards: Family<Vec<(String, String)>, Counter<f64, AtomicU64>>,
     /// deployment → variant → version → (ok counter, latency histogram).
     answered_cache: std::sync::RwLock<AnsweredCache>,
+    sources: std::sync::RwLock<Vec<MetricsSource>>,
 }
+
+/// Another part's metrics, as OpenMetrics text.
+pub type MetricsSource = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
 type AnsweredCache = std::collections::HashMap<
     String,
@@ -169,6 +173,7 @@ impl Metrics {
             rollbacks,
             rewards,
             answered_cache: std::sync::RwLock::default(),
+            sources: std::sync::RwLock::default(),
         }
     }
 
@@ -279,12 +284,30 @@ impl Metrics {
             .inc_by(reward.max(0.0));
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Adds another part's metrics to `/metrics` (e.g. monitors): `source` returns their
+    /// OpenMetrics text; its `# EOF` line is dropped.
+    pub fn add_source(&self, source: MetricsSource) {
+        if let Ok(mut s) = self.sources.write() {
+            s.push(source);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric (serving's, then each added source's).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let sources = self.sources.read().map(|s| s.clone()).unwrap_or_default();
+        if sources.is_empty() {
+            return out;
+        }
+        let mut body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_string();
+        for source in sources {
+            let text = source();
+            body.push_str(text.strip_suffix("# EOF\n").unwrap_or(&text));
+        }
+        body.push_str("# EOF\n");
+        body
     }
 }
 
