@@ -108,12 +108,16 @@ impl Evaluator {
     pub async fn reference_file(&self, reference: &str) -> Result<PathBuf> {
         let (name, version) = loopml_data::versions::parse_reference(reference)
             .map_err(|e| Error::Invalid(format!("reference: {e}")))?;
-        let v = self.datasets.get(&name, version).await.map_err(|e| match e {
-            loopml_data::Error::NotFound(m) => Error::NotFound(format!(
-                "reference dataset {reference}: {m} (add it with `loopml data add`)"
-            )),
-            other => Error::from(other),
-        })?;
+        let v = self
+            .datasets
+            .get(&name, version)
+            .await
+            .map_err(|e| match e {
+                loopml_data::Error::NotFound(m) => Error::NotFound(format!(
+                    "reference dataset {reference}: {m} (add it with `loopml data add`)"
+                )),
+                other => Error::from(other),
+            })?;
         let dir = self.work_dir.join("references");
         tokio::fs::create_dir_all(&dir)
             .await
@@ -134,7 +138,10 @@ impl Evaluator {
         let since_us = match &spec.window.duration {
             Some(d) => {
                 let d = crate::spec::parse_duration(d)?;
-                Some(loopml_serving::infer_log::now_us() - i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                Some(
+                    loopml_serving::infer_log::now_us()
+                        - i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+                )
             }
             None => None,
         };
@@ -337,9 +344,9 @@ impl Evaluator {
                                     Error::Evaluation(format!("{}: {e}", dir.display()))
                                 })?;
                             }
-                            tokio::fs::copy(window, &b).await.map_err(|e| {
-                                Error::Evaluation(format!("{}: {e}", b.display()))
-                            })?;
+                            tokio::fs::copy(window, &b)
+                                .await
+                                .map_err(|e| Error::Evaluation(format!("{}: {e}", b.display())))?;
                         }
                         (b, "first window")
                     }
@@ -516,13 +523,16 @@ fn as_numbers(col: &ArrayRef) -> Result<Vec<Option<f64>>> {
 /// Computes a performance metric over the labelled rows of the window.
 fn performance(name: &str, p: &Performance, batch: &RecordBatch) -> Result<CheckResult> {
     let truth = batch.column_by_name("truth").ok_or_else(|| {
-        Error::Evaluation("the window has no labels yet: send them to the deployment's feedback endpoint".into())
+        Error::Evaluation(
+            "the window has no labels yet: send them to the deployment's feedback endpoint".into(),
+        )
     })?;
     let pred_col = p.prediction.clone().unwrap_or_else(|| "out_label".into());
     let col = |n: &str| {
-        batch.column_by_name(n).cloned().ok_or_else(|| {
-            Error::Evaluation(format!("the inference log has no column '{n}'"))
-        })
+        batch
+            .column_by_name(n)
+            .cloned()
+            .ok_or_else(|| Error::Evaluation(format!("the inference log has no column '{n}'")))
     };
     let positive = normalise_label(p.positive.as_deref().unwrap_or("1"));
     let insufficient = |n: usize| CheckResult {
@@ -579,7 +589,10 @@ fn performance(name: &str, p: &Performance, batch: &RecordBatch) -> Result<Check
                     ..insufficient(pairs.len())
                 });
             }
-            (roc_auc(&pairs), json!({"labelled": pairs.len(), "positives": pos}))
+            (
+                roc_auc(&pairs),
+                json!({"labelled": pairs.len(), "positives": pos}),
+            )
         }
         Metric::Accuracy | Metric::Precision | Metric::Recall | Metric::F1 => {
             let t = as_strings(truth)?;
@@ -680,9 +693,18 @@ mod tests {
 
     fn batch(truth: &[Option<&str>], label: &[i64], score: &[f64]) -> RecordBatch {
         RecordBatch::try_from_iter(vec![
-            ("truth", Arc::new(StringArray::from(truth.to_vec())) as ArrayRef),
-            ("out_label", Arc::new(Int64Array::from(label.to_vec())) as ArrayRef),
-            ("out_p", Arc::new(Float64Array::from(score.to_vec())) as ArrayRef),
+            (
+                "truth",
+                Arc::new(StringArray::from(truth.to_vec())) as ArrayRef,
+            ),
+            (
+                "out_label",
+                Arc::new(Int64Array::from(label.to_vec())) as ArrayRef,
+            ),
+            (
+                "out_p",
+                Arc::new(Float64Array::from(score.to_vec())) as ArrayRef,
+            ),
         ])
         .unwrap()
     }
@@ -704,7 +726,14 @@ mod tests {
     fn classification_metrics_match_hand_counts() {
         // tp=2 fp=1 fn=1 tn=1, one unlabelled row ignored.
         let b = batch(
-            &[Some("1"), Some("1.0"), Some("0"), Some("1"), Some("0"), None],
+            &[
+                Some("1"),
+                Some("1.0"),
+                Some("0"),
+                Some("1"),
+                Some("0"),
+                None,
+            ],
             &[1, 1, 1, 0, 0, 1],
             &[0.9, 0.8, 0.7, 0.3, 0.2, 0.5],
         );
@@ -724,8 +753,14 @@ mod tests {
     #[test]
     fn regression_metrics_and_too_few_labels() {
         let b = RecordBatch::try_from_iter(vec![
-            ("truth", Arc::new(StringArray::from(vec![Some("1"), Some("3"), None])) as ArrayRef),
-            ("out_variable", Arc::new(Float64Array::from(vec![2.0, 1.0, 5.0])) as ArrayRef),
+            (
+                "truth",
+                Arc::new(StringArray::from(vec![Some("1"), Some("3"), None])) as ArrayRef,
+            ),
+            (
+                "out_variable",
+                Arc::new(Float64Array::from(vec![2.0, 1.0, 5.0])) as ArrayRef,
+            ),
         ])
         .unwrap();
         let mut p = perf(Metric::Rmse, 0.0);

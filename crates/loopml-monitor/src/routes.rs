@@ -58,8 +58,8 @@ async fn list(State(s): State<MonitorService>) -> ApiResult {
 }
 
 async fn create(State(s): State<MonitorService>, body: axum::body::Bytes) -> ApiResult {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| Error::Invalid("the body is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| Error::Invalid("the body is not UTF-8".into()))?;
     let spec = MonitorSpec::parse(text)?;
     let spec = s.apply(spec).await?;
     ok(json!({"monitor": spec}))
@@ -117,7 +117,9 @@ async fn alerts(State(s): State<MonitorService>, Query(q): Query<AlertsQuery>) -
         ))
         .into());
     }
-    let a = s.alerts(q.monitor, q.status, q.limit.unwrap_or(100)).await?;
+    let a = s
+        .alerts(q.monitor, q.status, q.limit.unwrap_or(100))
+        .await?;
     ok(json!({"alerts": a}))
 }
 

@@ -261,8 +261,10 @@ impl MonitorService {
             .inner
             .db
             .read(|c| {
-                c.query("SELECT spec FROM monitors ORDER BY name", &[], |r| r.string(0))
-                    .map_err(Error::from)
+                c.query("SELECT spec FROM monitors ORDER BY name", &[], |r| {
+                    r.string(0)
+                })
+                .map_err(Error::from)
             })
             .await?;
         Ok(raw
@@ -278,9 +280,11 @@ impl MonitorService {
             .inner
             .db
             .read(move |c| {
-                c.query_opt("SELECT spec FROM monitors WHERE name = ?1", &[n.as_str().into()], |r| {
-                    r.string(0)
-                })
+                c.query_opt(
+                    "SELECT spec FROM monitors WHERE name = ?1",
+                    &[n.as_str().into()],
+                    |r| r.string(0),
+                )
                 .map_err(Error::from)
             })
             .await?;
@@ -335,8 +339,11 @@ impl MonitorService {
         let cooldown_ms = i64::try_from(spec.cooldown().as_millis()).unwrap_or(i64::MAX);
         // The window, as a dataset version a pipeline can read, when an alert may start one.
         let mut window_dataset = None;
-        let breached: Vec<&CheckResult> =
-            eval.results.iter().filter(|r| r.status == "breach").collect();
+        let breached: Vec<&CheckResult> = eval
+            .results
+            .iter()
+            .filter(|r| r.status == "breach")
+            .collect();
         if !breached.is_empty()
             && spec.alerts.pipeline.is_some()
             && let Some(file) = &eval.window_file
@@ -353,7 +360,9 @@ impl MonitorService {
                 .await
             {
                 Ok(v) => window_dataset = Some(v.reference()),
-                Err(e) => tracing::warn!(monitor = %spec.name, error = %e, "could not store the window"),
+                Err(e) => {
+                    tracing::warn!(monitor = %spec.name, error = %e, "could not store the window")
+                }
             }
         }
         let payloads: Vec<(String, String)> = breached
@@ -531,7 +540,9 @@ impl MonitorService {
     const ALERT_COLUMNS: &'static str = "id, monitor, check_name, created_at, status, attempts, \
         last_error, delivered_at, payload, delivered_to, pipeline";
 
-    fn alert_row(r: &loopml_store::Row<'_>) -> std::result::Result<Alert, loopml_store::StoreError> {
+    fn alert_row(
+        r: &loopml_store::Row<'_>,
+    ) -> std::result::Result<Alert, loopml_store::StoreError> {
         Ok(Alert {
             id: r.i64(0)?,
             monitor: r.string(1)?,
@@ -553,7 +564,10 @@ impl MonitorService {
             .db
             .read(move |c| {
                 c.query_opt(
-                    &format!("SELECT {} FROM monitor_alerts WHERE id = ?1", Self::ALERT_COLUMNS),
+                    &format!(
+                        "SELECT {} FROM monitor_alerts WHERE id = ?1",
+                        Self::ALERT_COLUMNS
+                    ),
                     &[id.into()],
                     Self::alert_row,
                 )
@@ -662,7 +676,8 @@ impl MonitorService {
         if !errors.is_empty() {
             tracing::warn!(alert = alert.id, attempts = alert.attempts, errors = %errors.join("; "), "alert delivery failed; will retry");
         }
-        let delivered_to = serde_json::to_string(&alert.delivered_to).unwrap_or_else(|_| "[]".into());
+        let delivered_to =
+            serde_json::to_string(&alert.delivered_to).unwrap_or_else(|_| "[]".into());
         let last_error = (!errors.is_empty()).then(|| errors.join("; "));
         let id = alert.id;
         let pipeline = alert.pipeline.clone();
@@ -694,7 +709,8 @@ impl MonitorService {
     /// Runs scheduled evaluations and alert delivery until the process stops.
     pub async fn run_background(self) {
         loop {
-            let _ = tokio::time::timeout(Duration::from_millis(500), self.inner.wake.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), self.inner.wake.notified()).await;
             if let Err(e) = self.deliver_due().await {
                 tracing::warn!(error = %e, "alert delivery pass failed");
             }

@@ -331,8 +331,8 @@ impl MonitorSpec {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Invalid(format!("{}: cannot read: {e}", path.display())))?;
-        let mut spec = Self::parse(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let mut spec =
+            Self::parse(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         for c in &mut spec.checks {
             if let Check::DataQuality(q) = c
@@ -346,9 +346,8 @@ impl MonitorSpec {
         }
         if let Some(p) = &mut spec.alerts.pipeline {
             let file = base.join(&p.file);
-            let abs = std::fs::canonicalize(&file).map_err(|e| {
-                Error::Invalid(format!("pipeline {}: {e}", file.display()))
-            })?;
+            let abs = std::fs::canonicalize(&file)
+                .map_err(|e| Error::Invalid(format!("pipeline {}: {e}", file.display())))?;
             p.file = abs.display().to_string();
         }
         Ok(spec)
@@ -495,32 +494,55 @@ alerts:
             names,
             ["feature_drift", "prediction_drift", "performance_accuracy"]
         );
-        let back: MonitorSpec =
-            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: MonitorSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
 
     #[test]
     fn bad_specs_say_what_is_wrong() {
         for (text, needle) in [
-            (GOOD.replace("name: churn-health", "name: ../x"), "not valid"),
+            (
+                GOOD.replace("name: churn-health", "name: ../x"),
+                "not valid",
+            ),
             (GOOD.replace("{rows: 500}", "{rows: 0}"), "at least 1"),
             (
                 GOOD.replace("{rows: 500}", "{rows: 5, duration: 1h}"),
                 "not both",
             ),
-            (GOOD.replace("interval: 30s", "interval: soon"), "not a duration"),
-            (GOOD.replace("min: 0.7", "positive: '1'"), "min` and/or `max"),
-            (GOOD.replace("drift_share: 0.4", "drift_share: 4"), "between 0 and 1"),
-            (GOOD.replace("http://127.0.0.1:9/hook", "ftp://x"), "http(s)"),
-            (GOOD.replace("feature_drift:", "feature_drifts:"), "not a valid monitor"),
-            (GOOD.replace("reference: churn-train@1", "reference: a@b@c"), "reference"),
+            (
+                GOOD.replace("interval: 30s", "interval: soon"),
+                "not a duration",
+            ),
+            (
+                GOOD.replace("min: 0.7", "positive: '1'"),
+                "min` and/or `max",
+            ),
+            (
+                GOOD.replace("drift_share: 0.4", "drift_share: 4"),
+                "between 0 and 1",
+            ),
+            (
+                GOOD.replace("http://127.0.0.1:9/hook", "ftp://x"),
+                "http(s)",
+            ),
+            (
+                GOOD.replace("feature_drift:", "feature_drifts:"),
+                "not a valid monitor",
+            ),
+            (
+                GOOD.replace("reference: churn-train@1", "reference: a@b@c"),
+                "reference",
+            ),
             (
                 GOOD.replace("{column: out_label}", "{column: out_label, method: magic}"),
                 "magic",
             ),
             (
-                GOOD.replace("{metric: accuracy, min: 0.7}", "{metric: roc_auc, min: 0.7}"),
+                GOOD.replace(
+                    "{metric: accuracy, min: 0.7}",
+                    "{metric: roc_auc, min: 0.7}",
+                ),
                 "needs `score`",
             ),
         ] {

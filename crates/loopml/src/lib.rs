@@ -216,6 +216,8 @@ pub struct AppHandle {
     pub registry: loopml_registry::RegistryService,
     /// Model serving.
     pub serving: loopml_serving::routes::ServingApi,
+    /// Monitors (absent when the inference log is off: they read it).
+    pub monitors: Option<loopml_monitor::MonitorService>,
 }
 
 fn is_registry_uri(p: &std::path::Path) -> bool {
@@ -428,9 +430,31 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     let serving = serving_api(
         config,
         Some(std::sync::Arc::new(RegistryModels(registry.clone()))),
-        db,
+        db.clone(),
         artifacts,
     )?;
+    let monitors = match &serving.log {
+        Some(log) => {
+            let m = loopml_monitor::MonitorService::new(
+                db,
+                loopml_monitor::Evaluator {
+                    log: log.clone(),
+                    datasets: datasets.clone(),
+                    work_dir: config.data_dir.join("monitor"),
+                },
+            )
+            .context("cannot initialise monitors")?;
+            let source = m.clone();
+            serving
+                .metrics
+                .add_source(std::sync::Arc::new(move || source.encode_metrics()));
+            // Scheduled evaluations and alert delivery live as long as the process.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(m.clone().run_background());
+            Some(m)
+        }
+        None => None,
+    };
     registry.set_deployment_finder(std::sync::Arc::new(ServedVersions(serving.clone())));
     registry
         .start_webhook_delivery()
@@ -444,15 +468,20 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
             store: datasets,
             staging: config.data_dir.join("staging"),
         }))
-        .merge(loopml_serving::routes::router(serving.clone()))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(request_span));
+        .merge(loopml_serving::routes::router(serving.clone()));
+    let router = match &monitors {
+        Some(m) => router.merge(loopml_monitor::routes::router(m.clone())),
+        None => router,
+    }
+    .fallback(not_found)
+    .layer(axum::middleware::from_fn(request_span));
     Ok((
         router,
         AppHandle {
             tracking,
             registry,
             serving,
+            monitors,
         },
     ))
 }

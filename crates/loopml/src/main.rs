@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use loopml::{FileConfig, ServerConfig};
 use loopml_store::Durability;
 
+mod monitor_cmd;
+
 /// mimalloc: a server makes many small, short-lived allocations on several threads; glibc's
 /// allocator spent ~9% of the serving path's CPU on them (bench/serving), mimalloc about a third.
 #[global_allocator]
@@ -47,6 +49,10 @@ enum Command {
     /// promote, roll back, read the inference log.
     #[command(subcommand)]
     Deploy(DeployCommand),
+    /// Monitors on a running server: drift, data quality and performance over a deployment's
+    /// inference log, with alerts.
+    #[command(subcommand)]
+    Monitor(monitor_cmd::MonitorCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +452,13 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Data(cmd) => data_command(cmd),
         Command::Deploy(cmd) => deploy_command(cmd),
+        Command::Monitor(cmd) => {
+            let code = monitor_cmd::run(cmd)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::ModelCard(args) => {
             let server = loopml::client::server_url(args.server);
             let body = loopml::client::get(
