@@ -4,6 +4,7 @@
 //! along the DAG.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -428,6 +429,45 @@ pub fn export_argo(p: &Pipeline, opts: &ArgoOptions) -> Result<String> {
     serde_saphyr::to_string(&wf).map_err(|e| Error::Export(e.to_string()))
 }
 
+/// Parses a `--output STEP.KEY=VALUE` argument of `loopml pipeline step` into the upstream
+/// outputs [`crate::run_step`] takes (step names may hold dots; the key is after the last one).
+pub fn parse_output_arg(
+    arg: &str,
+    into: &mut BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<()> {
+    let bad = || {
+        Error::Options(format!(
+            "`{arg}` is not STEP.KEY=VALUE (e.g. train.run_id=0123abcd)"
+        ))
+    };
+    let (name, value) = arg.split_once('=').ok_or_else(bad)?;
+    let (step, key) = name.rsplit_once('.').ok_or_else(bad)?;
+    if !template::is_name(step) || !template::is_output_key(key) {
+        return Err(bad());
+    }
+    into.entry(step.to_string())
+        .or_default()
+        .insert(key.to_string(), value.to_string());
+    Ok(())
+}
+
+/// Writes a step's outputs into `dir`, one file per key holding the value (what Argo reads as
+/// output parameters; `loopml pipeline step --outputs-dir`).
+pub fn write_outputs(dir: &Path, outputs: &BTreeMap<String, String>) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (k, v) in outputs {
+        if !template::is_output_key(k) {
+            continue;
+        }
+        let path = dir.join(k);
+        std::fs::write(&path, v).map_err(|source| Error::Write { path, source })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,6 +707,22 @@ steps:
         );
         assert!(a.get("outputs").is_none());
         assert!(wf["spec"].get("arguments").is_none());
+    }
+
+    #[test]
+    fn output_arguments_and_files() {
+        let mut up = BTreeMap::new();
+        parse_output_arg("train.model.run_id=abc=1", &mut up).unwrap();
+        parse_output_arg("register.version=3", &mut up).unwrap();
+        assert_eq!(up["train.model"]["run_id"], "abc=1");
+        assert_eq!(up["register"]["version"], "3");
+        for bad in ["noequals", "nodot=1", ".k=1", "a.=1", "a b.k=1"] {
+            assert!(parse_output_arg(bad, &mut up).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("outputs");
+        write_outputs(&out, &up["register"]).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("version")).unwrap(), "3");
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod spec;
 pub mod template;
 mod tracker;
 
-pub use argo::{ArgoOptions, export_argo};
+pub use argo::{ArgoOptions, export_argo, parse_output_arg, write_outputs};
 pub use error::{Error, Result};
 pub use run::{LogSink, Outcome, RunOptions, RunReport, StepReport, StepStatus, run, run_step};
 pub use spec::{Direction, Kind, Pipeline, Step, StepKind};

@@ -182,7 +182,9 @@ async fn a_hanging_step_is_killed_with_its_process_group() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Gone, or a zombie waiting for an init that does not reap (as in some containers).
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
     assert!(
         matches!(state, None | Some('Z' | 'X')),
         "background child {pid} still runs: {stat}"

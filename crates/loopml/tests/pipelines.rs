@@ -374,3 +374,47 @@ async fn an_unreachable_server_is_an_error_before_anything_runs() {
     assert!(e.contains("cannot reach the server"), "{e}");
     assert!(!dir.path().join("ran").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenger_without_the_metric_fails_the_gate_and_literal_versions_promote() {
+    let data = tempfile::tempdir().unwrap();
+    let srv = start(data.path());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.py"), TRAIN_PY).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        r#"name: edge
+steps:
+  - {name: train, run: python3 train.py accuracy 0.7, inputs: [train.py]}
+  - {name: register, needs: [train], register: {model: edge, from: train}}
+  - {name: gate, needs: [register], gate: {model: edge, challenger: register, metric: roc_auc}}
+  - {name: promote, needs: [gate], promote: {model: edge, version: register}}
+  - {name: pin, needs: [register], promote: {model: edge, alias: pinned, version: 1}}
+"#,
+    )
+    .unwrap();
+    let p = Pipeline::load(&dir.path().join("pipeline.yaml")).unwrap();
+    let opts = RunOptions {
+        tracking_uri: Some(srv.url()),
+        ..Default::default()
+    };
+    let r = loopml_pipelines::run(&p, &opts).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Failed, "{r:#?}");
+    let gate = r.step("gate").unwrap();
+    assert_eq!(gate.status, StepStatus::Failed);
+    let m = gate.message.clone().unwrap();
+    assert!(m.contains("version 1 has no metric `roc_auc`"), "{m}");
+    assert_eq!(status(&r, "promote"), StepStatus::Skipped);
+    assert_eq!(status(&r, "pin"), StepStatus::Succeeded);
+    let (code, _) = srv.get("/api/2.0/mlflow/registered-models/alias?name=edge&alias=champion");
+    assert_ne!(code, 200, "no champion was set");
+    let (code, v) = srv.get("/api/2.0/mlflow/registered-models/alias?name=edge&alias=pinned");
+    assert_eq!(code, 200);
+    assert_eq!(v["model_version"]["version"], "1");
+    let gate_run = srv.run(gate.run_id.as_ref().unwrap());
+    assert_eq!(gate_run["info"]["status"], "FAILED");
+    assert_eq!(
+        srv.run(r.run_id.as_ref().unwrap())["info"]["status"],
+        "FAILED"
+    );
+}
