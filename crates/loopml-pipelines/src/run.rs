@@ -669,64 +669,25 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
             lock: None,
         }
     };
-    let needs_server = matches!(
-        step.kind,
-        StepKind::Register(_) | StepKind::Gate(_) | StepKind::Promote(_)
-    );
-    if needs_server && ctx.tracker.is_none() {
-        let m = format!(
-            "`{}` steps need a loopml server: run with a tracking server (--server or \
-             MLFLOW_TRACKING_URI) so the registry can be reached",
-            step.kind.kind()
-        );
-        return fail(report, m, &log);
-    }
-    let resolved = match resolve(&ctx, step, &job.upstream) {
-        Ok(r) => r,
-        Err(m) => return fail(report, m, &log),
+    // Resolve references, hash the input files and compute the cache key; a failure here is
+    // the step's failure (it still gets a run when tracked).
+    let prepared = prepare(&ctx, step, &job).await;
+    let (resolved, inputs, key) = match prepared {
+        Ok((r, i, k)) => (Some(r), i, Some(k)),
+        Err(m) => {
+            report.message = Some(m);
+            (None, Vec::new(), None)
+        }
     };
-    // Digests of the files the step reads: they key the cache and are logged as inputs.
-    let input_paths: Vec<String> = match &resolved {
-        Resolved::Run { inputs, .. } => inputs.clone(),
-        Resolved::Validate { data, suite } => vec![data.clone(), suite.clone()],
-        _ => Vec::new(),
-    };
-    let dir = ctx.p.dir.clone();
-    let digests = blocking(move || {
-        input_paths
-            .into_iter()
-            .map(|rel| {
-                let full = dir.join(&rel);
-                cache::digest_path(&full)
-                    .map(|d| (rel.clone(), d))
-                    .map_err(|e| format!("input `{rel}` ({}): {e}", full.display()))
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()
-    })
-    .await
-    .unwrap_or_else(|| Err("internal error while reading inputs".into()));
-    let inputs = match digests {
-        Ok(d) => d,
-        Err(m) => return fail(report, m, &log),
-    };
-    let key = cache::step_key(&KeyInput {
-        kind: step.kind.kind().as_str(),
-        config: resolved.config(),
-        params: &ctx.params,
-        env: ctx.env.clone(),
-        inputs: inputs.clone(),
-        upstream: job.upstream_keys.clone(),
-    });
-    report.cache_key = Some(key.clone());
-
-    let hit = match (&job.cached, step.cache && !ctx.no_cache) {
-        (Some(entry), true) if entry.key == key => cache_valid(&ctx, entry).await,
+    report.cache_key = key.clone();
+    let hit = match (&job.cached, &key, step.cache && !ctx.no_cache) {
+        (Some(entry), Some(key), true) if &entry.key == key => cache_valid(&ctx, entry).await,
         _ => false,
     };
-    let tags = step_tags(&ctx, &step.name, step.kind.kind(), Some(&key));
     let mut run: Option<RunInfo> = None;
     if let (Some(t), Some(exp)) = (&ctx.tracker, &ctx.experiment_id) {
-        let (exp, name, config) = (exp.clone(), step.name.clone(), resolved.config());
+        let (exp, name) = (exp.clone(), step.name.clone());
+        let config = resolved.as_ref().map(Resolved::config).unwrap_or_default();
         let datasets: Vec<DatasetInput> = inputs
             .iter()
             .map(|(rel, digest)| DatasetInput {
@@ -737,7 +698,7 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
                 source: ctx.path(rel).display().to_string(),
             })
             .collect();
-        let mut tags = tags.clone();
+        let mut tags = step_tags(&ctx, &step.name, step.kind.kind(), key.as_deref());
         if hit {
             tags.push(("loopml.cached".into(), "true".into()));
             if let Some(orig) = job.cached.as_ref().and_then(|e| e.run_id.clone()) {
@@ -759,6 +720,19 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
             Err(e) => return fail(report, e.to_string(), &log),
         }
     }
+    let (Some(resolved), Some(key)) = (resolved, key) else {
+        let m = report.message.clone().unwrap_or_default();
+        log.line(&format!("loopml: FAILED: {m}"));
+        report.seconds = secs(started);
+        if let Err(e) = end_step_run(&ctx, run.as_ref(), StepStatus::Failed, Some(&m), &log).await {
+            tracing::warn!("step {}: {e}", step.name);
+        }
+        return Done {
+            index: job.index,
+            report,
+            lock: None,
+        };
+    };
 
     if hit {
         let entry = job.cached.clone().unwrap_or_default();
@@ -863,6 +837,55 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
         report,
         lock,
     }
+}
+
+/// A step's resolved fields, input digests and cache key.
+async fn prepare(
+    ctx: &Ctx,
+    step: &Step,
+    job: &Job,
+) -> std::result::Result<(Resolved, Vec<(String, String)>, String), String> {
+    let needs_server = matches!(
+        step.kind,
+        StepKind::Register(_) | StepKind::Gate(_) | StepKind::Promote(_)
+    );
+    if needs_server && ctx.tracker.is_none() {
+        return Err(format!(
+            "`{}` steps need a loopml server: run with a tracking server (--server or \
+             MLFLOW_TRACKING_URI) so the registry can be reached",
+            step.kind.kind()
+        ));
+    }
+    let resolved = resolve(ctx, step, &job.upstream)?;
+    // Digests of the files the step reads: they key the cache and are logged as inputs.
+    let input_paths: Vec<String> = match &resolved {
+        Resolved::Run { inputs, .. } => inputs.clone(),
+        Resolved::Validate { data, suite } => vec![data.clone(), suite.clone()],
+        _ => Vec::new(),
+    };
+    let dir = ctx.p.dir.clone();
+    let inputs = blocking(move || {
+        input_paths
+            .into_iter()
+            .map(|rel| {
+                let full = dir.join(&rel);
+                cache::digest_path(&full)
+                    .map(|d| (rel.clone(), d))
+                    .map_err(|e| format!("input `{rel}` ({}): {e}", full.display()))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()
+    })
+    .await
+    .unwrap_or_else(|| Err("internal error while reading inputs".into()))?;
+    let key = cache::step_key(&KeyInput {
+        kind: step.kind.kind().as_str(),
+        config: resolved.config(),
+        params: &ctx.params,
+        env: ctx.env.clone(),
+        inputs: inputs.clone(),
+        upstream: job.upstream_keys.clone(),
+    });
+    Ok((resolved, inputs, key))
 }
 
 /// Whether a lock entry may stand in for running the step now: its output files still hold

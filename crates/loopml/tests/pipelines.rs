@@ -390,6 +390,7 @@ steps:
   - {name: gate, needs: [register], gate: {model: edge, challenger: register, metric: roc_auc}}
   - {name: promote, needs: [gate], promote: {model: edge, version: register}}
   - {name: pin, needs: [register], promote: {model: edge, alias: pinned, version: 1}}
+  - {name: lost, run: 'true', inputs: [nope.csv]}
 "#,
     )
     .unwrap();
@@ -411,6 +412,19 @@ steps:
     let (code, v) = srv.get("/api/2.0/mlflow/registered-models/alias?name=edge&alias=pinned");
     assert_eq!(code, 200);
     assert_eq!(v["model_version"]["version"], "1");
+    // A step that fails before its command starts still has a (failed) run saying why.
+    let lost = r.step("lost").unwrap();
+    assert!(
+        lost.message.as_ref().unwrap().contains("input `nope.csv`"),
+        "{lost:?}"
+    );
+    let lost_run = srv.run(lost.run_id.as_ref().unwrap());
+    assert_eq!(lost_run["info"]["status"], "FAILED");
+    assert!(
+        tag(&lost_run, "loopml.message")
+            .unwrap()
+            .contains("nope.csv")
+    );
     let gate_run = srv.run(gate.run_id.as_ref().unwrap());
     assert_eq!(gate_run["info"]["status"], "FAILED");
     assert_eq!(
