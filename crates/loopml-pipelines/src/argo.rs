@@ -408,7 +408,10 @@ pub fn export_argo(p: &Pipeline, opts: &ArgoOptions) -> Result<String> {
         api_version: "argoproj.io/v1alpha1",
         kind: "Workflow",
         metadata: Metadata {
-            generate_name: format!("{}-", k8s_name(&p.name)),
+            generate_name: match k8s_name(&p.name) {
+                n if n.is_empty() => "pipeline-".to_string(),
+                n => format!("{n}-"),
+            },
             annotations: BTreeMap::from([("loopml/pipeline".to_string(), p.name.clone())]),
         },
         spec: Spec {

@@ -761,7 +761,18 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        let r = attempt_step(&ctx, step, &resolved, run.as_ref(), &log).await;
+        let r = match &resolved {
+            // A command enforces its own timeout (and kills its process group).
+            Resolved::Run { .. } => attempt_step(&ctx, step, &resolved, run.as_ref(), &log).await,
+            _ => tokio::time::timeout(
+                step.timeout,
+                attempt_step(&ctx, step, &resolved, run.as_ref(), &log),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Attempt::Failed(format!("timed out after {}", human(step.timeout)))
+            }),
+        };
         match r {
             Attempt::Failed(m) if attempt <= step.retries => {
                 log.line(&format!(

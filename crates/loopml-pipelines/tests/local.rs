@@ -470,3 +470,27 @@ async fn one_step_runs_alone_with_given_upstream_outputs() {
     );
     assert!(run_step(&p, "zz", &opts, &up).await.is_err());
 }
+
+#[tokio::test]
+async fn built_in_steps_time_out_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("id,age\n");
+    for i in 0..200_000 {
+        csv.push_str(&format!("{i},{}\n", i % 90));
+    }
+    std::fs::write(d.join("big.csv"), csv).unwrap();
+    std::fs::write(
+        d.join("suite.yaml"),
+        "name: s\nexpectations:\n  - expect_column_values_to_be_unique: {column: id}\n  - expect_column_median_to_be_between: {column: age, min_value: 0, max_value: 100}\n",
+    )
+    .unwrap();
+    let p = pipeline(
+        d,
+        "name: slow\nsteps:\n  - {name: check, validate: {data: big.csv, suite: suite.yaml}, timeout: 0.002}\n",
+    );
+    let (r, _) = go(&p).await;
+    let m = r.step("check").unwrap().message.clone().unwrap_or_default();
+    assert_eq!(status(&r, "check"), StepStatus::Failed, "{r:#?}");
+    assert!(m.contains("timed out after 0.002s"), "{m}");
+}
