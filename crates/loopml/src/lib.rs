@@ -486,6 +486,67 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     ))
 }
 
+/// Starts the pipeline of a monitor alert: a background `loopml_pipelines::run` tracked on this
+/// server over its own HTTP address (pipelines are MLflow clients), with the drifted window's
+/// dataset version in `LOOPML_WINDOW_DATASET`.
+struct AlertPipelines {
+    server: String,
+}
+
+impl loopml_monitor::AlertHandler for AlertPipelines {
+    fn start_pipeline(
+        &self,
+        alert: &loopml_monitor::Alert,
+        trigger: &loopml_monitor::spec::PipelineTrigger,
+    ) -> loopml_monitor::service::HandlerFuture {
+        let server = self.server.clone();
+        let alert = alert.clone();
+        let trigger = trigger.clone();
+        Box::pin(async move {
+            let path = std::path::PathBuf::from(&trigger.file);
+            let pipeline = loopml_pipelines::Pipeline::load(&path).map_err(|e| e.to_string())?;
+            let mut env = vec![
+                ("LOOPML_ALERT_ID".to_string(), alert.id.to_string()),
+                ("LOOPML_MONITOR".to_string(), alert.monitor.clone()),
+            ];
+            if let Some(w) = alert.payload["window_dataset"].as_str() {
+                env.push(("LOOPML_WINDOW_DATASET".to_string(), w.to_string()));
+            }
+            let name = pipeline.name.clone();
+            let log_name = name.clone();
+            let opts = loopml_pipelines::RunOptions {
+                tracking_uri: Some(server),
+                params: trigger.params.clone(),
+                env,
+                log: std::sync::Arc::new(move |step: &str, line: &str| {
+                    tracing::info!(pipeline = %log_name, step, "{line}");
+                }),
+                run_name: Some(format!("{name}-alert-{}", alert.id)),
+                tags: [
+                    ("loopml.alert_id".to_string(), alert.id.to_string()),
+                    ("loopml.monitor".to_string(), alert.monitor.clone()),
+                    ("loopml.check".to_string(), alert.check.clone()),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            };
+            let what = format!("started pipeline {name} ({})", path.display());
+            // The run outlives the delivery pass; its outcome is in its tracked runs and the log.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(async move {
+                match loopml_pipelines::run(&pipeline, &opts).await {
+                    Ok(r) => {
+                        tracing::info!(pipeline = %name, outcome = ?r.outcome, run_id = ?r.run_id, "alert pipeline finished")
+                    }
+                    Err(e) => tracing::warn!(pipeline = %name, error = %e, "alert pipeline failed"),
+                }
+            });
+            Ok(what)
+        })
+    }
+}
+
 /// Links the datasets runs logged (MLflow `log_input`) to stored dataset versions, for lineage:
 /// the registry asks through its `DatasetLinker` seam, the data crate answers.
 struct StoredDatasets(loopml_data::versions::DatasetStore);
@@ -562,7 +623,25 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (router, handle) = build_app(&config)?;
     start_serving(&handle.serving, &config).await?;
     let followed = follow_registry(handle.clone());
-    run_until_stopped(&config, router, followed, "loopml server listening").await?;
+    let monitors = handle.monitors.clone();
+    run_until_stopped(
+        &config,
+        router,
+        followed,
+        "loopml server listening",
+        |addr| {
+            if let Some(m) = monitors {
+                let host = if addr.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    addr.ip().to_string()
+                };
+                let server = format!("http://{host}:{}", addr.port());
+                m.set_alert_handler(std::sync::Arc::new(AlertPipelines { server }));
+            }
+        },
+    )
+    .await?;
     finish_serving(&handle.serving).await;
     let db = handle.tracking.database().clone();
     if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
@@ -576,7 +655,14 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
     let (router, serving) = build_serving_app(&config)?;
     start_serving(&serving, &config).await?;
-    run_until_stopped(&config, router, std::future::pending(), "loopml serving").await?;
+    run_until_stopped(
+        &config,
+        router,
+        std::future::pending(),
+        "loopml serving",
+        |_| {},
+    )
+    .await?;
     finish_serving(&serving).await;
     tracing::info!("loopml serving stopped");
     Ok(())
@@ -595,6 +681,7 @@ async fn run_until_stopped(
     router: Router,
     background: impl std::future::Future<Output = ()>,
     what: &str,
+    on_bound: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
     let addr = config.addr()?;
@@ -602,6 +689,7 @@ async fn run_until_stopped(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    on_bound(local);
     // Small JSON answers must leave at once: Nagle + delayed ACK costs MLflow ~40 ms a call.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -7,6 +7,7 @@ use loopml::{FileConfig, ServerConfig};
 use loopml_store::Durability;
 
 mod monitor_cmd;
+mod pipeline_cmd;
 
 /// mimalloc: a server makes many small, short-lived allocations on several threads; glibc's
 /// allocator spent ~9% of the serving path's CPU on them (bench/serving), mimalloc about a third.
@@ -53,6 +54,10 @@ enum Command {
     /// inference log, with alerts.
     #[command(subcommand)]
     Monitor(monitor_cmd::MonitorCommand),
+    /// Pipelines: run a YAML DAG of steps locally (tracked, cached, with validate, gate,
+    /// register and promote steps), check it, or export it for Argo Workflows.
+    #[command(subcommand)]
+    Pipeline(pipeline_cmd::PipelineCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +457,13 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Data(cmd) => data_command(cmd),
         Command::Deploy(cmd) => deploy_command(cmd),
+        Command::Pipeline(cmd) => {
+            let code = pipeline_cmd::run(cmd)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Monitor(cmd) => {
             let code = monitor_cmd::run(cmd)?;
             if code != 0 {
