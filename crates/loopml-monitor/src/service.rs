@@ -398,6 +398,7 @@ impl MonitorService {
             eval.window_end,
             i64::try_from(eval.rows).unwrap_or(i64::MAX),
         );
+        let has_pipeline = spec.alerts.pipeline.is_some();
         let new_ids: Vec<i64> = self
             .inner
             .db
@@ -440,6 +441,19 @@ impl MonitorService {
                     )?;
                     let id = c.query_opt("SELECT last_insert_rowid()", &[], |r| r.i64(0))?;
                     ids.extend(id);
+                }
+                // One evaluation starts one pipeline run, however many checks it breached: the
+                // first alert carries the trigger, the others say where it went.
+                if has_pipeline && let Some((first, rest)) = ids.split_first() {
+                    for id in rest {
+                        c.execute(
+                            "UPDATE monitor_alerts SET pipeline = ?2 WHERE id = ?1",
+                            &[
+                                (*id).into(),
+                                format!("not started: alert {first} of the same evaluation started it").into(),
+                            ],
+                        )?;
+                    }
                 }
                 Ok::<_, Error>(ids)
             })

@@ -491,6 +491,9 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
 /// dataset version in `LOOPML_WINDOW_DATASET`.
 struct AlertPipelines {
     server: String,
+    /// Pipeline files running now → the alert that started them: one run per pipeline at a time
+    /// (two retrains racing would leave the alias on whichever finished last).
+    running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl loopml_monitor::AlertHandler for AlertPipelines {
@@ -502,9 +505,34 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
         let server = self.server.clone();
         let alert = alert.clone();
         let trigger = trigger.clone();
+        let running = std::sync::Arc::clone(&self.running);
         Box::pin(async move {
+            {
+                let mut r = running
+                    .lock()
+                    .map_err(|_| "pipeline table poisoned".to_string())?;
+                if let Some(by) = r.get(&trigger.file) {
+                    return Ok(format!(
+                        "not started: {} is still running for alert {by}",
+                        trigger.file
+                    ));
+                }
+                r.insert(trigger.file.clone(), alert.id);
+            }
+            let done = |running: &std::sync::Mutex<std::collections::HashMap<String, i64>>,
+                        file: &str| {
+                if let Ok(mut r) = running.lock() {
+                    r.remove(file);
+                }
+            };
             let path = std::path::PathBuf::from(&trigger.file);
-            let pipeline = loopml_pipelines::Pipeline::load(&path).map_err(|e| e.to_string())?;
+            let pipeline = match loopml_pipelines::Pipeline::load(&path) {
+                Ok(p) => p,
+                Err(e) => {
+                    done(&running, &trigger.file);
+                    return Err(e.to_string());
+                }
+            };
             let mut env = vec![
                 ("LOOPML_ALERT_ID".to_string(), alert.id.to_string()),
                 ("LOOPML_MONITOR".to_string(), alert.monitor.clone()),
@@ -637,7 +665,10 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                     addr.ip().to_string()
                 };
                 let server = format!("http://{host}:{}", addr.port());
-                m.set_alert_handler(std::sync::Arc::new(AlertPipelines { server }));
+                m.set_alert_handler(std::sync::Arc::new(AlertPipelines {
+                    server,
+                    running: std::sync::Arc::default(),
+                }));
             }
         },
     )
