@@ -4,95 +4,37 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{Server, free_port, http, start};
 use loopml_pipelines::{Outcome, Pipeline, RunOptions, RunReport, StepStatus};
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// GET on the test server: (status, JSON body or null).
+fn get_json(port: u16, path: &str) -> (u16, Value) {
+    let r = http(port, "GET", path, &[], "");
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
 }
 
-fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    let ct = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/json\r\n"
-    };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+/// What these tests ask of the tracking server.
+trait Tracked {
+    fn url(&self) -> String;
+    fn get(&self, path: &str) -> (u16, Value);
+    fn run(&self, run_id: &str) -> Value;
+    fn champion(&self) -> Option<String>;
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Server {
-    let port = free_port();
-    let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_loopml"))
-        .args(["server", "--port", &port.to_string(), "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, port };
-    loop {
-        if let Ok((200, _)) = http(port, "GET", "/health", None) {
-            return server;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-impl Server {
+impl Tracked for Server {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        let (status, body) = http(self.port, "GET", path, None).unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        get_json(self.port, path)
     }
 
     fn run(&self, run_id: &str) -> Value {
@@ -201,7 +143,7 @@ fn status(r: &RunReport, step: &str) -> StepStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracked_runs_gate_and_promote_against_the_registry() {
     let data = tempfile::tempdir().unwrap();
-    let srv = start(data.path());
+    let srv = start(data.path(), &[]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("train.py"), TRAIN_PY).unwrap();
     std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
@@ -271,15 +213,19 @@ async fn tracked_runs_gate_and_promote_against_the_registry() {
     let source: Value = serde_json::from_str(ds["source"].as_str().unwrap()).unwrap();
     assert!(source["uri"].as_str().unwrap().starts_with('/'), "{source}");
     // The step's log is the run's artifact logs/train.txt.
-    let (code, log) = http(
+    let reply = http(
         srv.port,
         "GET",
         &format!(
             "/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{train_id}/artifacts/logs/train.txt"
         ),
-        None,
-    )
-    .unwrap();
+        &[],
+        "",
+    );
+    let (code, log) = (
+        reply.status,
+        String::from_utf8_lossy(&reply.body).to_string(),
+    );
     assert_eq!(code, 200, "{log}");
     assert!(log.contains("logged roc_auc 0.8 on"), "{log}");
     let (_, mv) = srv.get("/api/2.0/mlflow/model-versions/get?name=churn&version=1");
@@ -378,7 +324,7 @@ async fn an_unreachable_server_is_an_error_before_anything_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenger_without_the_metric_fails_the_gate_and_literal_versions_promote() {
     let data = tempfile::tempdir().unwrap();
-    let srv = start(data.path());
+    let srv = start(data.path(), &[]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("train.py"), TRAIN_PY).unwrap();
     std::fs::write(

@@ -1,6 +1,8 @@
 //! End-to-end: start the real `loopml` binary on a free port and talk HTTP to it.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -702,18 +704,5 @@ fn serve_runs_models_alone_and_names_a_missing_runtime() {
 
 /// ONNX Runtime's library, when installed (CI: required).
 fn loopml_serving_available() -> Option<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let found = std::env::var_os("LOOPML_ORT_LIB").is_some()
-        || root
-            .join(".cache/onnxruntime/1.32.0/libonnxruntime.so.1.32.0")
-            .is_file();
-    if !found && std::env::var_os("LOOPML_REQUIRE_ORT").is_some() {
-        panic!(
-            "ONNX Runtime is required (LOOPML_REQUIRE_ORT) but missing: run scripts/setup-ort.sh"
-        );
-    }
-    if !found {
-        eprintln!("SKIPPED: no ONNX Runtime (scripts/setup-ort.sh)");
-    }
-    found.then_some(())
+    common::ort_available().then_some(())
 }
