@@ -1,9 +1,15 @@
-//! Dynamic batching for one model (Triton's dynamic batcher): requests wait in a bounded queue;
-//! a worker per session takes the oldest, then gathers more until the batch reaches
-//! `max_batch_size` rows (or a preferred size), or the oldest has waited `max_queue_delay`; it
-//! runs the batch as one call, concatenating inputs along the first dimension, and hands each
-//! caller its rows. A full queue answers [`Error::Overloaded`] (HTTP 429) at once instead of
-//! letting latency grow without bound.
+//! The request queue of one model, with dynamic batching (Triton's dynamic batcher): requests
+//! wait in a bounded queue; a worker thread per session (which owns that session, like a Triton
+//! model instance) takes the oldest, then, when batching is on, gathers more until the batch
+//! reaches `max_batch_size` rows (or a preferred size), or the oldest has waited
+//! `max_queue_delay`; it runs the batch as one call, concatenating inputs along the first
+//! dimension, and hands each caller its rows. With batching off a worker runs one request at a
+//! time. A full queue answers [`Error::Overloaded`] (HTTP 429) at once instead of letting latency
+//! grow without bound.
+//!
+//! Every model has one: a fixed set of inference threads, each with its own session, costs
+//! fewer thread switches and lock waits than a blocking-pool thread per request contending for
+//! the sessions.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,12 +95,21 @@ struct Job {
     queued: Instant,
 }
 
-/// Told about every model call a batcher makes: its rows and each request's wait in seconds.
-pub type BatchObserver = Arc<dyn Fn(usize, &[f64]) + Send + Sync>;
+/// Where a queue reports every model call: its rows, and each request's wait in the queue.
+#[derive(Debug, Clone)]
+pub struct BatchObserver {
+    /// Rows per model call.
+    pub batch_sizes: prometheus_client::metrics::histogram::Histogram,
+    /// Seconds each request waited before its call started.
+    pub queue_seconds: prometheus_client::metrics::histogram::Histogram,
+}
 
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Workers waiting on the condition variable: a new job wakes one only when there is one
+    /// (a wake-up is a system call).
+    waiting: usize,
 }
 
 /// Counts of what the batcher ran.
@@ -106,7 +121,7 @@ pub struct BatchStats {
     pub requests: AtomicU64,
 }
 
-/// The batching front of one model.
+/// The request queue of one model and its workers.
 pub struct Batcher {
     config: BatchConfig,
     queue: Arc<(Mutex<Queue>, Condvar)>,
@@ -122,7 +137,7 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// Starts `workers` worker threads over `model`.
+    /// Starts `workers` worker threads over `model`; worker `i` runs on session `i`.
     pub fn start(
         model: Arc<OnnxModel>,
         config: BatchConfig,
@@ -134,6 +149,7 @@ impl Batcher {
             Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
+                waiting: 0,
             }),
             Condvar::new(),
         ));
@@ -143,8 +159,8 @@ impl Batcher {
             let st = Arc::clone(&stats);
             let obs = observer.clone();
             std::thread::Builder::new()
-                .name(format!("loopml-batch-{i}"))
-                .spawn(move || worker(&q, &m, &c, &st, obs.as_ref()))
+                .name(format!("loopml-infer-{i}"))
+                .spawn(move || worker(i, &q, &m, &c, &st, obs.as_ref()))
                 .map_err(|e| Error::Model(format!("cannot start a batching thread: {e}")))?;
         }
         Ok(Self {
@@ -165,6 +181,11 @@ impl Batcher {
     /// The settings.
     pub fn config(&self) -> &BatchConfig {
         &self.config
+    }
+
+    /// Whether requests are batched.
+    pub fn batching(&self) -> bool {
+        self.config.enabled()
     }
 
     /// Queues prepared inputs; resolves when their batch has run.
@@ -191,7 +212,9 @@ impl Batcher {
                 reply: tx,
                 queued: Instant::now(),
             });
-            cv.notify_one();
+            if q.waiting > 0 {
+                cv.notify_one();
+            }
         }
         rx.await
             .map_err(|_| Error::Inference("the batch worker stopped".into()))?
@@ -209,6 +232,7 @@ impl Drop for Batcher {
 }
 
 fn worker(
+    session: usize,
     queue: &(Mutex<Queue>, Condvar),
     model: &OnnxModel,
     config: &BatchConfig,
@@ -225,10 +249,12 @@ fn worker(
                 if q.closed {
                     return;
                 }
+                q.waiting += 1;
                 q = match cv.wait(q) {
                     Ok(q) => q,
                     Err(_) => return,
                 };
+                q.waiting -= 1;
             }
             let started = Instant::now();
             let mut rows = 0;
@@ -250,40 +276,44 @@ fn worker(
                 if full || waited >= delay || q.closed {
                     break;
                 }
+                q.waiting += 1;
                 q = match cv.wait_timeout(q, delay - waited) {
                     Ok((q, _)) => q,
                     Err(_) => return,
                 };
+                q.waiting -= 1;
             }
         }
         stats
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Some(obs) = observer {
-            let waits: Vec<f64> = batch
-                .iter()
-                .map(|j| j.queued.elapsed().as_secs_f64())
-                .collect();
-            obs(batch.iter().map(|j| j.rows).sum(), &waits);
+            let now = Instant::now();
+            for j in &batch {
+                obs.queue_seconds
+                    .observe(now.duration_since(j.queued).as_secs_f64());
+            }
+            obs.batch_sizes
+                .observe(batch.iter().map(|j| j.rows).sum::<usize>() as f64);
         }
-        let calls = run_batch(model, batch);
+        let calls = run_batch(session, model, batch);
         stats.calls.fetch_add(calls, Ordering::Relaxed);
     }
 }
 
 /// Runs jobs as one call when their inputs stack (same names and trailing dimensions) and the
 /// outputs split back by rows; else one call each. Returns the calls made.
-fn run_batch(model: &OnnxModel, batch: Vec<Job>) -> u64 {
+fn run_batch(session: usize, model: &OnnxModel, batch: Vec<Job>) -> u64 {
     if batch.len() == 1 || !stackable(&batch) {
         let n = batch.len() as u64;
         for job in batch {
-            let _ = job.reply.send(model.run(&job.inputs));
+            let _ = job.reply.send(model.run_on(session, &job.inputs));
         }
         return n;
     }
     let total: usize = batch.iter().map(|j| j.rows).sum();
     let stacked = stack(&batch, total);
-    match model.run(&stacked) {
+    match model.run_on(session, &stacked) {
         Ok(out)
             if out
                 .tensors
@@ -303,7 +333,7 @@ fn run_batch(model: &OnnxModel, batch: Vec<Job>) -> u64 {
         _ => {
             let n = batch.len() as u64;
             for job in batch {
-                let _ = job.reply.send(model.run(&job.inputs));
+                let _ = job.reply.send(model.run_on(session, &job.inputs));
             }
             1 + n
         }

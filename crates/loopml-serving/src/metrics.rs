@@ -238,17 +238,12 @@ impl Metrics {
         self.shadow.get_or_create(v).inc();
     }
 
-    /// The batch-size histogram of one model version (callers keep it: no lookup per call).
-    pub fn batch_sizes(&self, model: &ModelLabels) -> Histogram {
-        self.batch.get_or_create(model).clone()
-    }
-
-    /// Records one model call of `rows` rows and each request's wait in the queue.
-    pub fn batch(&self, model: &ModelLabels, rows: usize, waits: &[f64]) {
-        self.batch.get_or_create(model).observe(rows as f64);
-        let q = self.queue.get_or_create(model);
-        for w in waits {
-            q.observe(*w);
+    /// The batch-size and queue-time histograms of one model version, for its queue (which
+    /// keeps them: no lookup per call).
+    pub fn queue_observer(&self, model: &ModelLabels) -> crate::batcher::BatchObserver {
+        crate::batcher::BatchObserver {
+            batch_sizes: self.batch.get_or_create(model).clone(),
+            queue_seconds: self.queue.get_or_create(model).clone(),
         }
     }
 
@@ -326,14 +321,12 @@ mod tests {
         m.request(&v, "ok", Some(0.0004));
         m.request(&v, "ok", Some(0.0004));
         m.request(&v, "error", None);
-        m.batch(
-            &ModelLabels {
-                model: "churn.stable".into(),
-                version: "3".into(),
-            },
-            8,
-            &[0.0001; 8],
-        );
+        let obs = m.queue_observer(&ModelLabels {
+            model: "churn.stable".into(),
+            version: "3".into(),
+        });
+        obs.batch_sizes.observe(8.0);
+        (0..8).for_each(|_| obs.queue_seconds.observe(0.0001));
         m.set_models_loaded(2);
         let text = m.encode();
         assert!(text.contains(
@@ -345,6 +338,10 @@ mod tests {
             text.contains(
                 "loopml_inference_batch_size_sum{model=\"churn.stable\",version=\"3\"} 8"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("loopml_inference_queue_duration_seconds_count{model=\"churn.stable\",version=\"3\"} 8"),
             "{text}"
         );
         assert!(text.contains("loopml_models_loaded 2"), "{text}");

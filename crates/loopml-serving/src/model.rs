@@ -184,11 +184,33 @@ impl OnnxModel {
     /// Runs the model on inputs already checked by [`OnnxModel::prepare`] (blocking: call it off
     /// the async executor).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Outputs> {
+        let session = self.session()?;
+        self.run_with(session, inputs)
+    }
+
+    /// Runs on session `k` (modulo the pool size), waiting for it if it is busy: a queue worker
+    /// that owns session `k` never waits (blocking, like [`OnnxModel::run`]).
+    pub fn run_on(&self, k: usize, inputs: &[Tensor]) -> Result<Outputs> {
+        let session = self.sessions[k % self.sessions.len()]
+            .lock()
+            .map_err(|_| Error::Inference("a previous call crashed this session".into()))?;
+        self.run_with(session, inputs)
+    }
+
+    /// The number of sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn run_with(
+        &self,
+        mut session: std::sync::MutexGuard<'_, Session>,
+        inputs: &[Tensor],
+    ) -> Result<Outputs> {
         let values: Vec<(String, ort::session::SessionInputValue<'_>)> = inputs
             .iter()
             .map(|t| Ok((t.name.clone(), t.to_ort()?.into())))
             .collect::<Result<_>>()?;
-        let mut session = self.session()?;
         let out = session
             .run(values)
             .map_err(|e| Error::Inference(e.to_string()))?;

@@ -40,38 +40,14 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The runtime model.
     pub model: Arc<OnnxModel>,
-    /// Its dynamic batcher, when batching is on.
-    pub batcher: Option<crate::batcher::Batcher>,
-    /// Where its model calls are counted.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Its batch-size histogram, looked up once.
-    pub batch_sizes: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
+    /// Its request queue: a worker per session, batching when configured.
+    pub queue: crate::batcher::Batcher,
 }
 
 impl Loaded {
-    /// Runs prepared inputs: through the batcher when there is one, else on the blocking pool.
+    /// Runs prepared inputs through the model's queue.
     pub async fn infer(&self, inputs: Arc<Vec<Tensor>>) -> Result<crate::model::Outputs> {
-        if let Some(b) = &self.batcher {
-            return b.infer(inputs).await;
-        }
-        if let Some(m) = &self.metrics {
-            let rows = inputs
-                .first()
-                .and_then(|t| t.shape.first())
-                .map_or(1, |&r| r.max(0) as usize);
-            self.batch_sizes
-                .get_or_init(|| {
-                    m.batch_sizes(&crate::metrics::ModelLabels {
-                        model: self.name.clone(),
-                        version: self.version.clone(),
-                    })
-                })
-                .observe(rows as f64);
-        }
-        let model = Arc::clone(&self.model);
-        tokio::task::spawn_blocking(move || model.run(&inputs))
-            .await
-            .map_err(|e| Error::Inference(format!("inference stopped: {e}")))?
+        self.queue.infer(inputs).await
     }
 }
 
@@ -133,32 +109,24 @@ impl Repository {
         validate_model_name(name)?;
         batching.check()?;
         let model = Arc::new(OnnxModel::load(&path, sessions)?);
-        let batcher = if batching.enabled() {
-            let observer = self.metrics.clone().map(|m| {
-                let labels = crate::metrics::ModelLabels {
-                    model: name.to_string(),
-                    version: version.to_string(),
-                };
-                Arc::new(move |rows: usize, waits: &[f64]| m.batch(&labels, rows, waits))
-                    as crate::batcher::BatchObserver
-            });
-            Some(crate::batcher::Batcher::start(
-                Arc::clone(&model),
-                batching.clone(),
-                sessions,
-                observer,
-            )?)
-        } else {
-            None
-        };
+        let observer = self.metrics.as_ref().map(|m| {
+            m.queue_observer(&crate::metrics::ModelLabels {
+                model: name.to_string(),
+                version: version.to_string(),
+            })
+        });
+        let queue = crate::batcher::Batcher::start(
+            Arc::clone(&model),
+            batching.clone(),
+            model.sessions(),
+            observer,
+        )?;
         let loaded = Arc::new(Loaded {
             name: name.to_string(),
             version: version.to_string(),
             path,
             model,
-            batcher,
-            metrics: self.metrics.clone(),
-            batch_sizes: std::sync::OnceLock::new(),
+            queue,
         });
         let mut models = self
             .models

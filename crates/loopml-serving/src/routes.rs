@@ -1,6 +1,6 @@
 //! HTTP for serving: Open Inference Protocol v2 REST (`/v2/...`, JSON tensors; errors as
 //! `{"error": "..."}`) and MLflow's scoring protocol (`/invocations`, `/ping`, `/health`,
-//! `/version`, the last two served by the binary; errors as `{"error_code", "message"}`). Inference runs on the blocking pool.
+//! `/version`, the last two served by the binary; errors as `{"error_code", "message"}`). Inference runs on each model's queue workers (`batcher`), off the executor.
 
 use std::sync::Arc;
 
@@ -310,16 +310,12 @@ async fn model_config(
     Path(name): Path<String>,
 ) -> Result<Response, OipError> {
     let l = api.endpoint_model(&name, None)?;
-    let b = l
-        .batcher
-        .as_ref()
-        .map(|b| b.config().clone())
-        .unwrap_or_default();
+    let b = l.queue.config();
     Ok(axum::Json(json!({
         "name": l.name,
         "platform": "onnxruntime_onnx",
         "max_batch_size": b.max_batch_size,
-        "dynamic_batching": l.batcher.as_ref().map(|_| json!({
+        "dynamic_batching": l.queue.batching().then(|| json!({
             "max_queue_delay_microseconds": b.max_queue_delay_us,
             "preferred_batch_size": b.preferred_batch_sizes,
             "default_queue_policy": {"max_queue_size": b.max_queue_size},

@@ -299,19 +299,27 @@ async fn batched_requests_get_their_own_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_overloaded_at_once() {
-    use loopml_serving::batcher::{BatchConfig, Batcher};
     use std::sync::Arc;
     if !runtime() {
         return;
     }
     let model = Arc::new(OnnxModel::load(&fixtures().join("sk_gb_regressor.onnx"), 1).unwrap());
+    // Batching on (2 rows), then off: every model's queue is bounded.
+    for max_batch_size in [2, 0] {
+        overloads(&model, max_batch_size).await;
+    }
+}
+
+async fn overloads(model: &std::sync::Arc<OnnxModel>, max_batch_size: usize) {
+    use loopml_serving::batcher::{BatchConfig, Batcher};
+    use std::sync::Arc;
     let config = BatchConfig {
-        max_batch_size: 2,
+        max_batch_size,
         max_queue_delay_us: 0,
         preferred_batch_sizes: vec![],
         max_queue_size: 1,
     };
-    let batcher = Arc::new(Batcher::start(model, config, 1, None).unwrap());
+    let batcher = Arc::new(Batcher::start(Arc::clone(model), config, 1, None).unwrap());
     let input = vec![Tensor {
         name: "features".into(),
         shape: vec![1, 5],
@@ -337,5 +345,35 @@ async fn a_full_queue_answers_overloaded_at_once() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(ok > 0 && overloaded > 0, "ok {ok}, overloaded {overloaded}");
+    assert!(
+        ok > 0 && overloaded > 0,
+        "batch {max_batch_size}: ok {ok}, overloaded {overloaded}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_batching_each_request_runs_alone_on_the_session_workers() {
+    use loopml_serving::batcher::{BatchConfig, Batcher};
+    use std::sync::Arc;
+    if !runtime() {
+        return;
+    }
+    let model = Arc::new(OnnxModel::load(&fixtures().join("sk_rf_classifier.onnx"), 2).unwrap());
+    let batcher =
+        Arc::new(Batcher::start(Arc::clone(&model), BatchConfig::default(), 2, None).unwrap());
+    assert!(!batcher.batching());
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let (b, m) = (Arc::clone(&batcher), Arc::clone(&model));
+            tokio::spawn(async move {
+                let (inputs, _) = rf_request(i);
+                let got = b.infer(Arc::new(inputs.clone())).await.unwrap();
+                assert_eq!(got, m.run(&inputs).unwrap(), "request {i}");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(batcher.stats(), (40, 40), "one call per request");
 }
