@@ -107,9 +107,35 @@ pub struct BatchObserver {
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
-    /// Workers waiting on the condition variable: a new job wakes one only when there is one
-    /// (a wake-up is a system call).
-    waiting: usize,
+    /// Workers waiting for jobs, the latest last: a new job wakes the one that went idle last
+    /// (its caches and session are warm; a FIFO wake-up would rotate through all of them), and
+    /// wakes nobody when every worker is busy (a wake-up is a system call).
+    idle: Vec<usize>,
+}
+
+/// The queue, and one condition variable per worker (so a wake-up picks the worker).
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Vec<Condvar>,
+}
+
+impl Shared {
+    /// Waits on worker `me`'s condition variable (at most `timeout`), listed as idle meanwhile.
+    fn wait<'a>(
+        &self,
+        me: usize,
+        mut q: std::sync::MutexGuard<'a, Queue>,
+        timeout: Option<Duration>,
+    ) -> Option<std::sync::MutexGuard<'a, Queue>> {
+        q.idle.push(me);
+        let mut q = match timeout {
+            Some(t) => self.wake[me].wait_timeout(q, t).ok()?.0,
+            None => self.wake[me].wait(q).ok()?,
+        };
+        // Woken by a job, the worker was taken off the list; by a timeout, it takes itself off.
+        q.idle.retain(|&w| w != me);
+        Some(q)
+    }
 }
 
 /// Counts of what the batcher ran.
@@ -124,7 +150,7 @@ pub struct BatchStats {
 /// The request queue of one model and its workers.
 pub struct Batcher {
     config: BatchConfig,
-    queue: Arc<(Mutex<Queue>, Condvar)>,
+    shared: Arc<Shared>,
     stats: Arc<BatchStats>,
 }
 
@@ -145,17 +171,18 @@ impl Batcher {
         observer: Option<BatchObserver>,
     ) -> Result<Self> {
         config.check()?;
-        let queue = Arc::new((
-            Mutex::new(Queue {
+        let workers = workers.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
-                waiting: 0,
+                idle: Vec::with_capacity(workers),
             }),
-            Condvar::new(),
-        ));
+            wake: (0..workers).map(|_| Condvar::new()).collect(),
+        });
         let stats = Arc::new(BatchStats::default());
-        for i in 0..workers.max(1) {
-            let (q, m, c) = (Arc::clone(&queue), Arc::clone(&model), config.clone());
+        for i in 0..workers {
+            let (q, m, c) = (Arc::clone(&shared), Arc::clone(&model), config.clone());
             let st = Arc::clone(&stats);
             let obs = observer.clone();
             std::thread::Builder::new()
@@ -165,7 +192,7 @@ impl Batcher {
         }
         Ok(Self {
             config,
-            queue,
+            shared,
             stats,
         })
     }
@@ -196,8 +223,9 @@ impl Batcher {
             .map_or(1, |&r| r.max(0) as usize);
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
-            let (lock, cv) = &*self.queue;
-            let mut q = lock
+            let mut q = self
+                .shared
+                .queue
                 .lock()
                 .map_err(|_| Error::Inference("batch queue lock poisoned".into()))?;
             if q.jobs.len() >= self.config.max_queue_size {
@@ -212,8 +240,8 @@ impl Batcher {
                 reply: tx,
                 queued: Instant::now(),
             });
-            if q.waiting > 0 {
-                cv.notify_one();
+            if let Some(w) = q.idle.pop() {
+                self.shared.wake[w].notify_one();
             }
         }
         rx.await
@@ -223,38 +251,36 @@ impl Batcher {
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        let (lock, cv) = &*self.queue;
-        if let Ok(mut q) = lock.lock() {
+        if let Ok(mut q) = self.shared.queue.lock() {
             q.closed = true;
         }
-        cv.notify_all();
+        self.shared.wake.iter().for_each(Condvar::notify_all);
     }
 }
 
 fn worker(
     session: usize,
-    queue: &(Mutex<Queue>, Condvar),
+    shared: &Shared,
     model: &OnnxModel,
     config: &BatchConfig,
     stats: &BatchStats,
     observer: Option<&BatchObserver>,
 ) {
-    let (lock, cv) = queue;
     let delay = Duration::from_micros(config.max_queue_delay_us);
     loop {
         let mut batch: Vec<Job> = Vec::new();
         {
-            let Ok(mut q) = lock.lock() else { return };
+            let Ok(mut q) = shared.queue.lock() else {
+                return;
+            };
             while q.jobs.is_empty() {
                 if q.closed {
                     return;
                 }
-                q.waiting += 1;
-                q = match cv.wait(q) {
-                    Ok(q) => q,
-                    Err(_) => return,
+                q = match shared.wait(session, q, None) {
+                    Some(q) => q,
+                    None => return,
                 };
-                q.waiting -= 1;
             }
             let started = Instant::now();
             let mut rows = 0;
@@ -276,12 +302,10 @@ fn worker(
                 if full || waited >= delay || q.closed {
                     break;
                 }
-                q.waiting += 1;
-                q = match cv.wait_timeout(q, delay - waited) {
-                    Ok((q, _)) => q,
-                    Err(_) => return,
+                q = match shared.wait(session, q, Some(delay - waited)) {
+                    Some(q) => q,
+                    None => return,
                 };
-                q.waiting -= 1;
             }
         }
         stats

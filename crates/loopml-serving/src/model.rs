@@ -207,9 +207,9 @@ impl OnnxModel {
         mut session: std::sync::MutexGuard<'_, Session>,
         inputs: &[Tensor],
     ) -> Result<Outputs> {
-        let values: Vec<(String, ort::session::SessionInputValue<'_>)> = inputs
+        let values: Vec<(&str, ort::session::SessionInputValue<'_>)> = inputs
             .iter()
-            .map(|t| Ok((t.name.clone(), t.to_ort()?.into())))
+            .map(|t| Ok((t.name.as_str(), t.to_ort()?)))
             .collect::<Result<_>>()?;
         let out = session
             .run(values)

@@ -16,9 +16,20 @@ use crate::error::Error;
 use crate::repository::{Loaded, Repository};
 use crate::tensor::{DataType, Tensor, TensorData};
 
-/// Serving routes' state.
+/// Serving routes' state: one shared [`ServingState`] (a clone per request is one reference
+/// count, not one per field).
 #[derive(Clone)]
-pub struct ServingApi {
+pub struct ServingApi(Arc<ServingState>);
+
+impl std::ops::Deref for ServingApi {
+    type Target = ServingState;
+    fn deref(&self) -> &ServingState {
+        &self.0
+    }
+}
+
+/// What serving holds: models, deployments, metrics, the inference log.
+pub struct ServingState {
     /// Loaded models.
     pub repository: Repository,
     /// Resolves `models:/…` URIs for loads over HTTP (absent: such loads are refused).
@@ -55,7 +66,7 @@ impl ServingApi {
         if let Some(db) = &db {
             db.migrate("serving", crate::endpoints::MIGRATIONS)?;
         }
-        Ok(Self {
+        Ok(Self(Arc::new(ServingState {
             repository,
             resolver,
             sessions,
@@ -65,7 +76,7 @@ impl ServingApi {
             log,
             db,
             recent: Arc::default(),
-        })
+        })))
     }
 }
 
@@ -275,14 +286,17 @@ fn model_metadata(api: &ServingApi, l: &Loaded) -> Value {
 }
 
 /// `/v2/models/{name}[/versions/{version}]/…`: the loaded version the path names.
-type ModelPath = Path<std::collections::HashMap<String, String>>;
+#[derive(serde::Deserialize)]
+struct ModelRef {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+}
 
-fn target(
-    api: &ServingApi,
-    p: &std::collections::HashMap<String, String>,
-) -> Result<Arc<Loaded>, Error> {
-    let name = p.get("name").map_or("", String::as_str);
-    api.endpoint_model(name, p.get("version").map(String::as_str))
+type ModelPath = Path<ModelRef>;
+
+fn target(api: &ServingApi, p: &ModelRef) -> Result<Arc<Loaded>, Error> {
+    api.endpoint_model(&p.name, p.version.as_deref())
 }
 
 impl ServingApi {
@@ -512,9 +526,7 @@ async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OipError> {
-    let name = p.get("name").map_or("", String::as_str);
-    let call =
-        crate::endpoints::Call::from_headers(&api, name, p.get("version").cloned(), &headers);
+    let call = crate::endpoints::Call::from_headers(&api, &p.name, p.version, &headers);
     infer_inner(&api, call, headers, body).await
 }
 

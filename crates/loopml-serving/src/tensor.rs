@@ -243,25 +243,38 @@ impl Tensor {
         Ok(())
     }
 
-    pub(crate) fn to_ort(&self) -> Result<ort::value::DynValue> {
+    pub(crate) fn to_ort(&self) -> Result<ort::session::SessionInputValue<'_>> {
         let bad = |e: ort::Error| {
             Error::InvalidInput(format!(
                 "input '{}': cannot build the tensor: {e}",
                 self.name
             ))
         };
-        let shape = self.shape.clone();
-        use ort::value::Tensor as T;
+        // Numbers are lent to the runtime for the call (no copy); strings need its own tensor.
+        let shape = self.shape.as_slice();
+        use ort::value::{Tensor as T, TensorRef as R};
         Ok(match &self.data {
-            TensorData::Bool(v) => T::from_array((shape, v.clone())).map_err(bad)?.into_dyn(),
-            TensorData::U8(v) => T::from_array((shape, v.clone())).map_err(bad)?.into_dyn(),
-            TensorData::I32(v) => T::from_array((shape, v.clone())).map_err(bad)?.into_dyn(),
-            TensorData::I64(v) => T::from_array((shape, v.clone())).map_err(bad)?.into_dyn(),
-            TensorData::F32(v) => T::from_array((shape, v.clone())).map_err(bad)?.into_dyn(),
-            TensorData::F64(v) => T::from_array((shape, v.clone())).map_err(bad)?.into_dyn(),
-            TensorData::Bytes(v) => T::from_string_array((shape, v.as_slice()))
+            TensorData::Bool(v) => R::from_array_view((shape, v.as_slice()))
                 .map_err(bad)?
-                .into_dyn(),
+                .into(),
+            TensorData::U8(v) => R::from_array_view((shape, v.as_slice()))
+                .map_err(bad)?
+                .into(),
+            TensorData::I32(v) => R::from_array_view((shape, v.as_slice()))
+                .map_err(bad)?
+                .into(),
+            TensorData::I64(v) => R::from_array_view((shape, v.as_slice()))
+                .map_err(bad)?
+                .into(),
+            TensorData::F32(v) => R::from_array_view((shape, v.as_slice()))
+                .map_err(bad)?
+                .into(),
+            TensorData::F64(v) => R::from_array_view((shape, v.as_slice()))
+                .map_err(bad)?
+                .into(),
+            TensorData::Bytes(v) => T::from_string_array((shape.to_vec(), v.as_slice()))
+                .map_err(bad)?
+                .into(),
         })
     }
 
