@@ -3,6 +3,7 @@
 //! their routers. `main.rs`, the end-to-end tests and embedded uses all go through it.
 
 pub mod client;
+mod request_id;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -166,45 +167,6 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
         })
         .to_string(),
     )
-}
-
-/// Tags each request with an id (the caller's `x-request-id`, or a fresh one), echoes it,
-/// and records method, path, status and latency in a tracing span.
-async fn request_span(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    // A fresh id is unique across restarts: the inference log and feedback key on it.
-    let id = match req
-        .headers()
-        .get("x-request-id")
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok())
-    {
-        Some(v) => v.clone(),
-        None => {
-            let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-            let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-            let v = axum::http::HeaderValue::from_str(id)
-                .unwrap_or_else(|_| axum::http::HeaderValue::from_static("-"));
-            req.headers_mut().insert("x-request-id", v.clone());
-            v
-        }
-    };
-    let debug = tracing::enabled!(tracing::Level::DEBUG);
-    let (method, path) = if debug {
-        (req.method().clone(), req.uri().path().to_owned())
-    } else {
-        (axum::http::Method::GET, String::new())
-    };
-    let start = std::time::Instant::now();
-    let mut resp = next.run(req).await;
-    if debug {
-        let status = resp.status().as_u16();
-        let request_id = id.to_str().unwrap_or("-");
-        tracing::debug!(request_id, %method, %path, status, micros = start.elapsed().as_micros() as u64, "request");
-    }
-    resp.headers_mut().insert("x-request-id", id);
-    resp
 }
 
 /// What [`build_app`] returns besides the router: the services, for embedding and tests.
@@ -413,7 +375,7 @@ pub fn build_serving_app(
         .route("/version", get(version))
         .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(request_span));
+        .layer(request_id::RequestIdLayer);
     Ok((router, serving))
 }
 
@@ -474,7 +436,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         None => router,
     }
     .fallback(not_found)
-    .layer(axum::middleware::from_fn(request_span));
+    .layer(request_id::RequestIdLayer);
     Ok((
         router,
         AppHandle {
