@@ -159,6 +159,12 @@ def test_stored_state_tells_the_same_story(demo):
         def metric(run, key):
             return {m["key"]: m["value"] for m in run["data"]["metrics"]}[key]
 
+        # train.py logs an MLflow 3 logged model (log_model(name="model")); the pipeline's
+        # register step found it from the run, as mlflow.register_model("runs:/…") does.
+        mv2 = get("/mlflow/model-versions/get", name="churn", version="2")["model_version"]
+        assert mv2["model_id"].startswith("m-"), mv2
+        assert mv2["source"] == f"models:/{mv2['model_id']}", mv2
+
         r1, r2 = run_of("1"), run_of("2")
         assert metric(r2, "roc_auc") >= metric(r1, "roc_auc")
         tags2 = {t["key"]: t["value"] for t in r2["data"].get("tags", [])}

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import os
 import sys
-import tempfile
 
 import numpy as np
 import pandas as pd
@@ -124,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             # Set when a monitor's alert started this retraining: the window that drifted.
             mlflow.set_tag("loopml.trigger_window", window)
         signature = infer_signature(x_test.head(5), model.predict_proba(x_test.head(5)))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model")
-            mlflow.onnx.save_model(onx, path, signature=signature, save_as_external_data=False)
-            mlflow.log_artifacts(path, "model")
+        # An MLflow 3 logged model named "model": the pipeline's `register` step finds it by
+        # name from the run (as mlflow.register_model("runs:/<run>/model") would).
+        mlflow.onnx.log_model(onx, name="model", signature=signature,
+                              save_as_external_data=False)
         run_id = run.info.run_id
 
     outputs = os.environ.get("LOOPML_STEP_OUTPUTS")

@@ -1258,14 +1258,19 @@ async fn register(
     let Some(t) = &ctx.tracker else {
         return Attempt::Failed("`register` steps need a loopml server".into());
     };
-    let source = format!("runs:/{from_run}/{}", artifact.trim_start_matches('/'));
-    let (m, src, rid) = (model.to_string(), source.clone(), from_run.to_string());
+    let (m, art, rid) = (
+        model.to_string(),
+        artifact.to_string(),
+        from_run.to_string(),
+    );
     let created = track(t, move |t| {
+        let source = t.model_source(&rid, &art)?;
         t.ensure_registered_model(&m)?;
-        t.create_model_version(&m, &src, &rid)
+        t.create_model_version(&m, &source, &rid)
+            .map(|v| (v, source.uri))
     })
     .await;
-    let v = match created {
+    let (v, source) = match created {
         Ok(v) => v,
         Err(e) => return Attempt::Failed(e.to_string()),
     };

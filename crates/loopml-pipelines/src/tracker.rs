@@ -36,6 +36,15 @@ pub(crate) struct RunInfo {
     pub artifact_uri: String,
 }
 
+/// Where a model version comes from, as `model-versions/create` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ModelSource {
+    /// `runs:/<run>/<path>` or `models:/<model_id>`.
+    pub uri: String,
+    /// The logged model's id, for a logged model.
+    pub model_id: Option<String>,
+}
+
 /// A model version: its number and source run.
 #[derive(Debug, Clone)]
 pub(crate) struct VersionInfo {
@@ -436,21 +445,84 @@ impl Tracker {
         }
     }
 
-    /// Creates a model version from `source` (`runs:/<run>/<path>`).
+    /// Creates a model version from `source` (`runs:/<run>/<path>`, or `models:/<model_id>`
+    /// with `model_id` for a logged model).
     pub fn create_model_version(
         &self,
         name: &str,
-        source: &str,
+        source: &ModelSource,
         run_id: &str,
     ) -> Result<VersionInfo> {
         let call = "model-versions/create";
-        let v = self.ok(
-            "POST",
-            call,
-            &[],
-            Some(&json!({"name": name, "source": source, "run_id": run_id})),
-        )?;
+        let mut body = json!({"name": name, "source": source.uri, "run_id": run_id});
+        if let Some(id) = &source.model_id {
+            body["model_id"] = json!(id);
+        }
+        let v = self.ok("POST", call, &[], Some(&body))?;
         self.version_info(&v, call)
+    }
+
+    /// What `runs:/<run>/<path>` names, resolved as MLflow 3's `register_model` does: the run's
+    /// artifacts under `path` when an `MLmodel` file is there; else the model named `path` that
+    /// the run logged (`log_model(name=…)` keeps it outside the run's artifacts, as
+    /// `models:/<model_id>`), the newest when there are several.
+    pub fn model_source(&self, run_id: &str, path: &str) -> Result<ModelSource> {
+        let path = path.trim_matches('/');
+        let runs_uri = format!("runs:/{run_id}/{path}");
+        let call = "artifacts/list";
+        let listed = self.ok("GET", call, &[("run_id", run_id), ("path", path)], None)?;
+        let has_mlmodel = listed["files"].as_array().is_some_and(|files| {
+            files.iter().any(|f| {
+                f["path"]
+                    .as_str()
+                    .is_some_and(|p| p.rsplit('/').next() == Some("MLmodel"))
+                    && f["is_dir"].as_bool() != Some(true)
+            })
+        });
+        if has_mlmodel {
+            return Ok(ModelSource {
+                uri: runs_uri,
+                model_id: None,
+            });
+        }
+        let run = self.ok(
+            "GET",
+            "runs/get",
+            &[("run_id", run_id), ("run_uuid", run_id)],
+            None,
+        )?;
+        let experiment = run["run"]["info"]["experiment_id"]
+            .as_str()
+            .ok_or_else(|| self.fail("runs/get", format!("run {run_id} has no experiment")))?;
+        let found = if path.contains(['\'', '/']) {
+            // Not a valid logged-model name: nothing to look for.
+            Value::Null
+        } else {
+            self.ok(
+                "POST",
+                "logged-models/search",
+                &[],
+                Some(&json!({
+                    "experiment_ids": [experiment],
+                    "filter": format!("source_run_id = '{run_id}' AND name = '{path}'"),
+                    "order_by": [{"field_name": "creation_timestamp", "ascending": false}],
+                    "max_results": 1,
+                })),
+            )?
+        };
+        match found["models"][0]["info"]["model_id"].as_str() {
+            Some(id) => Ok(ModelSource {
+                uri: format!("models:/{id}"),
+                model_id: Some(id.to_string()),
+            }),
+            None => Err(self.fail(
+                "logged-models/search",
+                format!(
+                    "{runs_uri} is not a model: the run has no MLmodel file under `{path}` and \
+                     logged no model named `{path}`"
+                ),
+            )),
+        }
     }
 
     /// Points `alias` of `model` at `version`.

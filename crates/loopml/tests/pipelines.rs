@@ -85,6 +85,24 @@ body = json.dumps({"run_id": run, "key": key, "value": value,
 req = urllib.request.Request(uri + "/api/2.0/mlflow/runs/log-metric", data=body,
                              headers={"Content-Type": "application/json"})
 urllib.request.urlopen(req).read()
+
+def call(method, path, body):
+    req = urllib.request.Request(uri + path, data=body, method=method,
+                                 headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req).read() or b"{}")
+
+# The model: below 0.9 in the run's artifacts (runs:/<run>/model, as mlflow 2's
+# log_model(artifact_path=) keeps it), else as a logged model named "model" (as mlflow 3's
+# log_model(name=) makes it, outside the run's artifacts).
+mlmodel = b"flavors:\n  python_function: {loader_module: test}\n"
+exp = os.environ["MLFLOW_EXPERIMENT_ID"]
+if value < 0.9:
+    call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{exp}/{run}/artifacts/model/MLmodel", mlmodel)
+else:
+    m = call("POST", "/api/2.0/mlflow/logged-models", json.dumps(
+        {"experiment_id": exp, "name": "model", "source_run_id": run}).encode())["model"]["info"]
+    root = m["artifact_uri"].split("mlflow-artifacts:/", 1)[1]
+    call("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{root}/MLmodel", mlmodel)
 with open(os.environ["LOOPML_STEP_OUTPUTS"], "a") as f:
     f.write(f"{key}={value}\n")
 with open("train.count", "a") as f:
@@ -298,6 +316,34 @@ async fn tracked_runs_gate_and_promote_against_the_registry() {
     assert_eq!(r.step("train").unwrap().outputs["run_id"], original);
     let (_, mv) = srv.get("/api/2.0/mlflow/model-versions/get?name=churn&version=4");
     assert_eq!(mv["model_version"]["run_id"], original.as_str());
+    // That run logged its model as an mlflow 3 logged model: register found it by name.
+    let model_id = mv["model_version"]["model_id"].as_str().unwrap_or_default();
+    assert!(model_id.starts_with("m-"), "{mv}");
+    assert_eq!(
+        mv["model_version"]["source"],
+        format!("models:/{model_id}").as_str()
+    );
+
+    // 5. A run that logged no model cannot be registered: the step says why.
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        PIPELINE.replace("artifact: model", "artifact: missing"),
+    )
+    .unwrap();
+    let p = Pipeline::load(&dir.path().join("pipeline.yaml")).unwrap();
+    let r = run(&srv, &p, "0.95", false).await;
+    assert_eq!(r.outcome, Outcome::Failed, "{r:#?}");
+    let msg = r
+        .step("register")
+        .unwrap()
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("has no MLmodel file under `missing` and logged no model named `missing`"),
+        "{msg}"
+    );
+    assert_eq!(srv.champion().as_deref(), Some("4"));
 }
 
 #[tokio::test]
