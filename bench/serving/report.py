@@ -17,6 +17,7 @@ LABELS = {
     "mlflow-sklearn": ("`mlflow models serve`, sklearn pyfunc", "rf", "–"),
     "mlflow-onnx": ("`mlflow models serve`, onnx flavor", "rf", "–"),
     "rawort-rf": ("raw axum + ort (floor)", "rf", "–"),
+    "rawort-rf-threads": ("raw axum + ort, per-session threads (same threading as loopml)", "rf", "–"),
     "loopml-rf": ("loopml", "rf", "off"),
     "loopml-rf-batch": ("loopml", "rf", "on"),
     "rawort-mlp": ("raw axum + ort (floor)", "mlp", "–"),
@@ -227,6 +228,9 @@ def main() -> None:
     ratio_line("loopml_vs_mlflow_onnx", "loopml / `mlflow models serve` (onnx flavor), forest",
                "loopml-rf", "mlflow-onnx")
     ratio_line("loopml_vs_rawort_rf", "loopml / raw axum + ort, forest", "loopml-rf", "rawort-rf", 0.8)
+    ratio_line("loopml_vs_rawort_threads_rf",
+               "loopml / raw axum + ort with loopml's per-session threads, forest (what the machinery costs)",
+               "loopml-rf", "rawort-rf-threads")
     ratio_line("loopml_vs_rawort_mlp", "loopml / raw axum + ort, MLP (batching off)", "loopml-mlp", "rawort-mlp", 0.8)
     c64 = [max(concs)]
     ratio_line("mlp_batching_on_vs_off", f"loopml MLP, batching on / off at c={max(concs)}",

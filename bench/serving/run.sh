@@ -26,7 +26,7 @@ warmup=${BENCH_WARMUP_S:-2}
 mlflow_seconds=${BENCH_MLFLOW_SECONDS:-$seconds}
 concurrency=${BENCH_CONCURRENCY:-1,16,64}
 rounds=${BENCH_ROUNDS:-3}
-all_cases=mlflow-sklearn,mlflow-onnx,rawort-rf,loopml-rf,loopml-rf-batch,rawort-mlp,loopml-mlp,loopml-mlp-batch
+all_cases=mlflow-sklearn,mlflow-onnx,rawort-rf,rawort-rf-threads,loopml-rf,loopml-rf-batch,rawort-mlp,loopml-mlp,loopml-mlp-batch
 cases=${BENCH_SERVERS:-$all_cases}
 mlflow_workers=${BENCH_MLFLOW_WORKERS:-1}
 batch_max=${BENCH_BATCH_MAX:-64}
@@ -78,10 +78,13 @@ case_cmd() {
       [[ $mlflow_workers == 1 ]] || cmd+=(-w "$mlflow_workers")
       model=rf name=rf ready=/ping
       ;;
-    rawort-rf | rawort-mlp)
+    rawort-rf | rawort-mlp | rawort-rf-threads)
       model=${c#rawort-}
+      model=${model%-threads}
       cmd=("$here/rawort/target/release/rawort" --host 127.0.0.1 --port "$port"
         --model "$model=$work_models/$model.onnx")
+      # The same per-session inference threads as loopml: the "same threading" floor.
+      [[ $c == *-threads ]] && cmd+=(--threads)
       name=$model format=oip ready=/v2/models/$model/ready
       ;;
     loopml-*)

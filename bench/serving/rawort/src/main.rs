@@ -1,6 +1,6 @@
 //! The floor for `bench/serving`: a minimal axum + `ort` server doing nothing but inference.
 //!
-//! `rawort --model NAME=FILE.onnx [--host 127.0.0.1] [--port 8080] [--sessions N]`
+//! `rawort --model NAME=FILE.onnx [--host 127.0.0.1] [--port 8080] [--sessions N] [--threads]`
 //!
 //! Loads one ONNX file into a pool of N sessions (default: one per core, one intra-op thread
 //! each, each behind a Mutex because `Session::run` takes `&mut self`) and answers
@@ -8,6 +8,10 @@
 //! `spawn_blocking`. Inputs: flat `data` arrays of FP32. Outputs: every model output that is an
 //! FP32 or INT64 tensor. Plus `GET /v2/models/{name}/ready` for the benchmark's readiness probe.
 //! No logging, no metrics, no batching. ONNX Runtime comes from `ORT_DYLIB_PATH`.
+//!
+//! `--threads` swaps `spawn_blocking` for one thread per session that owns it, fed by a shared
+//! queue (loopml's design since its per-session inference threads): the "same threading" floor,
+//! against which loopml's ratio measures only its deployment, logging and metrics machinery.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +27,15 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, ValueType};
 use serde::{Deserialize, Serialize};
 
+type Job = (
+    InferRequest,
+    tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+);
+
 struct Model {
     name: String,
+    /// With `--threads`: the queue of the per-session threads.
+    queue: Option<Mutex<std::sync::mpsc::Sender<Job>>>,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
     /// (name, element type) of each output served.
@@ -76,6 +87,7 @@ fn run() -> Result<(), String> {
     let mut port = "8080".to_string();
     let mut model = None;
     let mut sessions = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -84,13 +96,19 @@ fn run() -> Result<(), String> {
             "--port" => port = val()?,
             "--model" => model = Some(val()?),
             "--sessions" => sessions = val()?.parse().map_err(|_| "--sessions: not a number")?,
-            _ => return Err(format!("unknown argument {a:?}; usage: rawort --model NAME=FILE.onnx [--host H] [--port P] [--sessions N]")),
+            "--threads" => threads = true,
+            _ => {
+                return Err(format!(
+                    "unknown argument {a:?}; usage: rawort --model NAME=FILE.onnx [--host H] [--port P] [--sessions N] [--threads]"
+                ));
+            }
         }
     }
     let spec = model.ok_or("--model NAME=FILE.onnx is required")?;
     let (name, file) = spec.split_once('=').ok_or("--model takes NAME=FILE.onnx")?;
 
-    let lib = std::env::var("ORT_DYLIB_PATH").map_err(|_| "set ORT_DYLIB_PATH to libonnxruntime.so")?;
+    let lib =
+        std::env::var("ORT_DYLIB_PATH").map_err(|_| "set ORT_DYLIB_PATH to libonnxruntime.so")?;
     let env = ort::init_from(&lib)
         .map_err(|e| format!("loading {lib}: {e}"))?
         .with_name("rawort")
@@ -112,22 +130,40 @@ fn run() -> Result<(), String> {
         .outputs()
         .iter()
         .filter_map(|o| match o.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, .. } => {
-                Some((o.name().to_string(), TensorElementType::Float32))
-            }
-            ValueType::Tensor { ty: TensorElementType::Int64, .. } => {
-                Some((o.name().to_string(), TensorElementType::Int64))
-            }
+            ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                ..
+            } => Some((o.name().to_string(), TensorElementType::Float32)),
+            ValueType::Tensor {
+                ty: TensorElementType::Int64,
+                ..
+            } => Some((o.name().to_string(), TensorElementType::Int64)),
             _ => None,
         })
         .collect();
+    let (queue, jobs) = if threads {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        (Some(Mutex::new(tx)), Some(Arc::new(Mutex::new(rx))))
+    } else {
+        (None, None)
+    };
     let model = Arc::new(Model {
         name: name.to_string(),
+        queue,
         sessions: pool,
         next: AtomicUsize::new(0),
         outputs,
     });
 
+    if let Some(jobs) = jobs {
+        for k in 0..model.sessions.len() {
+            let (m, j) = (Arc::clone(&model), Arc::clone(&jobs));
+            std::thread::Builder::new()
+                .name(format!("rawort-infer-{k}"))
+                .spawn(move || worker(&m, k, &j))
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let app = Router::new()
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/ready", get(ready))
@@ -153,7 +189,11 @@ fn run() -> Result<(), String> {
 }
 
 async fn ready(State(m): State<Arc<Model>>, Path(name): Path<String>) -> StatusCode {
-    if name == m.name { StatusCode::OK } else { StatusCode::NOT_FOUND }
+    if name == m.name {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 async fn infer(State(m): State<Arc<Model>>, Path(name): Path<String>, body: Bytes) -> Response {
@@ -164,14 +204,42 @@ async fn infer(State(m): State<Arc<Model>>, Path(name): Path<String>, body: Byte
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    match tokio::task::spawn_blocking(move || predict(&m, req)).await {
+    let answer = match &m.queue {
+        Some(q) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sent = q
+                .lock()
+                .map_err(|e| e.to_string())
+                .and_then(|q| q.send((req, tx)).map_err(|e| e.to_string()));
+            match sent {
+                Ok(()) => rx.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            }
+        }
+        None => tokio::task::spawn_blocking(move || predict(&m, None, req))
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match answer {
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, e).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
-fn predict(m: &Model, req: InferRequest) -> Result<Vec<u8>, String> {
+/// A per-session thread: takes jobs from the shared queue and runs them on session `k`.
+fn worker(m: &Model, k: usize, jobs: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((req, reply)) = job else { return };
+        let _ = reply.send(predict(m, Some(k), req));
+    }
+}
+
+fn predict(m: &Model, own: Option<usize>, req: InferRequest) -> Result<Vec<u8>, String> {
     let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
         let v = Tensor::from_array((t.shape, t.data)).map_err(|e| e.to_string())?;
@@ -180,10 +248,13 @@ fn predict(m: &Model, req: InferRequest) -> Result<Vec<u8>, String> {
     // A free session if there is one, else wait for the next in turn.
     let n = m.sessions.len();
     let start = m.next.fetch_add(1, Ordering::Relaxed);
-    let mut session = (0..n)
-        .find_map(|k| m.sessions[(start + k) % n].try_lock().ok())
-        .map_or_else(|| m.sessions[start % n].lock(), Ok)
-        .map_err(|_| "session poisoned".to_string())?;
+    let mut session = match own {
+        Some(k) => m.sessions[k % n].lock(),
+        None => (0..n)
+            .find_map(|k| m.sessions[(start + k) % n].try_lock().ok())
+            .map_or_else(|| m.sessions[start % n].lock(), Ok),
+    }
+    .map_err(|_| "session poisoned".to_string())?;
     let out = session.run(inputs).map_err(|e| e.to_string())?;
     let mut outputs = Vec::with_capacity(m.outputs.len());
     for (name, ty) in &m.outputs {
@@ -195,9 +266,18 @@ fn predict(m: &Model, req: InferRequest) -> Result<Vec<u8>, String> {
             let (s, d) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
             (s.to_vec(), OutputData::F32(d.to_vec()), "FP32")
         };
-        outputs.push(OutputTensor { name: name.clone(), datatype, shape, data });
+        outputs.push(OutputTensor {
+            name: name.clone(),
+            datatype,
+            shape,
+            data,
+        });
     }
     drop(out);
     drop(session);
-    serde_json::to_vec(&InferResponse { model_name: &m.name, outputs }).map_err(|e| e.to_string())
+    serde_json::to_vec(&InferResponse {
+        model_name: &m.name,
+        outputs,
+    })
+    .map_err(|e| e.to_string())
 }
