@@ -126,48 +126,18 @@ mod tests {
     use tower_layer::Layer;
     use tower_service::Service;
 
-    async fn echo(req: Request) -> Result<Response, std::convert::Infallible> {
-        let seen = req
-            .headers()
-            .get(HEADER)
-            .map(|v| v.to_str().unwrap_or_default().to_string())
-            .unwrap_or_default();
-        Ok(Response::new(axum::body::Body::from(seen)))
-    }
-
+    /// Sends `req` through the layer around a handler that answers the id it saw.
     async fn call(req: Request) -> (String, String) {
-        let mut svc = RequestIdLayer.layer(tower_service_fn(echo));
-        let resp = svc.call(req).await.unwrap();
+        let echo = axum::Router::new().fallback(|req: Request| async move {
+            req.headers()
+                .get(HEADER)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+                .unwrap_or_default()
+        });
+        let resp = RequestIdLayer.layer(echo).call(req).await.unwrap();
         let header = resp.headers()[HEADER].to_str().unwrap().to_string();
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         (header, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    /// A service from an async function (tests only).
-    fn tower_service_fn<F, Fut>(f: F) -> FnService<F>
-    where
-        F: Fn(Request) -> Fut,
-    {
-        FnService(f)
-    }
-
-    #[derive(Clone)]
-    struct FnService<F>(F);
-
-    impl<F, Fut> Service<Request> for FnService<F>
-    where
-        F: Fn(Request) -> Fut,
-        Fut: Future<Output = Result<Response, std::convert::Infallible>>,
-    {
-        type Response = Response;
-        type Error = std::convert::Infallible;
-        type Future = Fut;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, req: Request) -> Fut {
-            (self.0)(req)
-        }
     }
 
     #[tokio::test]
