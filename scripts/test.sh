@@ -32,3 +32,18 @@ scripts/setup-venv.sh
 step "compatibility suite: real mlflow client against loopml server"
 export LOOPML_BIN="$PWD/target/release/loopml"
 .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider
+
+# The same behaviour on PostgreSQL: Debian's server, started here (no systemd), one fresh
+# database per test or per compat server.
+step "PostgreSQL for the scale-out tests (scripts/postgres.sh)"
+PG_URL=$(scripts/postgres.sh start)
+trap 'scripts/postgres.sh stop' EXIT
+
+# Same workspace and features as above, so cargo reuses the build: every crate's unit tests
+# (the store's conformance suite among them) and the service-level integration tests.
+step "cargo test on PostgreSQL (store conformance, tracking, registry, datasets)"
+LOOPML_TEST_DATABASE_URL="$PG_URL" cargo test --workspace --release --locked \
+  --lib --test api --test webhooks --test versions
+
+step "compatibility suite on PostgreSQL: real mlflow client against loopml --database-url postgres://"
+COMPAT_DATABASE_URL="$PG_URL" .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider

@@ -39,6 +39,33 @@ def _server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
 
 
+# With COMPAT_DATABASE_URL set to a PostgreSQL admin URL (scripts/postgres.sh prints one), every
+# data_dir gets a PostgreSQL database of its own instead of its SQLite file: the same suite then
+# proves the PostgreSQL backend. Reusing a data_dir reuses its database, as it reuses the file.
+DATABASE_URL = os.environ.get("COMPAT_DATABASE_URL", "").strip()
+
+
+def _postgres_for(data_dir: str) -> str:
+    """The PostgreSQL URL for `data_dir`'s database, created on first use."""
+    import hashlib
+
+    marker = os.path.join(data_dir, "postgres.url")
+    if os.path.exists(marker):
+        return Path(marker).read_text().strip()
+    name = "loopml_compat_" + hashlib.sha1(data_dir.encode()).hexdigest()[:16]
+    base, _, query = DATABASE_URL.partition("?")
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    subprocess.run(
+        ["psql", DATABASE_URL, "-qAtc", f"DROP DATABASE IF EXISTS {name}", "-c",
+         f"CREATE DATABASE {name}"],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    url = f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+    Path(marker).write_text(url)
+    return url
+
+
 class LoopmlServer:
     """One `loopml server` process on a free loopback port, with `data_dir` as its data folder.
 
@@ -67,9 +94,16 @@ class LoopmlServer:
             self._stdout = open(os.path.join(self.data_dir, "server.stdout"), "ab")
             self._stderr = open(os.path.join(self.data_dir, "server.stderr"), "ab")
             self._stderr_offset = self._stderr.tell()
+            args = [BIN, "server", "--host", "127.0.0.1", "--port", str(self.port),
+                    "--data-dir", self.data_dir]
+            # A data folder whose SQLite state was made by another process (the churn demo's own
+            # server) is reopened as it is.
+            made_on_sqlite = os.path.exists(os.path.join(self.data_dir, "loopml.db")) and not (
+                os.path.exists(os.path.join(self.data_dir, "postgres.url")))
+            if DATABASE_URL and not made_on_sqlite:
+                args += ["--database-url", _postgres_for(self.data_dir)]
             self.proc = subprocess.Popen(
-                [BIN, "server", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--data-dir", self.data_dir],
+                args,
                 cwd=self.data_dir,
                 env=_server_env(),
                 stdout=self._stdout,

@@ -218,7 +218,7 @@ impl DatasetStore {
                 Ok(c.query(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS} FROM dataset_checks WHERE name = ?1 \
-                         AND (?2 IS NULL OR version = ?2) AND (?3 IS NULL OR kind = ?3) \
+                         AND (CAST(?2 AS BIGINT) IS NULL OR version = ?2) AND (CAST(?3 AS TEXT) IS NULL OR kind = ?3) \
                          ORDER BY id DESC LIMIT ?4"
                     ),
                     &[

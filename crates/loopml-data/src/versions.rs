@@ -91,11 +91,13 @@ pub fn validate_name(name: &str) -> Result<()> {
 pub const MIGRATIONS: &[loopml_store::Migration] = &[
     loopml_store::Migration {
         name: "0001_datasets",
-        sqlite: include_str!("../migrations/0001_datasets.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_datasets.sql"),
+        postgres: include_str!("../migrations/postgres/0001_datasets.sql"),
     },
     loopml_store::Migration {
         name: "0002_dataset_checks",
-        sqlite: include_str!("../migrations/0002_dataset_checks.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_dataset_checks.sql"),
+        postgres: include_str!("../migrations/postgres/0002_dataset_checks.sql"),
     },
 ];
 

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use loopml_data::versions::DatasetStore;
-use loopml_store::{ArtifactStore, Database, DatabaseConfig};
+use loopml_store::ArtifactStore;
+use loopml_store::testing::TestDatabase;
 
-fn store(dir: &std::path::Path) -> DatasetStore {
-    let db = Database::open(DatabaseConfig::sqlite(dir.join("t.db"))).unwrap();
+/// A dataset store on a fresh database (SQLite, or PostgreSQL under
+/// `LOOPML_TEST_DATABASE_URL`); the database lives as long as the returned guard.
+fn store(dir: &std::path::Path) -> (DatasetStore, TestDatabase) {
+    let t = TestDatabase::new();
     let art = ArtifactStore::local(dir.join("art")).unwrap();
-    DatasetStore::new(db, art).unwrap()
+    (DatasetStore::new(t.database(), art).unwrap(), t)
 }
 
 fn write_parquet(path: &std::path::Path, n: usize) {
@@ -35,7 +38,7 @@ fn write_parquet(path: &std::path::Path, n: usize) {
 #[tokio::test]
 async fn add_is_content_addressed_and_versions_count_up() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let (s, _db) = store(dir.path());
     let csv = dir.path().join("train.csv");
     std::fs::write(&csv, "x,y\n1,a\n2,b\n").unwrap();
     let v1 = s
@@ -84,7 +87,7 @@ async fn add_is_content_addressed_and_versions_count_up() {
 #[tokio::test]
 async fn bad_files_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path());
+    let (s, _db) = store(dir.path());
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "").unwrap();
     let err = s.add("d", &empty, None).await.unwrap_err().to_string();

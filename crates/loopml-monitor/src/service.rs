@@ -23,7 +23,8 @@ use crate::spec::{MonitorSpec, PipelineTrigger};
 /// The crate's tables.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
     name: "0001_monitors",
-    sqlite: include_str!("../migrations/0001_monitors.sql"),
+    sqlite: include_str!("../migrations/sqlite/0001_monitors.sql"),
+    postgres: include_str!("../migrations/postgres/0001_monitors.sql"),
 }];
 
 /// Delivery attempts before an alert is marked `failed` (about two hours of backoff).
@@ -434,12 +435,12 @@ impl MonitorService {
                     if recent.flatten().is_some_and(|t| at - t < cooldown_ms) {
                         continue;
                     }
-                    c.execute(
+                    let id = c.query_opt(
                         "INSERT INTO monitor_alerts (monitor, check_name, created_at, status, next_attempt, payload) \
-                         VALUES (?1, ?2, ?3, 'pending', ?3, ?4)",
+                         VALUES (?1, ?2, ?3, 'pending', ?3, ?4) RETURNING id",
                         &[monitor.as_str().into(), check.as_str().into(), at.into(), payload.as_str().into()],
+                        |r| r.i64(0),
                     )?;
-                    let id = c.query_opt("SELECT last_insert_rowid()", &[], |r| r.i64(0))?;
                     ids.extend(id);
                 }
                 // One evaluation starts one pipeline run, however many checks it breached: the
@@ -508,7 +509,7 @@ impl MonitorService {
                 c.query(
                     "SELECT check_name, kind, evaluated_at, window_start, window_end, rows, status, \
                      value, threshold, message, details FROM monitor_results WHERE monitor = ?1 \
-                     AND (?2 IS NULL OR check_name = ?2) AND (?3 IS NULL OR evaluated_at >= ?3) \
+                     AND (CAST(?2 AS TEXT) IS NULL OR check_name = ?2) AND (CAST(?3 AS BIGINT) IS NULL OR evaluated_at >= ?3) \
                      ORDER BY evaluated_at DESC, id DESC LIMIT ?4",
                     &[n.as_str().into(), check.into(), since_ms.into(), limit.into()],
                     |r| {
@@ -603,8 +604,8 @@ impl MonitorService {
             .read(move |c| {
                 c.query(
                     &format!(
-                        "SELECT {} FROM monitor_alerts WHERE (?1 IS NULL OR monitor = ?1) AND \
-                         (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
+                        "SELECT {} FROM monitor_alerts WHERE (CAST(?1 AS TEXT) IS NULL OR monitor = ?1) AND \
+                         (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
                         Self::ALERT_COLUMNS
                     ),
                     &[monitor.into(), status.into(), limit.into()],

@@ -27,5 +27,6 @@ pub const PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
 /// The registry tables' migrations, in order.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
     name: "0001_registry",
-    sqlite: include_str!("../migrations/0001_registry.sql"),
+    sqlite: include_str!("../migrations/sqlite/0001_registry.sql"),
+    postgres: include_str!("../migrations/postgres/0001_registry.sql"),
 }];

@@ -95,7 +95,8 @@ pub fn attach_version_details(c: &Conn<'_>, rows: &mut [VersionRow]) -> Result<(
     }
     let keys: Vec<(i64, i64)> = index.keys().copied().collect();
     for chunk in keys.chunks(400) {
-        let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+        // Typed, so PostgreSQL does not read the VALUES list as text.
+        let pairs = vec!["(CAST(? AS BIGINT), CAST(? AS BIGINT))"; chunk.len()].join(", ");
         let params: Vec<Value<'_>> = chunk
             .iter()
             .flat_map(|(m, v)| [Value::Int(*m), Value::Int(*v)])

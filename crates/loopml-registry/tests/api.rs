@@ -8,7 +8,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use loopml_registry::RegistryService;
-use loopml_store::{ArtifactStore, Database, DatabaseConfig};
+use loopml_store::ArtifactStore;
+use loopml_store::testing::TestDatabase;
 use loopml_tracking::TrackingService;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -16,19 +17,21 @@ use tower::ServiceExt;
 struct App {
     router: Router,
     registry: RegistryService,
-    _dir: tempfile::TempDir,
+    _db: TestDatabase,
 }
 
+/// Tracking and registry on a fresh database: SQLite, or PostgreSQL under
+/// `LOOPML_TEST_DATABASE_URL`.
 fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(DatabaseConfig::sqlite(dir.path().join("t.db"))).unwrap();
-    let art = ArtifactStore::local(dir.path().join("art")).unwrap();
+    let t = TestDatabase::new();
+    let db = t.database();
+    let art = ArtifactStore::local(t.dir().join("art")).unwrap();
     let tracking = TrackingService::new(db.clone(), art).unwrap();
     let registry = RegistryService::new(db, tracking.clone()).unwrap();
     App {
         router: loopml_tracking::router(tracking).merge(loopml_registry::router(registry.clone())),
         registry,
-        _dir: dir,
+        _db: t,
     }
 }
 

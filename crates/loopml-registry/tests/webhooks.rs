@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use loopml_registry::RegistryService;
 use loopml_registry::webhooks::{WebhookSpec, signature};
-use loopml_store::{ArtifactStore, Database, DatabaseConfig};
+use loopml_store::ArtifactStore;
+use loopml_store::testing::TestDatabase;
 use loopml_tracking::TrackingService;
 
 #[derive(Clone, Default)]
@@ -44,11 +45,14 @@ async fn start_receiver(fail_first: u32) -> (String, Receiver) {
     (format!("http://{addr}/hook"), r)
 }
 
-fn service(dir: &std::path::Path) -> RegistryService {
-    let db = Database::open(DatabaseConfig::sqlite(dir.join("t.db"))).unwrap();
+/// A registry on a fresh database (SQLite, or PostgreSQL under `LOOPML_TEST_DATABASE_URL`);
+/// the database lives as long as the returned guard.
+fn service(dir: &std::path::Path) -> (RegistryService, TestDatabase) {
+    let t = TestDatabase::new();
+    let db = t.database();
     let art = ArtifactStore::local(dir.join("art")).unwrap();
     let tracking = TrackingService::new(db.clone(), art).unwrap();
-    RegistryService::new(db, tracking).unwrap()
+    (RegistryService::new(db, tracking).unwrap(), t)
 }
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -65,7 +69,7 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_delivery_with_retry_and_log() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = service(dir.path());
+    let (reg, _db) = service(dir.path());
     reg.start_webhook_delivery().unwrap();
     let (url, rx) = start_receiver(1).await;
     let hook = reg
@@ -164,7 +168,7 @@ async fn signed_delivery_with_retry_and_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_webhooks_are_rejected_and_test_delivery_reports_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = service(dir.path());
+    let (reg, _db) = service(dir.path());
     for (url, events) in [
         ("ftp://x/y", vec!["model_version.created".to_string()]),
         ("http://127.0.0.1:9/x", vec![]),

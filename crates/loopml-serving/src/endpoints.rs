@@ -29,7 +29,8 @@ use crate::tensor::Tensor;
 /// The serving tables' migrations, in order.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
     name: "0001_deployments",
-    sqlite: include_str!("../migrations/0001_deployments.sql"),
+    sqlite: include_str!("../migrations/sqlite/0001_deployments.sql"),
+    postgres: include_str!("../migrations/postgres/0001_deployments.sql"),
 }];
 
 /// Turns the request into a model's inputs (and DataFrame column names), per variant: each

@@ -1,14 +1,26 @@
-//! Errors raised by the storage layer.
+//! Errors raised by the storage layer. Backend driver errors (rusqlite, tokio-postgres) are
+//! mapped here by kind, so no domain crate sees, or matches on, a driver type.
 
 /// What went wrong in the metadata database or the artifact store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The SQL backend reported an error.
+    /// The SQL backend rejected a statement (a bug or a schema mismatch, not the user's input).
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
-    /// A uniqueness or foreign-key constraint was violated.
+    Database(String),
+    /// A uniqueness or primary-key constraint was violated: the row already exists.
+    #[error("already exists: {0}")]
+    Unique(String),
+    /// A foreign-key, not-null or check constraint was violated.
     #[error("constraint violated: {0}")]
     Constraint(String),
+    /// The database cannot answer now (server down or restarting, connection lost, pool
+    /// exhausted, deadline passed, serialization conflict); the same request may succeed if
+    /// retried. Nothing of the failed request was committed.
+    #[error("database temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The storage configuration is invalid (URL, scheme, options).
+    #[error("invalid storage configuration: {0}")]
+    InvalidConfig(String),
     /// The database file or its directory could not be opened.
     #[error("cannot open database at {path}: {reason}")]
     Open {
@@ -44,13 +56,12 @@ pub enum StoreError {
 impl StoreError {
     /// True when the error is a uniqueness / primary-key violation.
     pub fn is_unique_violation(&self) -> bool {
-        match self {
-            StoreError::Constraint(_) => true,
-            StoreError::Database(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::ConstraintViolation
-            }
-            _ => false,
-        }
+        matches!(self, StoreError::Unique(_))
+    }
+
+    /// True when retrying later may succeed (the database was unreachable or busy).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 

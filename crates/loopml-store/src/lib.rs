@@ -1,14 +1,20 @@
-//! Storage seam of loopml: the metadata database (SQLite embedded by default) and the artifact
-//! store (a local folder by default, reached through `object_store`).
+//! Storage seam of loopml: the metadata database (SQLite embedded by default, PostgreSQL for
+//! scale) and the artifact store (a local folder by default, reached through `object_store`).
 //!
-//! Domain crates own their tables: they hand their migrations to [`Database::migrate`] and write
-//! portable SQL (`?` placeholders, `ON CONFLICT`, row values) through [`Conn`], so a PostgreSQL
-//! backend can be added here without touching them. This crate does not know any domain table.
+//! Domain crates own their tables: they hand their migrations (one script per backend) to
+//! [`Database::migrate`] and write portable SQL (`?` placeholders, `ON CONFLICT`, `RETURNING`,
+//! row values) through [`Conn`]; they never learn which backend they run on. This crate does
+//! not know any domain table.
 
 mod artifacts;
 mod db;
 mod error;
+/// Throwaway databases for tests, on SQLite or PostgreSQL.
+pub mod testing;
 
 pub use artifacts::{ArtifactEntry, ArtifactPath, ArtifactStore, ByteStream};
-pub use db::{Conn, Database, DatabaseConfig, Durability, Migration, Row, Value};
+pub use db::{
+    Backend, Conn, Database, DatabaseConfig, Durability, Migration, Row, Value,
+    to_dollar_placeholders,
+};
 pub use error::StoreError;

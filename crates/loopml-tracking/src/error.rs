@@ -67,7 +67,14 @@ impl Error {
             StoreError::InvalidPath(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
             StoreError::ArtifactNotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
             StoreError::Constraint(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
+            // MLflow answers 400 for an existing resource (see `AlreadyExists`).
+            StoreError::Unique(_) => ("RESOURCE_ALREADY_EXISTS", StatusCode::BAD_REQUEST),
+            // The client retries 503s with backoff, which is what a restarting database needs.
+            StoreError::Unavailable(_) => {
+                ("TEMPORARILY_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+            }
             StoreError::Database(_)
+            | StoreError::InvalidConfig(_)
             | StoreError::Open { .. }
             | StoreError::Migration { .. }
             | StoreError::Artifact(_)

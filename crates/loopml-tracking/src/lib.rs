@@ -20,5 +20,6 @@ pub use service::{Batch, ModelSearch, NewDatasetInput, TrackingService, now_ms};
 /// The tracking tables' migrations, in order.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
     name: "0001_tracking",
-    sqlite: include_str!("../migrations/0001_tracking.sql"),
+    sqlite: include_str!("../migrations/sqlite/0001_tracking.sql"),
+    postgres: include_str!("../migrations/postgres/0001_tracking.sql"),
 }];

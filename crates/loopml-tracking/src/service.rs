@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use loopml_store::{ArtifactStore, Conn, Database, Value};
+use loopml_store::{ArtifactStore, Conn, Database, StoreError, Value};
 
 use crate::error::{Error, Result};
 use crate::filter::{parse_filter, parse_order_by};
@@ -365,23 +365,32 @@ impl TrackingService {
                          name exists (deleted experiments keep their names until purged)."
                     )));
                 }
-                let id = c
-                    .query_opt(
-                        "SELECT COALESCE(MAX(experiment_id), -1) + 1 FROM experiments",
-                        &[],
-                        |r| r.i64(0),
-                    )?
-                    .unwrap_or(0);
+                // The id comes from the database (SQLite's rowid, a PostgreSQL identity), not
+                // from MAX()+1, which two writers on PostgreSQL would both compute.
+                let now = now_ms();
                 let location = artifact_location
                     .filter(|l| !l.trim().is_empty())
-                    .map(|l| artifact_base(&l))
-                    .unwrap_or_else(|| format!("mlflow-artifacts:/{id}"));
-                let now = now_ms();
-                c.execute(
-                    "INSERT INTO experiments (experiment_id, name, artifact_location, \
-                     lifecycle_stage, creation_time, last_update_time) VALUES (?, ?, ?, 'active', ?, ?)",
-                    &[id.into(), (&name).into(), (&location).into(), now.into(), now.into()],
-                )?;
+                    .map(|l| artifact_base(&l));
+                let id = c
+                    .query_opt(
+                        "INSERT INTO experiments (name, artifact_location, lifecycle_stage, \
+                         creation_time, last_update_time) VALUES (?, ?, 'active', ?, ?) \
+                         RETURNING experiment_id",
+                        &[
+                            (&name).into(),
+                            location.as_deref().unwrap_or("").into(),
+                            now.into(),
+                            now.into(),
+                        ],
+                        |r| r.i64(0),
+                    )?
+                    .ok_or_else(|| StoreError::Worker("INSERT … RETURNING gave no row".into()))?;
+                if location.is_none() {
+                    c.execute(
+                        "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                        &[format!("mlflow-artifacts:/{id}").into(), id.into()],
+                    )?;
+                }
                 for t in &tags {
                     c.execute(
                         "INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) \

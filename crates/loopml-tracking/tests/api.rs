@@ -4,24 +4,26 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use loopml_store::{ArtifactStore, Database, DatabaseConfig};
+use loopml_store::ArtifactStore;
+use loopml_store::testing::TestDatabase;
 use loopml_tracking::{TrackingService, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 struct App {
     router: Router,
-    _dir: tempfile::TempDir,
+    _db: TestDatabase,
 }
 
+/// The tracking router on a fresh database: SQLite, or PostgreSQL under
+/// `LOOPML_TEST_DATABASE_URL`.
 fn app() -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(DatabaseConfig::sqlite(dir.path().join("t.db"))).unwrap();
-    let art = ArtifactStore::local(dir.path().join("art")).unwrap();
-    let svc = TrackingService::new(db, art).unwrap();
+    let t = TestDatabase::new();
+    let art = ArtifactStore::local(t.dir().join("art")).unwrap();
+    let svc = TrackingService::new(t.database(), art).unwrap();
     App {
         router: router(svc),
-        _dir: dir,
+        _db: t,
     }
 }
 
@@ -542,7 +544,7 @@ async fn escaping_symlink_and_ajax_prefix() {
     let a = app();
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), b"top secret").unwrap();
-    let art = a._dir.path().join("art");
+    let art = a._db.dir().join("art");
     std::os::unix::fs::symlink(outside.path(), art.join("escape")).unwrap();
     for (method, uri) in [
         (

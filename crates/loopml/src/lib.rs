@@ -27,6 +27,10 @@ pub struct ServerFileConfig {
     pub port: Option<u16>,
     /// Folder holding the metadata database and artifacts.
     pub data_dir: Option<PathBuf>,
+    /// Metadata database URL (`postgres://…` or `sqlite:///…`); default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Most database connections (PostgreSQL) / idle readers (SQLite).
+    pub database_pool_size: Option<usize>,
     /// Commit durability: "normal" or "full".
     pub durability: Option<Durability>,
     /// Log filter (e.g. "info", "loopml=debug").
@@ -67,6 +71,10 @@ pub struct ServerConfig {
     pub port: u16,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Metadata database URL; `None` is the SQLite file under the data dir.
+    pub database_url: Option<String>,
+    /// Database pool size; `None` is the backend's default.
+    pub database_pool_size: Option<usize>,
     /// Commit durability.
     pub durability: Durability,
     /// Log filter.
@@ -112,6 +120,8 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             port: 5000,
             data_dir: PathBuf::from("./loopml-data"),
+            database_url: None,
+            database_pool_size: None,
             durability: Durability::Normal,
             log_level: "info".into(),
             models: Vec::new(),
@@ -127,6 +137,23 @@ impl ServerConfig {
     /// Path of the SQLite metadata file.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("loopml.db")
+    }
+    /// The metadata database settings: `database_url` when set, else the SQLite file.
+    pub fn database_config(&self) -> anyhow::Result<DatabaseConfig> {
+        let backend = match &self.database_url {
+            Some(url) => loopml_store::Backend::from_url(url)
+                .map_err(|e| anyhow::anyhow!("invalid --database-url: {e}"))?,
+            None => loopml_store::Backend::Sqlite {
+                path: self.database_path(),
+            },
+        };
+        let mut db = DatabaseConfig::new(backend);
+        db.durability = self.durability;
+        if let Some(n) = self.database_pool_size {
+            anyhow::ensure!(n > 0, "--database-pool-size must be at least 1");
+            db.max_readers = n;
+        }
+        Ok(db)
     }
     /// Folder of the local artifact store.
     pub fn artifacts_path(&self) -> PathBuf {
@@ -354,9 +381,8 @@ impl loopml_serving::repository::ModelResolver for RegistryModels {
 fn open_store(config: &ServerConfig) -> anyhow::Result<(Database, ArtifactStore)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let mut db_config = DatabaseConfig::sqlite(config.database_path());
-    db_config.durability = config.durability;
-    let db = Database::open(db_config).context("cannot open the metadata database")?;
+    let db =
+        Database::open(config.database_config()?).context("cannot open the metadata database")?;
     let artifacts =
         ArtifactStore::local(config.artifacts_path()).context("cannot open the artifact store")?;
     Ok((db, artifacts))
@@ -683,6 +709,10 @@ async fn run_until_stopped(
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     on_bound(local);
+    let database = config
+        .database_config()
+        .map(|d| d.backend.describe())
+        .unwrap_or_default();
     // Small JSON answers must leave at once: Nagle + delayed ACK costs MLflow ~40 ms a call.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -690,7 +720,7 @@ async fn run_until_stopped(
     tracing::info!(
         address = %local,
         data_dir = %config.data_dir.display(),
-        database = "sqlite",
+        database = %database,
         artifacts = %config.artifacts_path().display(),
         "{what}; set MLFLOW_TRACKING_URI=http://{local}"
     );

@@ -331,6 +331,19 @@ struct ServerArgs {
     /// Folder for the SQLite metadata file (loopml.db) and artifacts/ [default: ./loopml-data]
     #[arg(long, env = "LOOPML_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Metadata database: postgres://user:pass@host:port/db for PostgreSQL, or sqlite:///path
+    /// [default: sqlite under --data-dir]. MLflow's spelling --backend-store-uri works too
+    #[arg(
+        long,
+        alias = "backend-store-uri",
+        env = "LOOPML_DATABASE_URL",
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
+    /// Most database connections this process opens (PostgreSQL), or idle SQLite readers
+    /// kept [default: 16 on PostgreSQL, 8 on SQLite]
+    #[arg(long, env = "LOOPML_DATABASE_POOL_SIZE", value_name = "N")]
+    database_pool_size: Option<usize>,
     /// Commit durability: "normal" survives a killed process (kill -9); "full" also fsyncs
     /// every commit to survive power loss [default: normal]
     #[arg(long, env = "LOOPML_DURABILITY")]
@@ -374,6 +387,8 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         host: args.host.or(f.host).unwrap_or(d.host),
         port: args.port.or(f.port).unwrap_or(d.port),
         data_dir: args.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
+        database_url: args.database_url.or(f.database_url),
+        database_pool_size: args.database_pool_size.or(f.database_pool_size),
         durability: args.durability.or(f.durability).unwrap_or(d.durability),
         log_level: args.log_level.or(f.log_level).unwrap_or(d.log_level),
         models: args.models,
@@ -440,7 +455,9 @@ fn run() -> anyhow::Result<()> {
             println!("host        = {}", config.host);
             println!("port        = {}", config.port);
             println!("data_dir    = {}", config.data_dir.display());
-            println!("database    = sqlite:{}", config.database_path().display());
+            let db = config.database_config()?;
+            println!("database    = {}", db.backend.describe());
+            println!("db_pool     = {}", db.max_readers);
             println!("artifacts   = {}", config.artifacts_path().display());
             println!("durability  = {:?}", config.durability);
             println!("log_level   = {}", config.log_level);

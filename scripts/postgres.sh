@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server for the tests and benchmarks, started without systemd.
+#   scripts/postgres.sh start   initialise (first time) and start; prints the admin URL
+#   scripts/postgres.sh stop    stop it (fast shutdown)
+#   scripts/postgres.sh kill    stop it like a crash (-m immediate)
+#   scripts/postgres.sh url     print the admin URL
+# Settings: LOOPML_PG_DIR (default target/pg), LOOPML_PG_PORT (default 55432).
+# Uses Debian's PostgreSQL 15 (on the machine image; installed with apt when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir=${LOOPML_PG_DIR:-$PWD/target/pg}
+port=${LOOPML_PG_PORT:-55432}
+url="postgres://postgres@127.0.0.1:$port/postgres"
+
+bin=""
+for d in /usr/lib/postgresql/*/bin; do
+  [ -x "$d/initdb" ] && bin=$d
+done
+if [ -z "$bin" ]; then
+  echo "postgres.sh: installing Debian's postgresql package" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && bin=$d
+  done
+fi
+
+# PostgreSQL refuses to run as root: run it as the postgres user when we are root.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    su postgres -s /bin/bash -c "$*"
+  else
+    bash -c "$*"
+  fi
+}
+
+start() {
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_pg "$bin/initdb -D '$dir/data' -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8" >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; exit 1; }
+  fi
+  if as_pg "$bin/pg_ctl -D '$dir/data' status" >/dev/null 2>&1; then
+    echo "$url"
+    return
+  fi
+  # Tuned for tests on a small machine: more connections than replicas x pool need, and
+  # fsync on (the crash tests rely on real durability).
+  as_pg "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -w -t 60 start \
+    -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300 \
+        -c shared_buffers=128MB\"" >&2
+  echo "$url"
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) as_pg "$bin/pg_ctl -D '$dir/data' -m fast -w stop" >&2 || true ;;
+  kill) as_pg "$bin/pg_ctl -D '$dir/data' -m immediate -w stop" >&2 || true ;;
+  url) echo "$url" ;;
+  *) echo "usage: $0 start|stop|kill|url" >&2; exit 2 ;;
+esac
