@@ -177,6 +177,23 @@ async fn health() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain")], "OK")
 }
 
+/// Readiness: answers 200 only while the metadata database answers (liveness, `/health`,
+/// stays 200 so an orchestrator does not restart a replica whose database is away).
+fn ready_route(db: Database) -> Router {
+    Router::new().route(
+        "/ready",
+        get(move || {
+            let db = db.clone();
+            async move {
+                match db.ping().await {
+                    Ok(()) => (StatusCode::OK, "OK".to_string()),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+                }
+            }
+        }),
+    )
+}
+
 async fn version() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain")],
@@ -395,9 +412,10 @@ pub fn build_serving_app(
     config: &ServerConfig,
 ) -> anyhow::Result<(Router, loopml_serving::routes::ServingApi)> {
     let (db, artifacts) = open_store(config)?;
-    let serving = serving_api(config, None, db, artifacts)?;
+    let serving = serving_api(config, None, db.clone(), artifacts)?;
     let router = Router::new()
         .route("/health", get(health))
+        .merge(ready_route(db))
         .route("/version", get(version))
         .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
@@ -449,6 +467,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .context("cannot start webhook delivery")?;
     let router = Router::new()
         .route("/health", get(health))
+        .merge(ready_route(tracking.database().clone()))
         .route("/version", get(version))
         .merge(loopml_tracking::router(tracking.clone()))
         .merge(loopml_registry::router(registry.clone()))
