@@ -4,12 +4,13 @@
 #   scripts/postgres.sh stop    stop it (fast shutdown)
 #   scripts/postgres.sh kill    stop it like a crash (-m immediate)
 #   scripts/postgres.sh url     print the admin URL
-# Settings: LOOPML_PG_DIR (default target/pg), LOOPML_PG_PORT (default 55432).
+# Settings: LOOPML_PG_DIR (default /tmp/loopml-pg-PORT), LOOPML_PG_PORT (default 55432).
 # Uses Debian's PostgreSQL 15 (on the machine image; installed with apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dir=${LOOPML_PG_DIR:-$PWD/target/pg}
+# Outside the checkout: the postgres user must be able to reach it (a clone under /root is not).
+dir=${LOOPML_PG_DIR:-/tmp/loopml-pg-${LOOPML_PG_PORT:-55432}}
 port=${LOOPML_PG_PORT:-55432}
 url="postgres://postgres@127.0.0.1:$port/postgres"
 
