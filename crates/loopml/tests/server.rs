@@ -87,6 +87,28 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> (Server, Duration) {
 }
 
 #[test]
+fn a_bad_database_url_is_refused_at_start_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, says) in [
+        (
+            "mysql://db/loopml",
+            "unsupported database URL scheme 'mysql://'",
+        ),
+        ("postgres://db:notaport/loopml", "invalid PostgreSQL URL"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+            .args(["server", "--port", "0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--database-url", url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{url}: {err}");
+    }
+}
+
+#[test]
 fn starts_fast_and_serves_default_experiment() {
     let dir = tempfile::tempdir().unwrap();
     let (srv, took) = start(dir.path(), &[]);
@@ -100,6 +122,11 @@ fn starts_fast_and_serves_default_experiment() {
     .unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"name\":\"Default\""), "{body}");
+    // Readiness follows the database (up here); liveness is /health above.
+    assert_eq!(
+        http(srv.port, "GET", "/ready", None).unwrap(),
+        (200, "OK".into())
+    );
     let (status, body) = http(srv.port, "GET", "/api/2.0/mlflow/no-such-endpoint", None).unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("ENDPOINT_NOT_FOUND"), "{body}");

@@ -264,34 +264,25 @@ async fn constraint_kinds_are_told_apart() {
     .await;
 }
 
+/// Inserts keys `m{i}` for `ids` into `t` with one `execute_many`.
+async fn insert_keys(db: &Database, ids: std::ops::Range<i64>) -> Result<usize, StoreError> {
+    db.write(move |c| {
+        let rows: Vec<Vec<Value<'static>>> = ids
+            .map(|i| vec![format!("m{i}").into(), i.into()])
+            .collect();
+        c.execute_many(
+            "INSERT INTO t VALUES (?, ?)",
+            rows.iter().map(|r| r.as_slice()),
+        )
+    })
+    .await
+}
+
 #[tokio::test]
 async fn execute_many_is_all_or_nothing() {
     each_backend(|db| async move {
-        let n = db
-            .write(|c| {
-                let rows: Vec<Vec<Value<'static>>> = (0..500i64)
-                    .map(|i| vec![format!("m{i}").into(), i.into()])
-                    .collect();
-                c.execute_many(
-                    "INSERT INTO t VALUES (?, ?)",
-                    rows.iter().map(|r| r.as_slice()),
-                )
-            })
-            .await
-            .unwrap();
-        assert_eq!(n, 500);
-        let err = db
-            .write(|c| {
-                let rows: Vec<Vec<Value<'static>>> = (498..600i64)
-                    .map(|i| vec![format!("m{i}").into(), i.into()])
-                    .collect();
-                c.execute_many(
-                    "INSERT INTO t VALUES (?, ?)",
-                    rows.iter().map(|r| r.as_slice()),
-                )
-            })
-            .await
-            .unwrap_err();
+        assert_eq!(insert_keys(&db, 0..500).await.unwrap(), 500);
+        let err = insert_keys(&db, 498..600).await.unwrap_err();
         assert!(err.is_unique_violation(), "{err:?}");
         let n: Vec<i64> = db
             .read(|c| c.query("SELECT COUNT(*) FROM t", &[], |r| r.i64(0)))
