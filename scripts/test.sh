@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "Kubernetes manifests: kustomize render + schema validation, offline (scripts/validate-k8s.sh)"
+scripts/validate-k8s.sh
+
 step "ONNX Runtime for the serving tests (from PyPI's onnxruntime wheel)"
 LOOPML_ORT_LIB=$(scripts/setup-ort.sh)
 export LOOPML_ORT_LIB
