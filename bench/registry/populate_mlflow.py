@@ -32,7 +32,8 @@ def commit_tag(i, k, versions):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--db", required=True, help="path of the SQLite file (created)")
+    ap.add_argument("--db", help="path of the SQLite file (created)")
+    ap.add_argument("--uri", help="a SQLAlchemy database URI instead (postgresql://...)")
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--versions", type=int, default=20)
     a = ap.parse_args()
@@ -49,13 +50,16 @@ def main():
     # Commits without fsync while populating (per connection; nothing about it is stored in the
     # file, which stays in SQLite's default rollback-journal mode): ~60 writes/s become several
     # hundred. The server later opens the file with its own defaults.
-    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
-    def _no_fsync(dbapi_conn, _record):
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA synchronous=OFF")
-        cur.close()
+    if not a.uri:
+        @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+        def _no_fsync(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA synchronous=OFF")
+            cur.close()
 
-    uri = f"sqlite:///{os.path.abspath(a.db)}"
+    if not (a.db or a.uri):
+        ap.error("one of --db and --uri is required")
+    uri = a.uri or f"sqlite:///{os.path.abspath(a.db)}"
     t0 = time.monotonic()
     # "mlflow-artifacts:/" is the default artifact root `mlflow server --artifacts-destination`
     # gives the tracking store, so experiments get the locations the server would give them.

@@ -208,14 +208,17 @@ def main():
     out.append(f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('mem_gib', '?')} GiB; "
                f"BENCH_SCALE={a.scale}: {int(params['models']):,} registered models × "
                f"{params['versions']} versions ({params['total_versions']}), alias `champion` on one "
-               f"version each; both servers on SQLite, 127.0.0.1; load generator in Rust (ureq, "
+               f"version each; servers on {'PostgreSQL 15 (scripts/postgres.sh, a fresh database each)' if any(x.endswith('-pg') for x in servers) else 'SQLite'}, 127.0.0.1; load generator in Rust (ureq, "
                f"keep-alive unless a row says otherwise).")
     for s in servers:
         v = versions.get(s, {})
         out.append(f"- **{s}** {v.get('version', '?')}: `{v.get('command', '?')}`")
 
-    compare = "loopml" in servers and "mlflow" in servers
-    cols = servers + (["loopml vs mlflow"] if compare else [])
+    # The pair compared: on SQLite loopml vs mlflow, on PostgreSQL loopml-pg vs mlflow-pg.
+    ours = "loopml" if "loopml" in servers else "loopml-pg"
+    theirs = "mlflow" if "mlflow" in servers else "mlflow-pg"
+    compare = ours in servers and theirs in servers
+    cols = servers + ([f"{ours} vs {theirs}"] if compare else [])
 
     def ok_query(s):
         q = per[s]["query"]
@@ -235,10 +238,10 @@ def main():
             vals = {s: (fn(ok_query(s)) if ok_query(s) else None) for s in servers}
             cells = [fmt(vals[s]) for s in servers]
             if compare:
-                cells.append(ratio_text(factor(vals["loopml"], vals["mlflow"], better), kind))
+                cells.append(ratio_text(factor(vals[ours], vals[theirs], better), kind))
             out.append(f"| {label.format(**params)} | " + " | ".join(cells) + " |")
-        if compare and key in ("search", "alias") and ok_query("loopml") and ok_query("mlflow"):
-            lq, mq = ok_query("loopml"), ok_query("mlflow")
+        if compare and key in ("search", "alias") and ok_query(ours) and ok_query(theirs):
+            lq, mq = ok_query(ours), ok_query(theirs)
             ka = factor(dig(lq, key, "seq", "latency", "median_ms"),
                         dig(mq, key, "seq", "latency", "median_ms"), "lower")
             # Each server at its best: the lower p50 of keep-alive and new-connection queries.
@@ -298,12 +301,12 @@ def main():
         if compare:
             # Populate methods differ (mlflow in-process by default): no ratio for populate rows.
             b = None if label.startswith("populate") and params.get("mlflow_populate") != "http" else better
-            cells.append(ratio_text(factor(vals["loopml"], vals["mlflow"], b), kind))
+            cells.append(ratio_text(factor(vals[ours], vals[theirs], b), kind))
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     pm = {"http": f"over HTTP, {params['clients']} clients: runs/create, registered-models/create, "
                   f"{params['versions']} × model-versions/create, registered-models/alias per model",
           "store": "in-process through mlflow's SqlAlchemyStore (tracking + model registry) before "
-                   "the server starts; SQLite synchronous=OFF while populating"}
+                   "the server starts (SQLite: synchronous=OFF while populating)"}
     methods = {s: dig(per[s], "populate", "method") for s in servers}
     out.append("")
     used = {m for m in methods.values() if m}

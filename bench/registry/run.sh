@@ -34,7 +34,9 @@ scaled() { awk -v b="$1" -v s="$scale" -v m="$2" 'BEGIN { v = int(b * s + 0.5); 
 
 awk -v s="$scale" 'BEGIN { exit !(s > 0) }' || die "BENCH_SCALE must be a positive number (got '$scale')"
 for s in ${servers//,/ }; do
-  case $s in loopml | mlflow) ;; *) die "unknown server '$s' in BENCH_SERVERS (loopml, mlflow)" ;; esac
+  case $s in loopml | mlflow | loopml-pg | mlflow-pg) ;;
+    *) die "unknown server '$s' in BENCH_SERVERS (loopml, mlflow, loopml-pg, mlflow-pg)" ;;
+  esac
 done
 case $mlflow_populate in store | http) ;; *) die "BENCH_MLFLOW_POPULATE must be store or http" ;; esac
 
@@ -93,11 +95,27 @@ stop_server() {
 }
 
 # start_server NAME DIR PORT LOG: sets srv_pid (also the process group id)
+# pg_database DIR NAME: the PostgreSQL database of DIR (created on first use, kept in DIR/pg.url
+# so the query phase reopens what the populate phase wrote).
+pg_database() {
+  local dir=$1 name="bench_reg_${2//-/_}_$(date +%s%N)"
+  if [[ ! -f "$dir/pg.url" ]]; then
+    psql -q -v ON_ERROR_STOP=1 "$pg_admin_url" -c "CREATE DATABASE $name" >/dev/null ||
+      die "cannot create database $name"
+    printf '%s\n' "${pg_admin_url%/*}/$name" >"$dir/pg.url"
+  fi
+  cat "$dir/pg.url"
+}
+
 start_server() {
   local name=$1 dir=$2 port=$3 logf=$4
   local cmd
   case $name in
     loopml) cmd=("$loopml_bin" server --host 127.0.0.1 --port "$port" --data-dir "$dir/data") ;;
+    loopml-pg) cmd=("$loopml_bin" server --host 127.0.0.1 --port "$port" --data-dir "$dir/data"
+      --database-url "$(pg_database "$dir" "$name")") ;;
+    mlflow-pg) cmd=("$venv/bin/mlflow" server --backend-store-uri "postgresql://$(pg_database "$dir" "$name" | sed 's|^postgres://||')"
+      --artifacts-destination "$dir/art" --host 127.0.0.1 --port "$port") ;;
     mlflow) cmd=("$venv/bin/mlflow" server --backend-store-uri "sqlite:///$dir/mlflow.db"
       --artifacts-destination "$dir/art" --host 127.0.0.1 --port "$port") ;;
   esac
@@ -123,7 +141,7 @@ log "building the load generator (release)"
 lg="$root/bench/tracking/loadgen/target/release/loadgen"
 
 venv=""
-if has mlflow; then
+if has mlflow || has mlflow-pg; then
   if [[ -n "${MLFLOW_VENV:-}" ]]; then
     venv=$MLFLOW_VENV
     log "using MLFLOW_VENV=$venv"
@@ -141,9 +159,18 @@ if has mlflow; then
   [[ -x "$venv/bin/mlflow" ]] || die "$venv has no mlflow (set MLFLOW_VENV to a venv with mlflow==$mlflow_version)"
   have=$("$venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
   [[ $have == "$mlflow_version" ]] || log "warning: $venv has mlflow $have, not $mlflow_version"
+  if has mlflow-pg && ! "$venv/bin/python" -c 'import psycopg2' 2>/dev/null; then
+    log "installing psycopg2-binary into $venv (mlflow on PostgreSQL)"
+    "$venv/bin/python" -m pip install --quiet psycopg2-binary || die "cannot install psycopg2-binary"
+  fi
+fi
+pg_admin_url=""
+if has loopml-pg || has mlflow-pg; then
+  log "starting PostgreSQL (scripts/postgres.sh)"
+  pg_admin_url=$("$root/scripts/postgres.sh" start) || die "cannot start PostgreSQL"
 fi
 
-if has loopml; then
+if has loopml || has loopml-pg; then
   if [[ -n "${LOOPML_BIN:-}" ]]; then
     loopml_bin=$LOOPML_BIN
   else
@@ -159,14 +186,20 @@ raw="$work/raw"
 mkdir -p "$raw"
 
 {
-  if has loopml; then
+  if has loopml || has loopml-pg; then
     v=$("$loopml_bin" --version 2>/dev/null | head -1 || echo unknown)
     if [[ -n "${LOOPML_BIN:-}" ]]; then
       v="$v (LOOPML_BIN)"
     else
       v="$v (git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty'))"
     fi
-    printf 'loopml\t%s\t%s\n' "$v" "loopml server --host 127.0.0.1 --port P --data-dir DIR/data"
+    has loopml && printf 'loopml\t%s\t%s\n' "$v" "loopml server --host 127.0.0.1 --port P --data-dir DIR/data"
+    has loopml-pg && printf 'loopml-pg\t%s\t%s\n' "$v" "loopml server --host 127.0.0.1 --port P --data-dir DIR/data --database-url postgres://…/fresh_db"
+  fi
+  if has mlflow-pg; then
+    v=$("$venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
+    printf 'mlflow-pg\t%s\t%s\n' "$v (uvicorn, default 4 workers, psycopg2)" \
+      "mlflow server --backend-store-uri postgresql://…/fresh_db --artifacts-destination DIR/art --host 127.0.0.1 --port P"
   fi
   if has mlflow; then
     v=$("$venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
@@ -222,13 +255,15 @@ run_server() {
   local server=$1 dir method
   dir=$(mktemp -d "$work/$server.XXXX")
   method=http
-  [[ $server == mlflow ]] && method=$mlflow_populate
+  [[ $server == mlflow || $server == mlflow-pg ]] && method=$mlflow_populate
 
   # 1. Populate.
   if [[ $method == store ]]; then
     log "$server: populating $models models × $versions versions in-process (SqlAlchemyStore)"
+    local target=(--db "$dir/mlflow.db")
+    [[ $server == mlflow-pg ]] && target=(--uri "postgresql://$(pg_database "$dir" "$server" | sed 's|^postgres://||')")
     if ! step "populate" "$raw/$server-populate.json" \
-      "$venv/bin/python" "$here/populate_mlflow.py" --db "$dir/mlflow.db" --models "$models" --versions "$versions"; then
+      "$venv/bin/python" "$here/populate_mlflow.py" "${target[@]}" --models "$models" --versions "$versions"; then
       fail "$server" "$step_err"
       return
     fi
@@ -245,7 +280,11 @@ run_server() {
   fi
   log "$server: populated: $(cat "$raw/$server-populate.json" | cut -c1-200)"
   local kb
-  kb=$(du -sk "$dir" --exclude=server.log --exclude=art | cut -f1)
+  if [[ -f "$dir/pg.url" ]]; then
+    kb=$(psql -qAt "$(cat "$dir/pg.url")" -c "SELECT pg_database_size(current_database()) / 1024")
+  else
+    kb=$(du -sk "$dir" --exclude=server.log --exclude=art | cut -f1)
+  fi
   printf '{"disk_kb": %s}\n' "$kb" >"$raw/$server-disk.json"
 
   # 2. Queries, on a server started fresh on the populated data (as mlflow is, after an

@@ -14,7 +14,13 @@ import statistics
 import subprocess
 import sys
 
-ANCHORS = ["mlflow", "fasttrackml"]
+# Ratio columns: (ours, theirs, heading). Each appears when both servers ran.
+PAIRS = [
+    ("loopml", "mlflow", "loopml vs mlflow"),
+    ("loopml", "fasttrackml", "loopml vs fasttrackml"),
+    ("loopml-pg", "mlflow-pg", "loopml-pg vs mlflow-pg"),
+    ("loopml-pg2", "loopml-pg", "2 loopml replicas vs 1 (pg)"),
+]
 
 
 def read_json(path):
@@ -203,13 +209,15 @@ def main():
     m = results["machine"]
     out.append("")
     out.append(f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('mem_gib', '?')} GiB; "
-               f"BENCH_SCALE={a.scale}; all servers on SQLite, 127.0.0.1, load generator in Rust "
-               f"(ureq, keep-alive).")
+               f"BENCH_SCALE={a.scale}; servers without `-pg` on SQLite, `-pg` ones on one local "
+               f"PostgreSQL 15 (a fresh database each; its own CPU and memory are not in the "
+               f"server columns), 127.0.0.1, load generator in Rust (ureq, keep-alive).")
     for s in servers:
         v = versions.get(s, {})
         out.append(f"- **{s}** {v.get('version', '?')}: `{v.get('command', '?')}`")
 
-    cols = servers + [f"loopml vs {x}" for x in ANCHORS if "loopml" in servers and x in servers]
+    pairs = [p for p in PAIRS if p[0] in servers and p[1] in servers]
+    cols = servers + [h for _, _, h in pairs]
     for wl, spec in WORKLOADS.items():
         per = {s: load(a.raw, s, wl) for s in servers}
         if all(v is None for v in per.values()):
@@ -229,9 +237,8 @@ def main():
             if label.startswith("wall time"):
                 cells = [c + (" (est.)" if (per.get(s) or {}).get("partial") else "")
                          for c, s in zip(cells, servers)]
-            for x in ANCHORS:
-                if f"loopml vs {x}" in cols:
-                    cells.append(ratio(vals.get("loopml"), vals.get(x), better, kind))
+            for ours, theirs, _ in pairs:
+                cells.append(ratio(vals.get(ours), vals.get(theirs), better, kind))
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         notes = []
         for s in servers:

@@ -8,6 +8,9 @@
 #      BENCH_TIMEOUT_S (hard limit per workload per server, default 2400),
 #      BENCH_INGEST_DEADLINE_S (ingest stops early and is marked partial, default 1200),
 #      BENCH_KEEP=1 (keep the temp dirs with server logs).
+# PostgreSQL columns: BENCH_SERVERS=loopml-pg,loopml-pg2,mlflow-pg runs loopml on PostgreSQL (one
+# replica, and two replicas sharing the load), and mlflow server on the same PostgreSQL
+# (scripts/postgres.sh; a fresh database per workload).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,12 +101,36 @@ stop_server() {
   pgids=("${keep[@]+"${keep[@]}"}")
 }
 
-# start_server NAME DIR PORT: sets srv_pid (also the process group id)
+# fresh_pg_database NAME: creates an empty database on the benchmark's PostgreSQL, prints its URL.
+fresh_pg_database() {
+  local db="bench_${1//-/_}_$(date +%s%N)"
+  psql -q -v ON_ERROR_STOP=1 "$pg_admin_url" -c "CREATE DATABASE $db" >/dev/null ||
+    die "cannot create database $db on $pg_admin_url"
+  printf '%s\n' "${pg_admin_url%/*}/$db"
+}
+
+# start_server NAME DIR PORT [PORT2]: sets srv_pid (also the process group id) and srv_url (for
+# loopml-pg2, both replicas' URLs, comma-separated)
 start_server() {
-  local name=$1 dir=$2 port=$3
-  local cmd
+  local name=$1 dir=$2 port=$3 port2=${4:-}
+  local cmd db
+  srv_url="http://127.0.0.1:$port"
   case $name in
     loopml) cmd=("$loopml_bin" server --host 127.0.0.1 --port "$port" --data-dir "$dir/data") ;;
+    loopml-pg)
+      db=$(fresh_pg_database "$name")
+      cmd=("$loopml_bin" server --host 127.0.0.1 --port "$port" --data-dir "$dir/data" --database-url "$db") ;;
+    loopml-pg2)
+      # Two replicas in one process group, on one database and one artifact folder.
+      db=$(fresh_pg_database "$name")
+      cmd=(bash -c '"$1" server --host 127.0.0.1 --port "$2" --data-dir "$4" --database-url "$5" &
+        "$1" server --host 127.0.0.1 --port "$3" --data-dir "$4" --database-url "$5" & wait'
+        replicas "$loopml_bin" "$port" "$port2" "$dir/data" "$db")
+      srv_url="http://127.0.0.1:$port,http://127.0.0.1:$port2" ;;
+    mlflow-pg)
+      db=$(fresh_pg_database "$name")
+      cmd=("$root/.venv/bin/mlflow" server --backend-store-uri "postgresql://${db#postgres://}"
+        --artifacts-destination "$dir/art" --host 127.0.0.1 --port "$port") ;;
     mlflow) cmd=("$root/.venv/bin/mlflow" server --backend-store-uri "sqlite:///$dir/mlflow.db"
       --artifacts-destination "$dir/art" --host 127.0.0.1 --port "$port") ;;
     fasttrackml) cmd=("$fml_bin" server --database-uri "sqlite://$dir/fml.db"
@@ -120,7 +147,7 @@ log "building the load generator (release)"
 (cd "$here/loadgen" && cargo build --release --quiet) || die "cannot build bench/tracking/loadgen"
 lg="$here/loadgen/target/release/loadgen"
 
-if has mlflow; then
+if has mlflow || has mlflow-pg; then
   if [[ -f "$root/scripts/setup-venv.sh" ]]; then
     log "ensuring .venv via scripts/setup-venv.sh"
     bash "$root/scripts/setup-venv.sh" >&2 || die "scripts/setup-venv.sh failed"
@@ -132,6 +159,16 @@ if has mlflow; then
   [[ -x "$root/.venv/bin/mlflow" ]] || die ".venv has no mlflow"
   have=$("$root/.venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
   [[ $have == "$mlflow_version" ]] || log "warning: .venv has mlflow $have, not $mlflow_version"
+fi
+if has mlflow-pg && ! "$root/.venv/bin/python" -c 'import psycopg2' 2>/dev/null; then
+  # mlflow's SQLAlchemy store needs a PostgreSQL driver; psycopg2 is the one its docs name.
+  log "installing psycopg2-binary into .venv (mlflow on PostgreSQL)"
+  "$root/.venv/bin/python" -m pip install --quiet psycopg2-binary || die "cannot install psycopg2-binary"
+fi
+pg_admin_url=""
+if has loopml-pg || has loopml-pg2 || has mlflow-pg; then
+  log "starting PostgreSQL (scripts/postgres.sh)"
+  pg_admin_url=$("$root/scripts/postgres.sh" start) || die "cannot start PostgreSQL"
 fi
 
 fml_bin="$root/.venv-fasttrackml/bin/fml"
@@ -148,7 +185,7 @@ if has fasttrackml; then
   [[ $have == *"$fml_version"* ]] || log "warning: $fml_bin is '$have', not $fml_version"
 fi
 
-if has loopml; then
+if has loopml || has loopml-pg || has loopml-pg2; then
   if [[ -n "${LOOPML_BIN:-}" ]]; then
     loopml_bin=$LOOPML_BIN
   else
@@ -165,14 +202,20 @@ mkdir -p "$raw"
 
 versions() {
   local v
-  if has loopml; then
+  if has loopml || has loopml-pg || has loopml-pg2; then
     v=$("$loopml_bin" --version 2>/dev/null | head -1 || echo unknown)
     if [[ -n "${LOOPML_BIN:-}" ]]; then
       v="$v (LOOPML_BIN)"
     else
       v="$v (git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty'))"
     fi
-    printf 'loopml\t%s\t%s\n' "$v" "loopml server --host 127.0.0.1 --port P --data-dir DIR/data"
+    has loopml && printf 'loopml\t%s\t%s\n' "$v" "loopml server --host 127.0.0.1 --port P --data-dir DIR/data"
+    has loopml-pg && printf 'loopml-pg\t%s\t%s\n' "$v" "loopml server --host 127.0.0.1 --port P --data-dir DIR/data --database-url postgres://…/fresh_db"
+    has loopml-pg2 && printf 'loopml-pg2\t%s\t%s\n' "$v" "two of: loopml server --port P1|P2 --database-url postgres://…/fresh_db (one database, clients alternate)"
+  fi
+  if has mlflow-pg; then
+    v=$("$root/.venv/bin/python" -c 'import mlflow, psycopg2; print(mlflow.__version__, "psycopg2", psycopg2.__version__.split()[0])')
+    printf 'mlflow-pg\t%s\t%s\n' "$v (uvicorn, default 4 workers)" "mlflow server --backend-store-uri postgresql://…/fresh_db --artifacts-destination DIR/art --host 127.0.0.1 --port P"
   fi
   if has mlflow; then
     v=$("$root/.venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
@@ -204,9 +247,14 @@ run_one() {
   local out="$raw/$server-$workload.json"
   dir=$(mktemp -d "$work/$server-$workload.XXXX")
   port=$("$lg" freeport | tr -dc 0-9)
-  start_server "$server" "$dir" "$port"
-  local pid=$srv_pid url="http://127.0.0.1:$port"
-  if ! in_bg "$lg" ready --url "$url" --path "$ready_path" --timeout-s "$ready_timeout_s" >/dev/null; then
+  local port2=""
+  [[ $server == loopml-pg2 ]] && port2=$("$lg" freeport | tr -dc 0-9)
+  start_server "$server" "$dir" "$port" $port2
+  local pid=$srv_pid url=$srv_url ready_ok=1 u
+  for u in ${url//,/ }; do
+    in_bg "$lg" ready --url "$u" --path "$ready_path" --timeout-s "$ready_timeout_s" >/dev/null || ready_ok=0
+  done
+  if [[ $ready_ok == 0 ]]; then
     log "$server did not become ready; last lines of its log:"
     tail -n 20 "$dir/server.log" >&2 || true
     printf '{"error": "server not ready within %ss"}\n' "$ready_timeout_s" >"$out"
@@ -276,6 +324,8 @@ log "scale $scale: ingest ${ingest_clients}x${ingest_runs} runs x${ingest_steps}
 for w in ingest search history coldstart; do
   wants "$w" || continue
   for s in ${servers//,/ }; do
+    # The two-replica column measures what replicas are for: ingest and search across them.
+    [[ $s == loopml-pg2 && ($w == history || $w == coldstart) ]] && continue
     if [[ $w == coldstart ]]; then run_coldstart "$s"; else run_one "$s" "$w"; fi
   done
 done

@@ -202,6 +202,7 @@ fn parse_json(raw: &str) -> Value {
 impl MonitorService {
     /// A service over `db` (its migrations are applied here).
     pub fn new(db: loopml_store::Database, evaluator: Evaluator) -> Result<Self> {
+        db.migrate("store", loopml_store::STORE_MIGRATIONS)?;
         db.migrate("monitor", MIGRATIONS)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -723,9 +724,15 @@ impl MonitorService {
 
     /// Runs scheduled evaluations and alert delivery until the process stops.
     pub async fn run_background(self) {
+        let mut leader = false;
         loop {
             let _ =
                 tokio::time::timeout(Duration::from_millis(500), self.inner.wake.notified()).await;
+            // One replica schedules: the holder of the scheduler lease (renewed every pass and
+            // before every evaluation); the others stand by and take over when it lapses.
+            if !self.hold_scheduler_lease(&mut leader).await {
+                continue;
+            }
             if let Err(e) = self.deliver_due().await {
                 tracing::warn!(error = %e, "alert delivery pass failed");
             }
@@ -747,6 +754,9 @@ impl MonitorService {
                 if !due {
                     continue;
                 }
+                if !self.hold_scheduler_lease(&mut leader).await {
+                    break;
+                }
                 if let Err(e) = self.evaluate(&m.name).await {
                     tracing::warn!(monitor = %m.name, error = %e, "monitor evaluation failed");
                     if let Ok(mut l) = self.inner.last_eval.lock() {
@@ -756,7 +766,70 @@ impl MonitorService {
             }
         }
     }
+
+    /// Takes or renews the scheduler lease; on becoming the scheduler, learns when each monitor
+    /// was last evaluated (by whichever replica) so a takeover does not evaluate everything
+    /// again at once.
+    async fn hold_scheduler_lease(&self, leader: &mut bool) -> bool {
+        match self
+            .inner
+            .db
+            .try_lease(SCHEDULER_LEASE, SCHEDULER_LEASE_TTL)
+            .await
+        {
+            Ok(true) => {
+                if !*leader {
+                    *leader = true;
+                    tracing::info!("this process schedules monitor evaluations");
+                    if let Err(e) = self.seed_last_evaluations().await {
+                        tracing::warn!(error = %e, "cannot read the last evaluation times");
+                    }
+                }
+                true
+            }
+            Ok(false) => {
+                if *leader {
+                    tracing::info!("another process now schedules monitor evaluations");
+                }
+                *leader = false;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the monitor scheduler lease");
+                *leader = false;
+                false
+            }
+        }
+    }
+
+    async fn seed_last_evaluations(&self) -> Result<()> {
+        let last: Vec<(String, i64)> = self
+            .inner
+            .db
+            .read(|c| {
+                c.query(
+                    "SELECT monitor, MAX(evaluated_at) FROM monitor_results GROUP BY monitor",
+                    &[],
+                    |r| Ok((r.string(0)?, r.i64(1)?)),
+                )
+            })
+            .await?;
+        let now = now_ms();
+        if let Ok(mut l) = self.inner.last_eval.lock() {
+            for (monitor, at) in last {
+                let ago = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
+                let at = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+                l.entry(monitor).or_insert(at);
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The lease that makes one process the monitor scheduler.
+const SCHEDULER_LEASE: &str = "monitor-scheduler";
+/// How long the scheduler lease lasts without renewal (a dead scheduler is replaced after this).
+const SCHEDULER_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// POSTs JSON; any 2xx is delivered.
 fn post_json(url: &str, body: &Value) -> std::result::Result<(), String> {

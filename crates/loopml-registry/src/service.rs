@@ -147,6 +147,7 @@ impl std::fmt::Debug for RegistryService {
 impl RegistryService {
     /// Builds the service on an opened store (applies the registry migrations).
     pub fn new(db: Database, tracking: TrackingService) -> Result<Self> {
+        db.migrate("store", loopml_store::STORE_MIGRATIONS)?;
         db.migrate("registry", crate::MIGRATIONS)?;
         let (feed, _) = tokio::sync::watch::channel(0);
         Ok(Self {

@@ -620,16 +620,48 @@ fn example_data(event: &str) -> serde_json::Value {
     data
 }
 
+/// The lease that makes one process deliver webhooks (replicas would otherwise each deliver
+/// every event).
+const DELIVERY_LEASE: &str = "webhook-delivery";
+/// How long the delivery lease lasts without renewal; one delivery attempt is bounded by the
+/// 5 s request timeout, and the lease is renewed before each.
+const DELIVERY_LEASE_TTL: Duration = Duration::from_secs(30);
+
 fn delivery_loop(weak: Weak<crate::service::Inner>, wake: Arc<Wake>, rt: tokio::runtime::Handle) {
     let mut retries: HashMap<String, Retry> = HashMap::new();
     let mut seen = 0;
+    let mut leader = false;
     loop {
         let Some(service) = RegistryService::upgrade(&weak) else {
             return;
         };
+        let hold = |leader: &mut bool| {
+            let held = rt
+                .block_on(
+                    service
+                        .db_handle()
+                        .try_lease(DELIVERY_LEASE, DELIVERY_LEASE_TTL),
+                )
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot renew the webhook delivery lease");
+                    false
+                });
+            if held != *leader {
+                tracing::info!(delivering = held, "webhook delivery lease changed hands");
+                // Retry timers were this process's view; the new holder starts fresh.
+                *leader = held;
+            }
+            held
+        };
+        if !hold(&mut leader) {
+            retries.clear();
+            drop(service);
+            seen = wake.wait(seen, Duration::from_secs(1));
+            continue;
+        }
         let hooks = rt.block_on(service.list_webhooks()).unwrap_or_default();
         let mut next_wake = Duration::from_secs(1);
-        for hook in hooks {
+        'hooks: for hook in hooks {
             if let Some(r) = retries.get(&hook.id) {
                 let now = Instant::now();
                 if r.next_at > now {
@@ -650,6 +682,12 @@ fn delivery_loop(weak: Weak<crate::service::Inner>, wake: Arc<Wake>, rt: tokio::
                     continue;
                 }
                 let attempt = retries.get(&hook.id).map_or(1, |r| r.attempts + 1);
+                if !hold(&mut leader) {
+                    if cursor > hook.cursor {
+                        let _ = rt.block_on(service.set_cursor(hook.id.clone(), cursor));
+                    }
+                    break 'hooks;
+                }
                 let d = send(&hook, &event, i64::from(attempt));
                 let ok = d.success;
                 let give_up = !ok && (!retryable(&d) || attempt >= MAX_ATTEMPTS);

@@ -14,7 +14,7 @@ pub mod testing;
 
 pub use artifacts::{ArtifactEntry, ArtifactPath, ArtifactStore, ByteStream};
 pub use db::{
-    Backend, Conn, Database, DatabaseConfig, Durability, Migration, Row, Value,
-    to_dollar_placeholders,
+    Backend, Conn, CopyReport, Database, DatabaseConfig, Durability, Migration, Row,
+    STORE_MIGRATIONS, Value, copy_database, lease_holder, to_dollar_placeholders,
 };
 pub use error::StoreError;

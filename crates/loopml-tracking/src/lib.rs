@@ -18,8 +18,15 @@ pub use routes::router;
 pub use service::{Batch, ModelSearch, NewDatasetInput, TrackingService, now_ms};
 
 /// The tracking tables' migrations, in order.
-pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
-    name: "0001_tracking",
-    sqlite: include_str!("../migrations/sqlite/0001_tracking.sql"),
-    postgres: include_str!("../migrations/postgres/0001_tracking.sql"),
-}];
+pub const MIGRATIONS: &[loopml_store::Migration] = &[
+    loopml_store::Migration {
+        name: "0001_tracking",
+        sqlite: include_str!("../migrations/sqlite/0001_tracking.sql"),
+        postgres: include_str!("../migrations/postgres/0001_tracking.sql"),
+    },
+    loopml_store::Migration {
+        name: "0002_metric_series",
+        sqlite: include_str!("../migrations/sqlite/0002_metric_series.sql"),
+        postgres: include_str!("../migrations/postgres/0002_metric_series.sql"),
+    },
+];

@@ -211,75 +211,29 @@ fn write_batch(c: &Conn<'_>, run_id: &str, batch: &Batch) -> Result<()> {
     if batch.metrics.is_empty() {
         return Ok(());
     }
-    let mut latest: HashMap<&str, &Metric> = HashMap::new();
+    let points: Vec<&Metric> = batch.metrics.iter().map(|lm| &lm.metric).collect();
+    sql::insert_metric_points(c, run_id, &points)?;
     for lm in &batch.metrics {
+        let Some(model_id) = &lm.model_id else {
+            continue;
+        };
         let m = &lm.metric;
         let nan = m.value.is_nan();
         let value = if nan { 0.0 } else { m.value };
         c.execute(
-            "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO logged_model_metrics (model_id, key, timestamp, step, value, is_nan, \
+             run_uuid, dataset_name, dataset_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
             &[
-                run_id.into(),
+                model_id.into(),
                 m.key.as_str().into(),
                 m.timestamp.into(),
                 m.step.into(),
                 value.into(),
                 nan.into(),
-            ],
-        )?;
-        if let Some(model_id) = &lm.model_id {
-            c.execute(
-                "INSERT INTO logged_model_metrics (model_id, key, timestamp, step, value, is_nan, \
-                 run_uuid, dataset_name, dataset_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT DO NOTHING",
-                &[
-                    model_id.into(),
-                    m.key.as_str().into(),
-                    m.timestamp.into(),
-                    m.step.into(),
-                    value.into(),
-                    nan.into(),
-                    run_id.into(),
-                    lm.dataset_name.as_deref().unwrap_or("").into(),
-                    lm.dataset_digest.as_deref().unwrap_or("").into(),
-                ],
-            )?;
-        }
-        let newer = |a: &Metric, b: &Metric| {
-            let av = if a.value.is_nan() { 0.0 } else { a.value };
-            let bv = if b.value.is_nan() { 0.0 } else { b.value };
-            (a.step, a.timestamp)
-                .cmp(&(b.step, b.timestamp))
-                .then(av.total_cmp(&bv))
-                .is_gt()
-        };
-        latest
-            .entry(m.key.as_str())
-            .and_modify(|cur| {
-                if newer(m, cur) {
-                    *cur = m;
-                }
-            })
-            .or_insert(m);
-    }
-    for m in latest.values() {
-        let nan = m.value.is_nan();
-        let value = if nan { 0.0 } else { m.value };
-        c.execute(
-            "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET \
-             value = excluded.value, timestamp = excluded.timestamp, step = excluded.step, \
-             is_nan = excluded.is_nan \
-             WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                   (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-            &[
                 run_id.into(),
-                m.key.as_str().into(),
-                value.into(),
-                m.timestamp.into(),
-                m.step.into(),
-                nan.into(),
+                lm.dataset_name.as_deref().unwrap_or("").into(),
+                lm.dataset_digest.as_deref().unwrap_or("").into(),
             ],
         )?;
     }
@@ -801,34 +755,28 @@ impl TrackingService {
         }
         let paged = max_results.is_some() || page_token.is_some();
         let max = max_results.unwrap_or(MAX_HISTORY_UNPAGED);
-        let offset = decode_page_token(page_token.as_deref())?;
+        let after = v::decode_history_token(page_token.as_deref())?;
         self.db
             .read(move |c| {
                 sql::require_run(c, &run_id)?;
-                let mut items = c.query(
-                    "SELECT timestamp, step, value, is_nan FROM metrics \
-                     WHERE run_uuid = ? AND key = ? \
-                     ORDER BY timestamp, step, value LIMIT ? OFFSET ?",
-                    &[
-                        (&run_id).into(),
-                        (&key).into(),
-                        (max + 1).into(),
-                        offset.into(),
-                    ],
-                    |r| {
-                        Ok(Metric {
-                            key: key.clone(),
-                            timestamp: r.i64(0)?,
-                            step: r.i64(1)?,
-                            value: if r.i64(3)? != 0 { f64::NAN } else { r.f64(2)? },
-                        })
-                    },
-                )?;
-                let more = paged && items.len() as i64 > max;
-                items.truncate(max as usize);
+                let Some(series) = sql::metric_series_id(c, &run_id, &key)? else {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_page_token: None,
+                    });
+                };
+                let mut rows = sql::metric_history_page(c, series, &key, after, max + 1)?;
+                let more = paged && rows.len() as i64 > max;
+                rows.truncate(max as usize);
+                let next_page_token = if more {
+                    rows.last()
+                        .map(|(_, cursor)| v::encode_history_token(cursor))
+                } else {
+                    None
+                };
                 Ok(Page {
-                    items,
-                    next_page_token: more.then(|| encode_page_token(offset + max)),
+                    items: rows.into_iter().map(|(m, _)| m).collect(),
+                    next_page_token,
                 })
             })
             .await
@@ -865,19 +813,10 @@ impl TrackingService {
                 let mut out = Vec::new();
                 for run_id in &run_ids {
                     sql::require_run(c, run_id)?;
-                    let points = c.query(
-                        "SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = ? \
-                         AND key = ? AND step >= ? AND step <= ? ORDER BY step, timestamp",
-                        &[run_id.into(), (&key).into(), lo.into(), hi.into()],
-                        |r| {
-                            Ok(Metric {
-                                key: key.clone(),
-                                timestamp: r.i64(0)?,
-                                step: r.i64(1)?,
-                                value: if r.i64(3)? != 0 { f64::NAN } else { r.f64(2)? },
-                            })
-                        },
-                    )?;
+                    let points = match sql::metric_series_id(c, run_id, &key)? {
+                        Some(series) => sql::metric_points_between(c, series, &key, lo, hi)?,
+                        None => Vec::new(),
+                    };
                     let steps: Vec<i64> = {
                         let mut s: Vec<i64> = points.iter().map(|p| p.step).collect();
                         s.dedup();

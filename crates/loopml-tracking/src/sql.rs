@@ -995,3 +995,255 @@ pub fn search_models_sql(
         all,
     ))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metric points. Each (run, key) series has an integer id in `metric_series`; points are keyed
+// by (series_id, timestamp, step, value, is_nan). Writes are multi-row statements, so a
+// log-batch of 1,000 metrics is a handful of statements, not 2,000.
+
+/// Rows per multi-row INSERT: 200 rows × 5 columns stays far below every backend's
+/// parameter limit, and bounds the number of distinct statement texts.
+const INSERT_ROWS: usize = 200;
+
+/// `(?, ?), (?, ?)` for `rows` rows of `cols` placeholders.
+fn values_rows(rows: usize, cols: usize) -> String {
+    let one = format!("({})", placeholders(cols));
+    let mut s = String::with_capacity(rows * (one.len() + 2));
+    for i in 0..rows {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&one);
+    }
+    s
+}
+
+/// The stored form of a metric value: NaN is kept as a flag with value 0 (PostgreSQL and
+/// SQLite disagree on NaN ordering, and JSON has no NaN).
+fn stored_value(v: f64) -> (f64, bool) {
+    if v.is_nan() { (0.0, true) } else { (v, false) }
+}
+
+/// Series ids of `keys` for `run_id`, created where missing.
+pub fn metric_series_ids(
+    c: &Conn<'_>,
+    run_id: &str,
+    keys: &[&str],
+) -> Result<HashMap<String, i64>> {
+    let mut ids = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(INSERT_ROWS) {
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for k in chunk {
+            params.push(run_id.into());
+            params.push((*k).into());
+        }
+        c.execute(
+            &format!(
+                "INSERT INTO metric_series (run_uuid, key) VALUES {} \
+                 ON CONFLICT (run_uuid, key) DO NOTHING",
+                values_rows(chunk.len(), 2)
+            ),
+            &params,
+        )?;
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() + 1);
+        params.push(run_id.into());
+        params.extend(chunk.iter().map(|k| Value::from(*k)));
+        let found = c.query(
+            &format!(
+                "SELECT key, series_id FROM metric_series WHERE run_uuid = ? AND key IN ({})",
+                placeholders(chunk.len())
+            ),
+            &params,
+            |r| Ok((r.string(0)?, r.i64(1)?)),
+        )?;
+        ids.extend(found);
+    }
+    Ok(ids)
+}
+
+/// The series id of one (run, key), if anything was ever logged to it.
+pub fn metric_series_id(c: &Conn<'_>, run_id: &str, key: &str) -> Result<Option<i64>> {
+    Ok(c.query_opt(
+        "SELECT series_id FROM metric_series WHERE run_uuid = ? AND key = ?",
+        &[run_id.into(), key.into()],
+        |r| r.i64(0),
+    )?)
+}
+
+/// Stores metric points of one run (identical points once) and moves each key's latest value
+/// forward: largest (step, timestamp, value) wins, as in MLflow.
+pub fn insert_metric_points(c: &Conn<'_>, run_id: &str, metrics: &[&Metric]) -> Result<()> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<&str> = metrics.iter().map(|m| m.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let ids = metric_series_ids(c, run_id, &keys)?;
+    for chunk in metrics.chunks(INSERT_ROWS) {
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 5);
+        for m in chunk {
+            let id = *ids.get(m.key.as_str()).ok_or_else(|| {
+                Error::Store(StoreError::Database(format!(
+                    "metric series for key '{}' was not created",
+                    m.key
+                )))
+            })?;
+            let (value, nan) = stored_value(m.value);
+            params.extend([
+                id.into(),
+                m.timestamp.into(),
+                m.step.into(),
+                value.into(),
+                nan.into(),
+            ]);
+        }
+        c.execute(
+            &format!(
+                "INSERT INTO metric_points (series_id, timestamp, step, value, is_nan) \
+                 VALUES {} ON CONFLICT DO NOTHING",
+                values_rows(chunk.len(), 5)
+            ),
+            &params,
+        )?;
+    }
+    // The newest point of each key in this batch, then one upsert that only moves forward.
+    let newer = |a: &Metric, b: &Metric| {
+        let (av, _) = stored_value(a.value);
+        let (bv, _) = stored_value(b.value);
+        (a.step, a.timestamp)
+            .cmp(&(b.step, b.timestamp))
+            .then(av.total_cmp(&bv))
+            .is_gt()
+    };
+    let mut latest: HashMap<&str, &Metric> = HashMap::with_capacity(keys.len());
+    for m in metrics {
+        latest
+            .entry(m.key.as_str())
+            .and_modify(|cur| {
+                if newer(m, cur) {
+                    *cur = m;
+                }
+            })
+            .or_insert(m);
+    }
+    let mut latest: Vec<&Metric> = latest.into_values().collect();
+    // A stable order: concurrent batches lock the same rows in the same order (no deadlock).
+    latest.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    for chunk in latest.chunks(INSERT_ROWS) {
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 6);
+        for m in chunk {
+            let (value, nan) = stored_value(m.value);
+            params.extend([
+                run_id.into(),
+                m.key.as_str().into(),
+                value.into(),
+                m.timestamp.into(),
+                m.step.into(),
+                nan.into(),
+            ]);
+        }
+        c.execute(
+            &format!(
+                "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) \
+                 VALUES {} ON CONFLICT (run_uuid, key) DO UPDATE SET \
+                 value = excluded.value, timestamp = excluded.timestamp, \
+                 step = excluded.step, is_nan = excluded.is_nan \
+                 WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                       (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                values_rows(chunk.len(), 6)
+            ),
+            &params,
+        )?;
+    }
+    Ok(())
+}
+
+/// Where a metric history page starts: just after this point, in history order
+/// (timestamp, step, value, is_nan).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryCursor {
+    /// Timestamp of the last point returned.
+    pub timestamp: i64,
+    /// Step of the last point returned.
+    pub step: i64,
+    /// Stored value of the last point returned (0 for NaN).
+    pub value: f64,
+    /// Whether the last point returned was NaN.
+    pub is_nan: bool,
+}
+
+/// One page of a metric's history after `after` (keyset paging: each page is an index range,
+/// however deep), at most `limit` points.
+pub fn metric_history_page(
+    c: &Conn<'_>,
+    series_id: i64,
+    key: &str,
+    after: Option<HistoryCursor>,
+    limit: i64,
+) -> Result<Vec<(Metric, HistoryCursor)>> {
+    let row = |r: &Row<'_>| {
+        let value = r.f64(2)?;
+        let is_nan = r.i64(3)? != 0;
+        let cursor = HistoryCursor {
+            timestamp: r.i64(0)?,
+            step: r.i64(1)?,
+            value,
+            is_nan,
+        };
+        Ok((
+            Metric {
+                key: key.to_string(),
+                timestamp: cursor.timestamp,
+                step: cursor.step,
+                value: if is_nan { f64::NAN } else { value },
+            },
+            cursor,
+        ))
+    };
+    Ok(match after {
+        None => c.query(
+            "SELECT timestamp, step, value, is_nan FROM metric_points WHERE series_id = ? \
+             ORDER BY timestamp, step, value, is_nan LIMIT ?",
+            &[series_id.into(), limit.into()],
+            row,
+        )?,
+        Some(a) => c.query(
+            "SELECT timestamp, step, value, is_nan FROM metric_points WHERE series_id = ? \
+             AND (timestamp, step, value, is_nan) > (?, ?, ?, ?) \
+             ORDER BY timestamp, step, value, is_nan LIMIT ?",
+            &[
+                series_id.into(),
+                a.timestamp.into(),
+                a.step.into(),
+                a.value.into(),
+                a.is_nan.into(),
+                limit.into(),
+            ],
+            row,
+        )?,
+    })
+}
+
+/// Every point of a series between two steps, in step order.
+pub fn metric_points_between(
+    c: &Conn<'_>,
+    series_id: i64,
+    key: &str,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<Metric>> {
+    Ok(c.query(
+        "SELECT timestamp, step, value, is_nan FROM metric_points WHERE series_id = ? \
+         AND step >= ? AND step <= ? ORDER BY step, timestamp",
+        &[series_id.into(), lo.into(), hi.into()],
+        |r| {
+            Ok(Metric {
+                key: key.to_string(),
+                timestamp: r.i64(0)?,
+                step: r.i64(1)?,
+                value: metric_value(r, 2, 3)?,
+            })
+        },
+    )?)
+}

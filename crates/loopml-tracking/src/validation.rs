@@ -150,9 +150,87 @@ pub fn decode_page_token(token: Option<&str>) -> Result<i64> {
         .ok_or_else(|| Error::InvalidParameter(format!("Invalid page token: {token}")))
 }
 
+/// Encodes a metric-history page token: the last point returned, so the next page is an index
+/// range after it (keyset paging; the value travels as its IEEE bits, exact for any float).
+pub fn encode_history_token(after: &crate::sql::HistoryCursor) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!(
+        "{{\"after\": [{}, {}, {}, {}]}}",
+        after.timestamp,
+        after.step,
+        after.value.to_bits() as i64,
+        u8::from(after.is_nan)
+    ))
+}
+
+/// Decodes a metric-history page token; empty means the first page.
+pub fn decode_history_token(token: Option<&str>) -> Result<Option<crate::sql::HistoryCursor>> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || Error::InvalidParameter(format!("Invalid page token: {token}"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
+        .map_err(|_| {
+            Error::InvalidParameter(format!(
+                "Invalid page token, could not base64-decode: {token}"
+            ))
+        })?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let after = v
+        .get("after")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(bad)?;
+    let n: Vec<i64> = after.iter().filter_map(serde_json::Value::as_i64).collect();
+    match n[..] {
+        [timestamp, step, bits, nan @ (0 | 1)] if after.len() == 4 => {
+            Ok(Some(crate::sql::HistoryCursor {
+                timestamp,
+                step,
+                value: f64::from_bits(bits as u64),
+                is_nan: nan == 1,
+            }))
+        }
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_tokens_round_trip_exactly() {
+        for value in [
+            0.0,
+            -0.0,
+            1.5,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::INFINITY,
+            -1e-300,
+        ] {
+            let c = crate::sql::HistoryCursor {
+                timestamp: 1_700_000_000_000,
+                step: -3,
+                value,
+                is_nan: false,
+            };
+            let back = decode_history_token(Some(&encode_history_token(&c)))
+                .unwrap()
+                .unwrap();
+            assert_eq!(back.value.to_bits(), value.to_bits());
+            assert_eq!(
+                (back.timestamp, back.step, back.is_nan),
+                (c.timestamp, c.step, false)
+            );
+        }
+        assert_eq!(decode_history_token(Some("")).unwrap(), None);
+        for bad in ["!!", "eyJvZmZzZXQiOiAzfQ==", "eyJhZnRlciI6IFsxLCAyXX0="] {
+            let e = decode_history_token(Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("Invalid page token"), "{e}");
+        }
+    }
 
     #[test]
     fn keys() {

@@ -234,10 +234,12 @@ async fn batch_limits_and_key_rules() {
 async fn metric_history_orders_and_pages() {
     let a = app();
     let run = a.new_run("0").await;
-    let metrics: Vec<Value> = (0..250)
+    let mut metrics: Vec<Value> = (0..250)
         .rev()
         .map(|i| json!({"key": "loss", "value": i as f64, "timestamp": 1000 + i, "step": i}))
         .collect();
+    // The same point twice in one batch (two multi-row INSERT chunks of 200) is stored once.
+    metrics.push(json!({"key": "loss", "value": 7.0, "timestamp": 1007, "step": 7}));
     a.ok(
         "POST",
         "runs/log-batch",
@@ -289,6 +291,87 @@ async fn metric_history_orders_and_pages() {
         )
         .await;
     assert_eq!(v, json!({}));
+}
+
+/// Points logged before the narrow metric key (migration 0002) read back the same after it,
+/// on either backend; new points extend the same series.
+#[tokio::test]
+async fn metric_points_from_the_old_schema_survive_migration_0002() {
+    let t = TestDatabase::new();
+    let db = t.database();
+    db.migrate("tracking", &loopml_tracking::MIGRATIONS[..1])
+        .unwrap();
+    let run = "0123456789abcdef0123456789abcdef";
+    db.write(move |c| -> Result<(), loopml_store::StoreError> {
+        c.execute(
+            "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, \
+             artifact_uri) VALUES (?, 0, 'old', 'u', 'RUNNING', 1, 'file:///tmp/x')",
+            &[run.into()],
+        )?;
+        for (key, ts, step, value, nan) in [
+            ("loss", 10i64, 0i64, 0.5f64, false),
+            ("loss", 11, 1, 0.25, false),
+            ("loss", 12, 2, 0.0, true),
+            ("acc", 10, 0, 0.9, false),
+        ] {
+            c.execute(
+                "INSERT INTO metrics (run_uuid, key, timestamp, step, value, is_nan) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                &[
+                    run.into(),
+                    key.into(),
+                    ts.into(),
+                    step.into(),
+                    value.into(),
+                    nan.into(),
+                ],
+            )?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let art = ArtifactStore::local(t.dir().join("art")).unwrap();
+    let a = App {
+        router: router(TrackingService::new(db, art).unwrap()),
+        _db: t,
+    };
+    a.ok(
+        "POST",
+        "runs/log-metric",
+        Some(json!({"run_id": run, "key": "loss", "value": 0.125, "timestamp": 13, "step": 3})),
+    )
+    .await;
+    let v = a
+        .ok(
+            "GET",
+            &format!("metrics/get-history?run_id={run}&metric_key=loss"),
+            None,
+        )
+        .await;
+    let got: Vec<(i64, String)> = v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["step"].as_i64().unwrap(), m["value"].to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "0.5".to_string()),
+            (1, "0.25".to_string()),
+            (2, "\"NaN\"".to_string()),
+            (3, "0.125".to_string())
+        ]
+    );
+    let v = a
+        .ok(
+            "GET",
+            &format!("metrics/get-history?run_id={run}&metric_key=acc"),
+            None,
+        )
+        .await;
+    assert_eq!(v["metrics"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

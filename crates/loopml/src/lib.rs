@@ -35,6 +35,8 @@ pub struct ServerFileConfig {
     pub durability: Option<Durability>,
     /// Log filter (e.g. "info", "loopml=debug").
     pub log_level: Option<String>,
+    /// Seconds `/ready` answers 503 on SIGTERM before the listener closes.
+    pub shutdown_delay: Option<f64>,
 }
 
 /// The whole `loopml.toml`.
@@ -89,6 +91,9 @@ pub struct ServerConfig {
     pub deployments: Vec<PathBuf>,
     /// Whether requests go to the inference log (`--no-inference-log` turns it off).
     pub inference_log: bool,
+    /// On SIGTERM, how long `/ready` answers 503 while requests are still served, before the
+    /// listener closes (lets a load balancer without a preStop hook stop routing here first).
+    pub shutdown_delay: std::time::Duration,
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -129,6 +134,7 @@ impl Default for ServerConfig {
             batching: loopml_serving::batcher::BatchConfig::default(),
             deployments: Vec::new(),
             inference_log: true,
+            shutdown_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -177,14 +183,25 @@ async fn health() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain")], "OK")
 }
 
-/// Readiness: answers 200 only while the metadata database answers (liveness, `/health`,
-/// stays 200 so an orchestrator does not restart a replica whose database is away).
+/// Set when this process starts draining (SIGTERM / Ctrl-C): readiness fails first, so load
+/// balancers stop sending new requests while the ones in flight finish. One server per process.
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Readiness: answers 200 only while the metadata database answers and the process is not
+/// draining (liveness, `/health`, stays 200 so an orchestrator does not restart a replica whose
+/// database is away).
 fn ready_route(db: Database) -> Router {
     Router::new().route(
         "/ready",
         get(move || {
             let db = db.clone();
             async move {
+                if DRAINING.load(std::sync::atomic::Ordering::SeqCst) {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: shutting down".to_string(),
+                    );
+                }
                 match db.ping().await {
                     Ok(()) => (StatusCode::OK, "OK".to_string()),
                     Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
@@ -395,6 +412,27 @@ impl loopml_serving::repository::ModelResolver for RegistryModels {
     }
 }
 
+/// Every domain's migrations, in the order a server applies them.
+pub fn all_migrations() -> [(&'static str, &'static [loopml_store::Migration]); 6] {
+    [
+        ("store", loopml_store::STORE_MIGRATIONS),
+        ("data", loopml_data::versions::MIGRATIONS),
+        ("tracking", loopml_tracking::MIGRATIONS),
+        ("registry", loopml_registry::MIGRATIONS),
+        ("serving", loopml_serving::endpoints::MIGRATIONS),
+        ("monitor", loopml_monitor::service::MIGRATIONS),
+    ]
+}
+
+/// Applies every domain's pending migrations to `db` (what a server does at start).
+pub fn migrate_all(db: &Database) -> anyhow::Result<()> {
+    for (domain, migrations) in all_migrations() {
+        db.migrate(domain, migrations)
+            .with_context(|| format!("cannot migrate the {domain} tables"))?;
+    }
+    Ok(())
+}
+
 fn open_store(config: &ServerConfig) -> anyhow::Result<(Database, ArtifactStore)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -496,8 +534,13 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
 /// Starts the pipeline of a monitor alert: a background `loopml_pipelines::run` tracked on this
 /// server over its own HTTP address (pipelines are MLflow clients), with the drifted window's
 /// dataset version in `LOOPML_WINDOW_DATASET`.
+/// How long a pipeline's lease lasts without renewal (renewed every third of it while running).
+const PIPELINE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 struct AlertPipelines {
     server: String,
+    /// Where the per-pipeline lease lives: one run of a pipeline file across every replica.
+    db: Database,
     /// Pipeline files running now → the alert that started them: one run per pipeline at a time
     /// (two retrains racing would leave the alias on whichever finished last).
     running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
@@ -513,6 +556,7 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
         let alert = alert.clone();
         let trigger = trigger.clone();
         let running = std::sync::Arc::clone(&self.running);
+        let db = self.db.clone();
         Box::pin(async move {
             {
                 let mut r = running
@@ -532,11 +576,28 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
                     r.remove(file);
                 }
             };
+            // Across replicas: the pipeline's lease, renewed while it runs.
+            let lease = format!("pipeline:{}", trigger.file);
+            match db.try_lease(&lease, PIPELINE_LEASE_TTL).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    done(&running, &trigger.file);
+                    return Ok(format!(
+                        "not started: {} is running on another replica",
+                        trigger.file
+                    ));
+                }
+                Err(e) => {
+                    done(&running, &trigger.file);
+                    return Err(format!("cannot take the pipeline lease: {e}"));
+                }
+            }
             let path = std::path::PathBuf::from(&trigger.file);
             let pipeline = match loopml_pipelines::Pipeline::load(&path) {
                 Ok(p) => p,
                 Err(e) => {
                     done(&running, &trigger.file);
+                    let _ = db.release_lease(&lease).await;
                     return Err(e.to_string());
                 }
             };
@@ -570,11 +631,31 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
             // The run outlives the delivery pass; its outcome is in its tracked runs and the log.
             #[allow(clippy::disallowed_methods)]
             tokio::spawn(async move {
-                match loopml_pipelines::run(&pipeline, &opts).await {
-                    Ok(r) => {
+                let renew = async {
+                    loop {
+                        tokio::time::sleep(PIPELINE_LEASE_TTL / 3).await;
+                        if let Err(e) = db.try_lease(&lease, PIPELINE_LEASE_TTL).await {
+                            tracing::warn!(pipeline = %name, error = %e, "cannot renew the pipeline lease");
+                        }
+                    }
+                };
+                let outcome = tokio::select! {
+                    r = loopml_pipelines::run(&pipeline, &opts) => Some(r),
+                    () = renew => None,
+                };
+                match outcome {
+                    Some(Ok(r)) => {
                         tracing::info!(pipeline = %name, outcome = ?r.outcome, run_id = ?r.run_id, "alert pipeline finished")
                     }
-                    Err(e) => tracing::warn!(pipeline = %name, error = %e, "alert pipeline failed"),
+                    Some(Err(e)) => {
+                        tracing::warn!(pipeline = %name, error = %e, "alert pipeline failed")
+                    }
+                    None => {}
+                }
+                // The next alert may start it again (here or on any replica).
+                done(&running, &trigger.file);
+                if let Err(e) = db.release_lease(&lease).await {
+                    tracing::warn!(pipeline = %name, error = %e, "cannot release the pipeline lease");
                 }
             });
             Ok(what)
@@ -659,6 +740,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     start_serving(&handle.serving, &config).await?;
     let followed = follow_registry(handle.clone());
     let monitors = handle.monitors.clone();
+    let db_for_alerts = handle.tracking.database().clone();
     run_until_stopped(
         &config,
         router,
@@ -674,6 +756,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 let server = format!("http://{host}:{}", addr.port());
                 m.set_alert_handler(std::sync::Arc::new(AlertPipelines {
                     server,
+                    db: db_for_alerts.clone(),
                     running: std::sync::Arc::default(),
                 }));
             }
@@ -682,6 +765,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     .await?;
     finish_serving(&handle.serving).await;
     let db = handle.tracking.database().clone();
+    // Another replica takes over the monitor scheduler, webhook delivery and running pipelines
+    // at once, not when the leases expire.
+    if let Err(e) = db.release_all_leases().await {
+        tracing::warn!(error = %e, "cannot release this process's leases");
+    }
     if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
         tracing::warn!(error = %e, "final WAL checkpoint failed");
     }
@@ -743,7 +831,21 @@ async fn run_until_stopped(
         artifacts = %config.artifacts_path().display(),
         "{what}; set MLFLOW_TRACKING_URI=http://{local}"
     );
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    let delay = config.shutdown_delay;
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Readiness fails first; requests keep being served for the delay, then the listener
+        // closes and in-flight requests finish.
+        DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_s = delay.as_secs_f64(),
+                "draining: /ready answers 503"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!("stopping: finishing in-flight requests");
+    });
     tokio::select! {
         r = server => r.context("server failed")?,
         () = background => {}

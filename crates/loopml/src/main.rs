@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use loopml::{FileConfig, ServerConfig};
 use loopml_store::Durability;
 
+mod db_cmd;
 mod monitor_cmd;
 mod pipeline_cmd;
 
@@ -58,6 +59,10 @@ enum Command {
     /// register and promote steps), check it, or export it for Argo Workflows.
     #[command(subcommand)]
     Pipeline(pipeline_cmd::PipelineCommand),
+    /// The metadata database: apply migrations, or copy an embedded SQLite installation onto
+    /// PostgreSQL.
+    #[command(subcommand)]
+    Db(db_cmd::DbCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +356,10 @@ struct ServerArgs {
     /// Log filter, e.g. "info" or "loopml=debug,tower_http=info" [default: info]
     #[arg(long, env = "LOOPML_LOG")]
     log_level: Option<String>,
+    /// On SIGTERM, seconds to keep serving with /ready answering 503 before closing the
+    /// listener (for load balancers without a preStop hook) [default: 0]
+    #[arg(long, env = "LOOPML_SHUTDOWN_DELAY", value_name = "SECONDS")]
+    shutdown_delay: Option<f64>,
     /// Serve an ONNX model (a .onnx file, or an MLflow model directory with an onnx flavor) as
     /// NAME: /v2/models/NAME/infer and /invocations (repeatable)
     #[arg(long = "model", value_name = "NAME=PATH")]
@@ -401,6 +410,12 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         },
         deployments: args.deployments,
         inference_log: !args.no_inference_log,
+        shutdown_delay: std::time::Duration::from_secs_f64(
+            args.shutdown_delay
+                .or(f.shutdown_delay)
+                .unwrap_or(0.0)
+                .max(0.0),
+        ),
     }
 }
 
@@ -475,6 +490,7 @@ fn run() -> anyhow::Result<()> {
             loopml::client::print_out(&format!("{body}{end}"))
         }
         Command::Data(cmd) => data_command(cmd),
+        Command::Db(cmd) => db_cmd::run(cmd, file),
         Command::Deploy(cmd) => deploy_command(cmd),
         Command::Pipeline(cmd) => {
             let code = pipeline_cmd::run(cmd)?;

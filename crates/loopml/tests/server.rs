@@ -146,6 +146,78 @@ fn starts_fast_and_serves_default_experiment() {
     assert!(dir.path().join("artifacts").is_dir());
 }
 
+/// SIGTERM drains: readiness fails at once while requests are still answered for the
+/// shutdown delay, then the process exits cleanly; nothing acknowledged is lost.
+#[test]
+fn sigterm_fails_readiness_first_then_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut srv, _) = start(dir.path(), &[("LOOPML_SHUTDOWN_DELAY", "1.5")]);
+    let (status, body) = http(
+        srv.port,
+        "POST",
+        "/api/2.0/mlflow/experiments/create",
+        Some(r#"{"name":"before-sigterm"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let pid = srv.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    // Draining: /ready says so, /health and the API still answer.
+    let mut saw_draining = false;
+    while t0.elapsed() < Duration::from_millis(1200) {
+        if let Ok((503, body)) = http(srv.port, "GET", "/ready", None) {
+            assert!(body.contains("shutting down"), "{body}");
+            saw_draining = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(saw_draining, "/ready did not turn 503 on SIGTERM");
+    assert_eq!(http(srv.port, "GET", "/health", None).unwrap().0, 200);
+    let (status, body) = http(
+        srv.port,
+        "GET",
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name=before-sigterm",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "still serving while draining: {body}");
+    let st = loop {
+        if let Some(st) = srv.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "exit status {st}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400),
+        "exited before the shutdown delay: {:?}",
+        t0.elapsed()
+    );
+    // Stopped for good: the port is closed, and the write is there after a restart.
+    assert!(http(srv.port, "GET", "/health", None).is_err());
+    let (srv2, _) = start(dir.path(), &[]);
+    let (status, _) = http(
+        srv2.port,
+        "GET",
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name=before-sigterm",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn flags_beat_env_and_config_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,9 +24,9 @@ type Res<T> = Result<T, String>;
 
 fn usage() -> &'static str {
     "usage: loadgen <command> [--flag value]...
-  ingest   --url U [--clients 8] [--runs 200] [--steps 20] [--metrics 50] [--watch-pid P]
+  ingest   --url U[,U2..] [--clients 8] [--runs 200] [--steps 20] [--metrics 50] [--watch-pid P]
            [--deadline-s S]   (stop early after S seconds; the result is marked partial)
-  search   --url U [--runs 2000] [--queries 100] [--populate-threads 8] [--watch-pid P]
+  search   --url U[,U2..] [--runs 2000] [--queries 100] [--populate-threads 8] [--watch-pid P]
   history  --url U [--points 100000] [--reps 20] [--watch-pid P]
   registry-populate --url U [--models 1000] [--versions 20] [--clients 8] [--watch-pid P]
   registry-query    --url U [--models 1000] [--versions 20] [--queries 500] [--clients 8]
@@ -479,8 +479,19 @@ impl Errors {
 // ---------------------------------------------------------------------------------------------
 // (a) ingest: C clients × R runs × S steps, one log-batch of M metrics per step
 
+/// `--url` may list several replicas of one server, comma-separated: clients take them in turn.
+fn urls(a: &Args) -> Res<Vec<String>> {
+    let raw = a.str("url")?;
+    let urls: Vec<String> = raw.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect();
+    if urls.is_empty() {
+        return Err(format!("--url '{raw}' names no server"));
+    }
+    Ok(urls)
+}
+
 fn ingest(a: &Args) -> Res<Value> {
-    let url = a.str("url")?;
+    let urls = urls(a)?;
+    let url = urls[0].clone();
     let clients = a.usize_or("clients", 8)?;
     let runs = a.usize_or("runs", 200)?;
     let steps = a.usize_or("steps", 20)?;
@@ -499,7 +510,8 @@ fn ingest(a: &Args) -> Res<Value> {
     let t0 = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|c| {
-            let (url, exp, errors, keys) = (url.clone(), exp.clone(), errors.clone(), keys.clone());
+            let url = urls[c % urls.len()].clone();
+            let (exp, errors, keys) = (exp.clone(), errors.clone(), keys.clone());
             let partial = partial.clone();
             thread::spawn(move || {
                 let cl = Client::new(&url);
@@ -578,7 +590,7 @@ fn ingest(a: &Args) -> Res<Value> {
     Ok(json!({
         "workload": "ingest",
         "partial": partial.load(Ordering::Relaxed),
-        "clients": clients, "runs_per_client": runs, "steps": steps, "metrics_per_batch": metrics,
+        "clients": clients, "replicas": urls.len(), "runs_per_client": runs, "steps": steps, "metrics_per_batch": metrics,
         "batches": ok_batches,
         "expected_batches": clients * runs * steps,
         "wall_s": (wall * 1e3).round() / 1e3,
@@ -610,7 +622,8 @@ fn search_run_values(i: usize) -> (f64, &'static str) {
 }
 
 fn search(a: &Args) -> Res<Value> {
-    let url = a.str("url")?;
+    let urls = urls(a)?;
+    let url = urls[0].clone();
     let runs = a.usize_or("runs", 2000)?;
     let queries = a.usize_or("queries", 100)?;
     let threads = a.usize_or("populate-threads", 8)?.max(1);
@@ -622,7 +635,8 @@ fn search(a: &Args) -> Res<Value> {
     let t0 = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let (url, exp, errors) = (url.clone(), exp.clone(), errors.clone());
+            let url = urls[t % urls.len()].clone();
+            let (exp, errors) = (exp.clone(), errors.clone());
             thread::spawn(move || {
                 let cl = Client::new(&url);
                 let mut i = t;
@@ -675,7 +689,8 @@ fn search(a: &Args) -> Res<Value> {
     }
 
     let expected = runs.div_ceil(2);
-    let cl = Client::new(&url);
+    // With replicas, searched on the last one: what the others wrote must be visible there.
+    let cl = Client::new(urls.last().unwrap_or(&url));
     let body = json!({
         "experiment_ids": [exp],
         "filter": SEARCH_FILTER,

@@ -4,6 +4,8 @@
 //! they are on. Each backend runs the closures on tokio's blocking pool (SQLite: one writer
 //! thread with group commit; PostgreSQL: a bounded connection pool, one transaction each).
 
+mod copy;
+mod lease;
 mod placeholders;
 mod postgres;
 mod sqlite;
@@ -16,6 +18,8 @@ use serde::Deserialize;
 
 use crate::StoreError;
 
+pub use copy::{CopyReport, copy_database};
+pub use lease::{STORE_MIGRATIONS, lease_holder};
 pub use placeholders::to_dollar_placeholders;
 
 /// How hard a commit works to survive crashes.

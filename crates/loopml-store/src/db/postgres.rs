@@ -406,6 +406,18 @@ impl Session<'_> {
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.wait(self.conn.client.batch_execute(sql))
     }
+
+    /// Streams `data` (COPY text format) into `COPY ... FROM STDIN`; returns the rows loaded.
+    pub(super) fn copy_in(&self, sql: &str, data: bytes::Bytes) -> Result<u64, StoreError> {
+        use futures::SinkExt;
+        let client = &self.conn.client;
+        self.wait(async move {
+            let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
+            futures::pin_mut!(sink);
+            sink.send(data).await?;
+            sink.finish().await
+        })
+    }
 }
 
 struct PgInner {

@@ -1,0 +1,101 @@
+"""Two `loopml server` replicas on one PostgreSQL database behave as one server, driven by the
+real mlflow client: what one replica writes the other reads at once, and work that must happen
+once (webhook delivery) happens once, not once per replica. Runs when COMPAT_DATABASE_URL names a
+PostgreSQL server (scripts/test.sh sets it); SQLite is one process by design."""
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities.webhook import WebhookEvent
+
+from loopml_server import DATABASE_URL, unique
+
+pytestmark = pytest.mark.skipif(not DATABASE_URL, reason="needs COMPAT_DATABASE_URL (PostgreSQL)")
+
+
+@pytest.fixture
+def replicas(start_server, tmp_path):
+    # The same data dir: the same PostgreSQL database (loopml_server keys it by folder) and the
+    # same artifact folder, as two pods would share them.
+    shared = tmp_path / "shared"
+    a = start_server(shared)
+    b = start_server(shared)
+    assert a.url != b.url
+    return a, b
+
+
+def test_what_one_replica_writes_the_other_reads_at_once(replicas):
+    a, b = replicas
+    ca, cb = MlflowClient(a.url), MlflowClient(b.url)
+    exp = ca.create_experiment(unique("replicas"))
+    run = ca.create_run(exp, run_name="on-a").info.run_id
+    for step in range(5):
+        ca.log_metric(run, "loss", 1.0 / (step + 1), step=step)
+    ca.log_param(run, "lr", "0.1")
+    # No wait: B reads A's committed writes on the next request.
+    found = cb.search_runs([exp], filter_string="metrics.loss < 0.5 and params.lr = '0.1'")
+    assert [r.info.run_id for r in found] == [run]
+    assert [m.value for m in cb.get_metric_history(run, "loss")] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+
+    name = unique("replicated-model")
+    ca.create_registered_model(name)
+    ca.create_model_version(name, f"runs:/{run}/model", run_id=run)
+    ca.set_registered_model_alias(name, "champion", "1")
+    assert cb.get_model_version_by_alias(name, "champion").version == "1"
+    # And back: B moves the alias, A sees it.
+    cb.create_model_version(name, f"runs:/{run}/model", run_id=run)
+    cb.set_registered_model_alias(name, "champion", "2")
+    assert ca.get_model_version_by_alias(name, "champion").version == "2"
+    # Ids come from the database, not from each replica: no collisions.
+    exps = [ca.create_experiment(unique("ida")) if i % 2 else cb.create_experiment(unique("idb"))
+            for i in range(10)]
+    assert len(set(exps)) == 10
+
+
+class _Counter:
+    def __init__(self):
+        self.bodies = []
+        self.cond = threading.Condition()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.cond:
+                    outer.bodies.append(json.loads(body))
+                    outer.cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_webhooks_are_delivered_once_not_once_per_replica(replicas):
+    a, b = replicas
+    ca, cb = MlflowClient(a.url), MlflowClient(b.url)
+    rx = _Counter()
+    hook = ca.create_webhook(name=unique("once"), url=rx.url,
+                             events=[WebhookEvent("registered_model", "created")])
+    try:
+        names = [unique("hooked") for _ in range(6)]
+        for i, n in enumerate(names):
+            (ca if i % 2 else cb).create_registered_model(n)
+        with rx.cond:
+            rx.cond.wait_for(lambda: len(rx.bodies) >= len(names), timeout=15)
+        # Both replicas run a delivery loop; give a second delivery time to show up.
+        time.sleep(2.5)
+        got = [body["data"]["name"] for body in rx.bodies]
+        assert sorted(got) == sorted(names), f"each event exactly once, got {got}"
+    finally:
+        ca.delete_webhook(hook.webhook_id)
+        rx.httpd.shutdown()
