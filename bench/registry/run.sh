@@ -159,9 +159,9 @@ if has mlflow || has mlflow-pg; then
   [[ -x "$venv/bin/mlflow" ]] || die "$venv has no mlflow (set MLFLOW_VENV to a venv with mlflow==$mlflow_version)"
   have=$("$venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
   [[ $have == "$mlflow_version" ]] || log "warning: $venv has mlflow $have, not $mlflow_version"
-  if has mlflow-pg && ! "$venv/bin/python" -c 'import psycopg2' 2>/dev/null; then
-    log "installing psycopg2-binary into $venv (mlflow on PostgreSQL)"
-    "$venv/bin/python" -m pip install --quiet psycopg2-binary || die "cannot install psycopg2-binary"
+  if has mlflow-pg && ! "$venv/bin/python" -c 'import psycopg' 2>/dev/null; then
+    log "installing psycopg[binary] into $venv (SQLAlchemy 2.1's postgresql:// driver)"
+    "$venv/bin/python" -m pip install --quiet 'psycopg[binary]' || die "cannot install psycopg"
   fi
 fi
 pg_admin_url=""
@@ -198,7 +198,7 @@ mkdir -p "$raw"
   fi
   if has mlflow-pg; then
     v=$("$venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
-    printf 'mlflow-pg\t%s\t%s\n' "$v (uvicorn, default 4 workers, psycopg2)" \
+    printf 'mlflow-pg\t%s\t%s\n' "$v (uvicorn, default 4 workers, psycopg 3)" \
       "mlflow server --backend-store-uri postgresql://…/fresh_db --artifacts-destination DIR/art --host 127.0.0.1 --port P"
   fi
   if has mlflow; then

@@ -37,7 +37,10 @@ scaled() { awk -v b="$1" -v s="$scale" -v m="$2" 'BEGIN { v = int(b * s + 0.5); 
 
 awk -v s="$scale" 'BEGIN { exit !(s > 0) }' || die "BENCH_SCALE must be a positive number (got '$scale')"
 for s in ${servers//,/ }; do
-  case $s in loopml | mlflow | fasttrackml) ;; *) die "unknown server '$s' in BENCH_SERVERS" ;; esac
+  case $s in
+    loopml | mlflow | fasttrackml | loopml-pg | loopml-pg2 | mlflow-pg) ;;
+    *) die "unknown server '$s' in BENCH_SERVERS" ;;
+  esac
 done
 for w in ${workloads//,/ }; do
   case $w in ingest | search | history | coldstart) ;; *) die "unknown workload '$w' in BENCH_WORKLOADS" ;; esac
@@ -160,10 +163,10 @@ if has mlflow || has mlflow-pg; then
   have=$("$root/.venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')
   [[ $have == "$mlflow_version" ]] || log "warning: .venv has mlflow $have, not $mlflow_version"
 fi
-if has mlflow-pg && ! "$root/.venv/bin/python" -c 'import psycopg2' 2>/dev/null; then
-  # mlflow's SQLAlchemy store needs a PostgreSQL driver; psycopg2 is the one its docs name.
-  log "installing psycopg2-binary into .venv (mlflow on PostgreSQL)"
-  "$root/.venv/bin/python" -m pip install --quiet psycopg2-binary || die "cannot install psycopg2-binary"
+if has mlflow-pg && ! "$root/.venv/bin/python" -c 'import psycopg' 2>/dev/null; then
+  # mlflow's SQLAlchemy store needs a PostgreSQL driver; SQLAlchemy 2.1 picks psycopg (3) for postgresql://
+  log "installing psycopg[binary] into .venv (mlflow on PostgreSQL: SQLAlchemy's default postgresql:// driver)"
+  "$root/.venv/bin/python" -m pip install --quiet 'psycopg[binary]' || die "cannot install psycopg"
 fi
 pg_admin_url=""
 if has loopml-pg || has loopml-pg2 || has mlflow-pg; then
@@ -214,7 +217,7 @@ versions() {
     has loopml-pg2 && printf 'loopml-pg2\t%s\t%s\n' "$v" "two of: loopml server --port P1|P2 --database-url postgres://…/fresh_db (one database, clients alternate)"
   fi
   if has mlflow-pg; then
-    v=$("$root/.venv/bin/python" -c 'import mlflow, psycopg2; print(mlflow.__version__, "psycopg2", psycopg2.__version__.split()[0])')
+    v=$("$root/.venv/bin/python" -c 'import mlflow, psycopg; print(mlflow.__version__, "psycopg", psycopg.__version__)')
     printf 'mlflow-pg\t%s\t%s\n' "$v (uvicorn, default 4 workers)" "mlflow server --backend-store-uri postgresql://…/fresh_db --artifacts-destination DIR/art --host 127.0.0.1 --port P"
   fi
   if has mlflow; then

@@ -2,6 +2,7 @@
 //! before any write, and every write is one transaction, so a rejected request changes nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use loopml_store::{ArtifactStore, Conn, Database, StoreError, Value};
 
@@ -72,6 +73,45 @@ const MAX_HISTORY_UNPAGED: i64 = 10_000_000;
 pub struct TrackingService {
     db: Database,
     artifacts: ArtifactStore,
+    series: Arc<SeriesCache>,
+}
+
+/// Committed metric series ids by (run, key), so a log-batch to a series already seen skips
+/// two statements (series ids never change once committed). Bounded; cleared when full.
+#[derive(Debug, Default)]
+struct SeriesCache(std::sync::Mutex<HashMap<(String, String), i64>>);
+
+impl SeriesCache {
+    /// Most (run, key) pairs kept (about 100 bytes each).
+    const MAX: usize = 200_000;
+
+    fn known(&self, run_id: &str, batch: &Batch) -> HashMap<String, i64> {
+        let Ok(map) = self.0.lock() else {
+            return HashMap::new();
+        };
+        batch
+            .metrics
+            .iter()
+            .filter_map(|m| {
+                map.get(&(run_id.to_string(), m.metric.key.clone()))
+                    .map(|id| (m.metric.key.clone(), *id))
+            })
+            .collect()
+    }
+
+    fn remember(&self, run_id: &str, ids: HashMap<String, i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() + ids.len() > Self::MAX {
+                map.clear();
+            }
+            for (key, id) in ids {
+                map.insert((run_id.to_string(), key), id);
+            }
+        }
+    }
 }
 
 /// A validated log-batch request.
@@ -179,7 +219,14 @@ pub struct ModelSearch {
     pub page_token: Option<String>,
 }
 
-fn write_batch(c: &Conn<'_>, run_id: &str, batch: &Batch) -> Result<()> {
+/// Writes a validated batch; returns the metric series ids it had to look up (to be cached
+/// once the transaction commits).
+fn write_batch(
+    c: &Conn<'_>,
+    run_id: &str,
+    batch: &Batch,
+    known: &HashMap<String, i64>,
+) -> Result<HashMap<String, i64>> {
     sql::require_active_run(c, run_id)?;
     for p in &batch.params {
         let inserted = c.execute(
@@ -209,10 +256,10 @@ fn write_batch(c: &Conn<'_>, run_id: &str, batch: &Batch) -> Result<()> {
         set_run_tag(c, run_id, &t.key, &t.value)?;
     }
     if batch.metrics.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let points: Vec<&Metric> = batch.metrics.iter().map(|lm| &lm.metric).collect();
-    sql::insert_metric_points(c, run_id, &points)?;
+    let looked_up = sql::insert_metric_points(c, run_id, &points, known)?;
     for lm in &batch.metrics {
         let Some(model_id) = &lm.model_id else {
             continue;
@@ -237,7 +284,7 @@ fn write_batch(c: &Conn<'_>, run_id: &str, batch: &Batch) -> Result<()> {
             ],
         )?;
     }
-    Ok(())
+    Ok(looked_up)
 }
 
 fn set_run_tag(c: &Conn<'_>, run_id: &str, key: &str, value: &str) -> Result<()> {
@@ -285,7 +332,11 @@ impl TrackingService {
     /// Builds the service and applies the tracking migrations.
     pub fn new(db: Database, artifacts: ArtifactStore) -> Result<Self> {
         db.migrate("tracking", crate::MIGRATIONS)?;
-        Ok(Self { db, artifacts })
+        Ok(Self {
+            db,
+            artifacts,
+            series: Arc::default(),
+        })
     }
 
     /// The artifact store behind the proxy.
@@ -663,9 +714,15 @@ impl TrackingService {
     pub async fn log_batch(&self, run_id: String, batch: Batch) -> Result<()> {
         v::validate_run_id(&run_id)?;
         let batch = batch.validate()?;
+        let known = self.series.known(&run_id, &batch);
+        let series = Arc::clone(&self.series);
         self.db
-            .write(move |c| write_batch(c, &run_id, &batch))
+            .write(move |c| {
+                let looked_up = write_batch(c, &run_id, &batch, &known)?;
+                Ok((run_id, looked_up))
+            })
             .await
+            .map(|(run_id, looked_up)| series.remember(&run_id, looked_up))
     }
 
     /// Deletes a run tag.

@@ -1071,19 +1071,35 @@ pub fn metric_series_id(c: &Conn<'_>, run_id: &str, key: &str) -> Result<Option<
 }
 
 /// Stores metric points of one run (identical points once) and moves each key's latest value
-/// forward: largest (step, timestamp, value) wins, as in MLflow.
-pub fn insert_metric_points(c: &Conn<'_>, run_id: &str, metrics: &[&Metric]) -> Result<()> {
+/// forward: largest (step, timestamp, value) wins, as in MLflow. `known` holds committed series
+/// ids of this run; the ids it had to look up or create are returned.
+pub fn insert_metric_points(
+    c: &Conn<'_>,
+    run_id: &str,
+    metrics: &[&Metric],
+    known: &HashMap<String, i64>,
+) -> Result<HashMap<String, i64>> {
     if metrics.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let mut keys: Vec<&str> = metrics.iter().map(|m| m.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
-    let ids = metric_series_ids(c, run_id, &keys)?;
+    let missing: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !known.contains_key(*k))
+        .collect();
+    let looked_up = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        metric_series_ids(c, run_id, &missing)?
+    };
+    let ids = |k: &str| known.get(k).or_else(|| looked_up.get(k)).copied();
     for chunk in metrics.chunks(INSERT_ROWS) {
         let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 5);
         for m in chunk {
-            let id = *ids.get(m.key.as_str()).ok_or_else(|| {
+            let id = ids(m.key.as_str()).ok_or_else(|| {
                 Error::Store(StoreError::Database(format!(
                     "metric series for key '{}' was not created",
                     m.key
@@ -1156,7 +1172,7 @@ pub fn insert_metric_points(c: &Conn<'_>, run_id: &str, metrics: &[&Metric]) -> 
             &params,
         )?;
     }
-    Ok(())
+    Ok(looked_up)
 }
 
 /// Where a metric history page starts: just after this point, in history order
