@@ -4,6 +4,9 @@
 #   scripts/postgres.sh stop    stop it (fast shutdown)
 #   scripts/postgres.sh kill    stop it like a crash (-m immediate)
 #   scripts/postgres.sh url     print the admin URL
+#   scripts/postgres.sh ca      print the path of the test CA that signed the server's certificate
+# TLS is on (a certificate for localhost / 127.0.0.1 from a test CA, made on first start), so the
+# tests can connect with sslmode=require / verify-full as well as without TLS.
 # Settings: LOOPML_PG_DIR (default /tmp/loopml-pg-PORT), LOOPML_PG_PORT (default 55432).
 # Uses Debian's PostgreSQL 15 (on the machine image; installed with apt when missing).
 set -euo pipefail
@@ -46,11 +49,25 @@ start() {
     echo "$url"
     return
   fi
+  if [ ! -f "$dir/server.crt" ]; then
+    # A test CA, and a server certificate it signs (webpki refuses a CA certificate presented
+    # as the server's own, which a bare `req -x509` would make).
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=loopml test CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$dir/server.ext" -out "$dir/server.crt" >/dev/null 2>&1
+    chmod 600 "$dir/server.key"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir/server.key" "$dir/server.crt"; fi
+  fi
   # Tuned for tests on a small machine: more connections than replicas x pool need, and
   # fsync on (the crash tests rely on real durability).
   as_pg "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -w -t 60 start \
     -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300 \
-        -c shared_buffers=128MB\"" >&2
+        -c shared_buffers=128MB -c ssl=on -c ssl_cert_file='$dir/server.crt' \
+        -c ssl_key_file='$dir/server.key'\"" >&2
   echo "$url"
 }
 
@@ -59,5 +76,6 @@ case "${1:-start}" in
   stop) as_pg "$bin/pg_ctl -D '$dir/data' -m fast -w stop" >&2 || true ;;
   kill) as_pg "$bin/pg_ctl -D '$dir/data' -m immediate -w stop" >&2 || true ;;
   url) echo "$url" ;;
-  *) echo "usage: $0 start|stop|kill|url" >&2; exit 2 ;;
+  ca) echo "$dir/ca.crt" ;;
+  *) echo "usage: $0 start|stop|kill|url|ca" >&2; exit 2 ;;
 esac

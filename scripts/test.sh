@@ -45,7 +45,7 @@ trap 'scripts/postgres.sh stop' EXIT
 # Same workspace and features as above, so cargo reuses the build: every crate's unit tests
 # (the store's conformance suite among them) and the service-level integration tests.
 step "cargo test on PostgreSQL (store conformance, tracking, registry, datasets)"
-LOOPML_TEST_DATABASE_URL="$PG_URL" cargo test --workspace --release --locked \
+LOOPML_TEST_DATABASE_URL="$PG_URL" LOOPML_TEST_DATABASE_CA=$(scripts/postgres.sh ca) cargo test --workspace --release --locked \
   --lib --test api --test webhooks --test versions
 
 step "compatibility suite on PostgreSQL: real mlflow client against loopml --database-url postgres://"

@@ -163,6 +163,14 @@ fn schema_json(path: &Path) -> Result<(serde_json::Value, i64)> {
     Ok((serde_json::Value::Array(cols), n))
 }
 
+/// A small number from a digest, to spread retries apart.
+fn digest_seed(digest: &str) -> u32 {
+    digest
+        .bytes()
+        .take(8)
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+}
+
 /// Dataset versions over the metadata store and the artifact store.
 #[derive(Debug, Clone)]
 pub struct DatasetStore {
@@ -235,7 +243,20 @@ impl DatasetStore {
             .map_err(|e| Error::Invalid(format!("cannot encode the profile: {e}")))?;
         let rows = profile.rows as i64;
         let (n2, d2) = (name.clone(), digest.clone());
-        self.db
+        // The next version number is read then written: two processes adding to one dataset at
+        // once (replicas on PostgreSQL) can pick the same number, and the loser's insert hits
+        // the primary key. It simply tries again with the number after the winner's.
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let (name, digest, schema, profile_json, source) = (
+                name.clone(),
+                digest.clone(),
+                schema.clone(),
+                profile_json.clone(),
+                source.clone(),
+            );
+            let written = self.db
             .write(move |c| -> Result<()> {
                 // Same content under the same name: keep the first version (idempotent add).
                 let exists = c.query_opt(
@@ -273,7 +294,23 @@ impl DatasetStore {
                 )?;
                 Ok(())
             })
-            .await?;
+            .await;
+            match written {
+                Err(Error::Store(e)) if e.is_unique_violation() && attempt < 64 => {
+                    // Spread the retries of a crowd of writers apart (a few ms, growing).
+                    let jitter = u64::from(std::process::id() ^ digest_seed(&d2)) % 4;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        u64::from(attempt.min(10)) + jitter,
+                    ))
+                    .await;
+                    continue;
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         self.find_digest(&n2, &d2)
             .await?
             .ok_or_else(|| Error::Invalid(format!("dataset {n2} vanished while being added")))

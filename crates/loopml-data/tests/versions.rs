@@ -107,3 +107,30 @@ async fn bad_files_store_nothing() {
     assert!(s.list(None).await.unwrap().is_empty());
     assert!(s.add("../x", &mixed, None).await.is_err());
 }
+
+/// Two stores on one database (two replicas) adding different files to one dataset at once:
+/// every add succeeds and the versions are 1..N, each once (the next number is read then
+/// written, so the losers of a race retry).
+#[allow(clippy::disallowed_methods)] // the race needs real concurrent tasks
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_from_two_stores_get_distinct_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestDatabase::new();
+    let art = ArtifactStore::local(dir.path().join("art")).unwrap();
+    let a = DatasetStore::new(t.database(), art.clone()).unwrap();
+    let b = DatasetStore::new(t.open_another(), art).unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let path = dir.path().join(format!("part{i}.csv"));
+            std::fs::write(&path, format!("x,y\n{i},a\n")).unwrap();
+            tokio::spawn(async move { s.add("raced", &path, None).await.unwrap().version })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=12).collect::<Vec<i64>>());
+}

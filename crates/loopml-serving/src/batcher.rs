@@ -320,24 +320,28 @@ fn worker(
             obs.batch_sizes
                 .observe(batch.iter().map(|j| j.rows).sum::<usize>() as f64);
         }
-        let calls = run_batch(session, model, batch);
-        stats.calls.fetch_add(calls, Ordering::Relaxed);
+        run_batch(session, model, batch, &stats.calls);
     }
 }
 
 /// Runs jobs as one call when their inputs stack (same names and trailing dimensions) and the
-/// outputs split back by rows; else one call each. Returns the calls made.
-fn run_batch(session: usize, model: &OnnxModel, batch: Vec<Job>) -> u64 {
+/// outputs split back by rows; else one call each. Each call is counted in `calls` before its
+/// answers are sent, so a caller that has its answer sees the count that includes it.
+fn run_batch(session: usize, model: &OnnxModel, batch: Vec<Job>, calls: &AtomicU64) {
+    let run_alone = |job: Job| {
+        let out = model.run_on(session, &job.inputs);
+        calls.fetch_add(1, Ordering::Relaxed);
+        let _ = job.reply.send(out);
+    };
     if batch.len() == 1 || !stackable(&batch) {
-        let n = batch.len() as u64;
-        for job in batch {
-            let _ = job.reply.send(model.run_on(session, &job.inputs));
-        }
-        return n;
+        batch.into_iter().for_each(run_alone);
+        return;
     }
     let total: usize = batch.iter().map(|j| j.rows).sum();
     let stacked = stack(&batch, total);
-    match model.run_on(session, &stacked) {
+    let out = model.run_on(session, &stacked);
+    calls.fetch_add(1, Ordering::Relaxed);
+    match out {
         Ok(out)
             if out
                 .tensors
@@ -350,17 +354,10 @@ fn run_batch(session: usize, model: &OnnxModel, batch: Vec<Job>) -> u64 {
                 start += job.rows;
                 let _ = job.reply.send(Ok(part));
             }
-            1
         }
         // Outputs not batch-major, or the batch failed: run each alone, so one bad request
         // cannot fail the others.
-        _ => {
-            let n = batch.len() as u64;
-            for job in batch {
-                let _ = job.reply.send(model.run_on(session, &job.inputs));
-            }
-            1 + n
-        }
+        _ => batch.into_iter().for_each(run_alone),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod copy;
 mod lease;
+mod pg_tls;
 mod placeholders;
 mod postgres;
 mod sqlite;

@@ -18,9 +18,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::pg_tls::PgUrl;
 use super::placeholders::to_dollar_placeholders;
 use super::{Backend, Conn, ConnInner, DatabaseConfig, Durability, Migration, Value};
 use crate::StoreError;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// An arbitrary, fixed key for the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6c6f_6f70_6d6c; // "loopml"
@@ -28,11 +30,17 @@ const MIGRATION_LOCK: i64 = 0x6c6f_6f70_6d6c; // "loopml"
 /// Statements cached per connection before the cache is cleared.
 const STATEMENT_CACHE: usize = 512;
 
-/// Parses and checks a PostgreSQL URL.
-pub(super) fn parse_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    url.parse::<tokio_postgres::Config>().map_err(|e| {
+/// Parses and checks a PostgreSQL URL: libpq's TLS options (see [`PgUrl`]) here, the rest
+/// by tokio-postgres. Also loads the TLS roots, so a bad `sslrootcert` fails at start-up.
+pub(super) fn parse_config(
+    url: &str,
+) -> Result<(tokio_postgres::Config, Option<MakeRustlsConnect>), StoreError> {
+    let tls = PgUrl::parse(url)?;
+    let mut pg = tls.url.parse::<tokio_postgres::Config>().map_err(|e| {
         StoreError::InvalidConfig(format!("invalid PostgreSQL URL {}: {e}", redact(url)))
-    })
+    })?;
+    pg.ssl_mode(tls.ssl_mode());
+    Ok((pg, tls.connector()?))
 }
 
 /// The URL with its password replaced by `***`.
@@ -96,10 +104,20 @@ fn map_pg(e: &tokio_postgres::Error) -> StoreError {
         }
         return StoreError::Database(format!("PostgreSQL: {msg} [{}]", code.code()));
     }
-    if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
-        return StoreError::Unavailable(format!("PostgreSQL connection lost: {e}"));
+    // The driver's Display leaves out the cause (e.g. which certificate check failed).
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(&format!(": {c}"));
+        cause = c.source();
     }
-    StoreError::Database(format!("PostgreSQL: {e}"))
+    if e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || msg.contains("TLS")
+    {
+        return StoreError::Unavailable(format!("PostgreSQL connection lost: {msg}"));
+    }
+    StoreError::Database(format!("PostgreSQL: {msg}"))
 }
 
 impl ToSql for Value<'_> {
@@ -440,6 +458,8 @@ impl Session<'_> {
 struct PgInner {
     config: DatabaseConfig,
     pg: tokio_postgres::Config,
+    /// The TLS connector (`None`: `sslmode=disable`).
+    tls: Option<MakeRustlsConnect>,
     idle: Mutex<Vec<PgConn>>,
     permits: Arc<Semaphore>,
 }
@@ -458,7 +478,7 @@ impl PgDb {
                 "not a PostgreSQL configuration".into(),
             ));
         };
-        let mut pg = parse_config(url)?;
+        let (mut pg, tls) = parse_config(url)?;
         if pg.get_application_name().is_none() {
             pg.application_name("loopml");
         }
@@ -477,6 +497,7 @@ impl PgDb {
         let size = config.max_readers.max(1);
         Ok(Self {
             inner: Arc::new(PgInner {
+                tls,
                 config,
                 pg,
                 idle: Mutex::new(Vec::new()),
@@ -497,30 +518,46 @@ impl PgDb {
     }
 
     fn connect(inner: &PgInner, handle: &Handle) -> Result<PgConn, StoreError> {
-        let connect = inner.pg.connect(NoTls);
         let timeout = inner.config.acquire_timeout;
-        let (client, connection) =
-            match handle.block_on(async { tokio::time::timeout(timeout, connect).await }) {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => {
-                    return Err(match map_pg(&e) {
-                        StoreError::Database(m) => StoreError::Unavailable(m),
-                        other => other,
-                    });
-                }
-                Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "cannot connect to PostgreSQL within {} s",
-                        timeout.as_secs()
-                    )));
-                }
-            };
+        let failed = |e: tokio_postgres::Error| match map_pg(&e) {
+            StoreError::Database(m) => StoreError::Unavailable(m),
+            other => other,
+        };
+        let too_slow = || {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL within {} s",
+                timeout.as_secs()
+            ))
+        };
         // The connection's socket I/O runs on the runtime until the client is dropped.
-        handle.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
+        let client = match &inner.tls {
+            None => {
+                let connect = inner.pg.connect(NoTls);
+                let (client, connection) = handle
+                    .block_on(async { tokio::time::timeout(timeout, connect).await })
+                    .map_err(|_| too_slow())?
+                    .map_err(failed)?;
+                handle.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    }
+                });
+                client
             }
-        });
+            Some(tls) => {
+                let connect = inner.pg.connect(tls.clone());
+                let (client, connection) = handle
+                    .block_on(async { tokio::time::timeout(timeout, connect).await })
+                    .map_err(|_| too_slow())?
+                    .map_err(failed)?;
+                handle.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    }
+                });
+                client
+            }
+        };
         Ok(PgConn {
             client,
             statements: RefCell::new(HashMap::new()),

@@ -489,3 +489,53 @@ async fn leases_have_one_holder_at_a_time() {
         assert_eq!(winners, 1, "backend {}", a.backend());
     }
 }
+
+/// TLS with libpq's options against a server that has it on (scripts/postgres.sh makes a
+/// self-signed certificate): `require` encrypts, `verify-full` with the server's CA encrypts and
+/// verifies, `verify-full` against the public roots refuses the self-signed certificate, and
+/// `disable` does not encrypt.
+#[tokio::test]
+async fn tls_modes_encrypt_and_verify_as_libpq_does() {
+    let (Ok(admin), Ok(ca)) = (
+        std::env::var(crate::testing::TEST_DATABASE_URL),
+        std::env::var("LOOPML_TEST_DATABASE_CA"),
+    ) else {
+        return; // needs a PostgreSQL server with TLS on
+    };
+    let t = TestDatabase::postgres(&admin);
+    let url = t.url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let encrypted = |query: String| {
+        let url = format!("{url}{sep}{query}");
+        async move {
+            let db = Database::open(DatabaseConfig::postgres(url))?;
+            db.read(|c| {
+                c.query_opt(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                    |r| r.i64(0),
+                )
+            })
+            .await
+            .map(|v| v == Some(1))
+        }
+    };
+    assert!(encrypted("sslmode=require".into()).await.unwrap());
+    assert!(
+        encrypted(format!("sslmode=verify-full&sslrootcert={ca}"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        encrypted(format!("sslmode=verify-ca&sslrootcert={ca}"))
+            .await
+            .unwrap()
+    );
+    let err = encrypted("sslmode=verify-full".into()).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert!(!encrypted("sslmode=disable".into()).await.unwrap());
+}
