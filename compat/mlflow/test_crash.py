@@ -25,6 +25,28 @@ def batch_body(rid: str, i: int) -> dict:
     }
 
 
+def assert_batches_intact(srv, rid: str, acked, unacked) -> tuple[dict, dict]:
+    """Every acknowledged batch is stored whole, and every other one is whole or absent, never
+    half-written. Returns the run's params and tags."""
+    run = srv.get_run(rid)
+    params, tags = params_of(run), tags_of(run)
+    metrics = {m["key"] for m in run.get("data", {}).get("metrics", [])}
+    lost = []
+    for i in acked:
+        hist = srv.history(rid, f"b{i}-{METRICS_PER_BATCH - 1}")
+        if [(m["step"], m["value"]) for m in hist] != [(i, float(i * 100 + METRICS_PER_BATCH - 1))]:
+            lost.append(f"batch {i}: metric history {hist}")
+        if params.get(f"p{i}") != str(i) or tags.get(f"t{i}") != str(i):
+            lost.append(f"batch {i}: param/tag missing")
+    assert not lost, f"{len(lost)} acknowledged batches lost or damaged: {lost[:5]}"
+    for i in unacked:
+        present = [f"b{i}-{j}" in metrics for j in range(METRICS_PER_BATCH)]
+        whole = all(present) and params.get(f"p{i}") == str(i) and tags.get(f"t{i}") == str(i)
+        absent = not any(present) and f"p{i}" not in params and f"t{i}" not in tags
+        assert whole or absent, f"batch {i} half-written: metrics {present}"
+    return params, tags
+
+
 def test_acknowledged_batches_survive_kill_9(start_server, tmp_path):
     data_dir = tmp_path / "crash-data"
     srv = start_server(data_dir)
@@ -71,23 +93,8 @@ def test_acknowledged_batches_survive_kill_9(start_server, tmp_path):
     assert len(acked) >= 5, f"only {len(acked)} batches acknowledged in 1.5 s"
 
     srv2 = start_server(data_dir)  # same SQLite file and artifact folder, new process
-    run = srv2.get_run(rid)
-    params, tags = params_of(run), tags_of(run)
-    lost = []
-    for i in acked:
-        hist = srv2.history(rid, f"b{i}-{METRICS_PER_BATCH - 1}")
-        if [(m["step"], m["value"]) for m in hist] != [(i, float(i * 100 + METRICS_PER_BATCH - 1))]:
-            lost.append(f"batch {i}: metric history {hist}")
-        if params.get(f"p{i}") != str(i) or tags.get(f"t{i}") != str(i):
-            lost.append(f"batch {i}: param/tag missing")
-    assert not lost, f"{len(lost)} acknowledged batches lost or damaged: {lost[:5]}"
-
     # The batch in flight at the kill (if any) is whole or absent, never half-written.
-    for i in set(sent) - set(acked):
-        present = [len(srv2.history(rid, f"b{i}-{j}")) for j in range(METRICS_PER_BATCH)]
-        whole = all(present) and params.get(f"p{i}") == str(i) and tags.get(f"t{i}") == str(i)
-        absent = not any(present) and f"p{i}" not in params and f"t{i}" not in tags
-        assert whole or absent, f"in-flight batch {i} half-written: metrics {present}"
+    params, tags = assert_batches_intact(srv2, rid, acked, set(sent) - set(acked))
 
     # The rejected batches left nothing behind, across the restart too.
     assert params.get("fixed") == "1"

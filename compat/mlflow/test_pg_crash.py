@@ -12,8 +12,8 @@ import time
 import pytest
 import requests
 
-from loopml_server import DATABASE_URL, metrics_of, params_of, tags_of
-from test_crash import METRICS_PER_BATCH, batch_body
+from loopml_server import DATABASE_URL
+from test_crash import assert_batches_intact, batch_body
 
 pytestmark = pytest.mark.skipif(not DATABASE_URL, reason="needs COMPAT_DATABASE_URL (PostgreSQL)")
 
@@ -84,19 +84,5 @@ def test_postgres_crash_mid_ingest_loses_no_acknowledged_batch(start_server, tmp
     assert max(took for _, took in failures) < 10, f"slow failure answers: {failures[:5]}"
     assert len(acked) >= before + 20, f"no recovery: {len(acked) - before} batches after restart"
 
-    run = srv.get_run(rid)
-    params, tags, metrics = params_of(run), tags_of(run), metrics_of(run)
-    lost = []
-    for i in acked:
-        hist = srv.history(rid, f"b{i}-{METRICS_PER_BATCH - 1}")
-        if [(m["step"], m["value"]) for m in hist] != [(i, float(i * 100 + METRICS_PER_BATCH - 1))]:
-            lost.append(f"batch {i}: metric history {hist}")
-        if params.get(f"p{i}") != str(i) or tags.get(f"t{i}") != str(i):
-            lost.append(f"batch {i}: param/tag missing")
-    assert not lost, f"{len(lost)} acknowledged batches lost or damaged: {lost[:5]}"
-    # A batch that was refused (or in flight at the crash) is whole or absent, never partial.
-    for i in unacked:
-        present = [f"b{i}-{j}" in metrics for j in range(METRICS_PER_BATCH)]
-        whole = all(present) and params.get(f"p{i}") == str(i) and tags.get(f"t{i}") == str(i)
-        absent = not any(present) and f"p{i}" not in params and f"t{i}" not in tags
-        assert whole or absent, f"batch {i} half-written: metrics {present}"
+    # A batch refused (or in flight at the crash) is whole or absent, never partial.
+    assert_batches_intact(srv, rid, acked, unacked)

@@ -3,9 +3,6 @@ real mlflow client: what one replica writes the other reads at once, and work th
 once (webhook delivery) happens once, not once per replica. Runs when COMPAT_DATABASE_URL names a
 PostgreSQL server (scripts/test.sh sets it); SQLite is one process by design."""
 
-import http.server
-import json
-import threading
 import time
 
 import pytest
@@ -13,6 +10,7 @@ from mlflow import MlflowClient
 from mlflow.entities.webhook import WebhookEvent
 
 from loopml_server import DATABASE_URL, unique
+from test_registry_loop import Receiver
 
 pytestmark = pytest.mark.skipif(not DATABASE_URL, reason="needs COMPAT_DATABASE_URL (PostgreSQL)")
 
@@ -56,46 +54,21 @@ def test_what_one_replica_writes_the_other_reads_at_once(replicas):
     assert len(set(exps)) == 10
 
 
-class _Counter:
-    def __init__(self):
-        self.bodies = []
-        self.cond = threading.Condition()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.cond:
-                    outer.bodies.append(json.loads(body))
-                    outer.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 def test_webhooks_are_delivered_once_not_once_per_replica(replicas):
     a, b = replicas
     ca, cb = MlflowClient(a.url), MlflowClient(b.url)
-    rx = _Counter()
+    rx = Receiver()
     hook = ca.create_webhook(name=unique("once"), url=rx.url,
                              events=[WebhookEvent("registered_model", "created")])
     try:
         names = [unique("hooked") for _ in range(6)]
         for i, n in enumerate(names):
             (ca if i % 2 else cb).create_registered_model(n)
-        with rx.cond:
-            rx.cond.wait_for(lambda: len(rx.bodies) >= len(names), timeout=15)
+        rx.wait_for(len(names), timeout=15)
         # Both replicas run a delivery loop; give a second delivery time to show up.
         time.sleep(2.5)
-        got = [body["data"]["name"] for body in rx.bodies]
+        got = [body["data"]["name"] for body in rx.bodies()]
         assert sorted(got) == sorted(names), f"each event exactly once, got {got}"
     finally:
         ca.delete_webhook(hook.webhook_id)
-        rx.httpd.shutdown()
+        rx.close()

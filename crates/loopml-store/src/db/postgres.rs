@@ -296,6 +296,31 @@ pub(super) fn row_str(r: &tokio_postgres::Row, idx: usize) -> Result<&str, Store
     row_opt_str(r, idx)?.ok_or_else(|| column_err(idx, "unexpected NULL"))
 }
 
+/// Opens one connection with `tls`, within `timeout` (`Err(None)` when it ran out); its
+/// socket I/O runs on the runtime until the client is dropped.
+fn connect_with<T>(
+    pg: &tokio_postgres::Config,
+    tls: T,
+    handle: &Handle,
+    timeout: Duration,
+) -> Result<Client, Option<tokio_postgres::Error>>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let connect = pg.connect(tls);
+    let (client, connection) = handle
+        .block_on(async { tokio::time::timeout(timeout, connect).await })
+        .map_err(|_| None)?
+        .map_err(Some)?;
+    handle.spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// One pooled connection and its prepared statements.
 struct PgConn {
     client: Client,
@@ -529,35 +554,11 @@ impl PgDb {
                 timeout.as_secs()
             ))
         };
-        // The connection's socket I/O runs on the runtime until the client is dropped.
         let client = match &inner.tls {
-            None => {
-                let connect = inner.pg.connect(NoTls);
-                let (client, connection) = handle
-                    .block_on(async { tokio::time::timeout(timeout, connect).await })
-                    .map_err(|_| too_slow())?
-                    .map_err(failed)?;
-                handle.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                client
-            }
-            Some(tls) => {
-                let connect = inner.pg.connect(tls.clone());
-                let (client, connection) = handle
-                    .block_on(async { tokio::time::timeout(timeout, connect).await })
-                    .map_err(|_| too_slow())?
-                    .map_err(failed)?;
-                handle.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                client
-            }
-        };
+            None => connect_with(&inner.pg, NoTls, handle, timeout),
+            Some(tls) => connect_with(&inner.pg, tls.clone(), handle, timeout),
+        }
+        .map_err(|e| e.map_or_else(too_slow, failed))?;
         Ok(PgConn {
             client,
             statements: RefCell::new(HashMap::new()),
