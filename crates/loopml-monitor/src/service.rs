@@ -321,6 +321,30 @@ impl MonitorService {
     pub async fn evaluate(&self, name: &str) -> Result<(Evaluation, Vec<Alert>)> {
         let spec = self.get(name).await?;
         let _one = self.inner.running.lock().await;
+        // Across replicas too, one evaluation of a monitor at a time: the alert cooldown is
+        // read then written, so two at once could both raise the same alert.
+        let lease = format!("monitor-eval:{}", spec.name);
+        if !self
+            .inner
+            .db
+            .try_lease(&lease, EVALUATION_LEASE_TTL)
+            .await?
+        {
+            return Err(Error::Store(loopml_store::StoreError::Unavailable(
+                format!(
+                    "monitor {} is being evaluated by another replica; try again shortly",
+                    spec.name
+                ),
+            )));
+        }
+        let out = self.evaluate_spec(spec).await;
+        if let Err(e) = self.inner.db.release_lease(&lease).await {
+            tracing::warn!(error = %e, "cannot release the monitor evaluation lease");
+        }
+        out
+    }
+
+    async fn evaluate_spec(&self, spec: MonitorSpec) -> Result<(Evaluation, Vec<Alert>)> {
         let eval = match self.inner.evaluator.evaluate(&spec).await {
             Ok(e) => e,
             Err(e) => {
@@ -825,6 +849,9 @@ impl MonitorService {
         Ok(())
     }
 }
+
+/// The most one evaluation of one monitor may hold its lease without finishing.
+const EVALUATION_LEASE_TTL: Duration = Duration::from_secs(300);
 
 /// The lease that makes one process the monitor scheduler.
 const SCHEDULER_LEASE: &str = "monitor-scheduler";
