@@ -76,10 +76,16 @@ pub struct TrackingService {
     series: Arc<SeriesCache>,
 }
 
-/// Committed metric series ids by (run, key), so a log-batch to a series already seen skips
+/// Committed metric series ids by run, then key, so a log-batch to a series already seen skips
 /// two statements (series ids never change once committed). Bounded; cleared when full.
 #[derive(Debug, Default)]
-struct SeriesCache(std::sync::Mutex<HashMap<(String, String), i64>>);
+struct SeriesCache(std::sync::Mutex<SeriesMap>);
+
+#[derive(Debug, Default)]
+struct SeriesMap {
+    by_run: HashMap<String, HashMap<String, i64>>,
+    entries: usize,
+}
 
 impl SeriesCache {
     /// Most (run, key) pairs kept (about 100 bytes each).
@@ -89,11 +95,14 @@ impl SeriesCache {
         let Ok(map) = self.0.lock() else {
             return HashMap::new();
         };
+        let Some(keys) = map.by_run.get(run_id) else {
+            return HashMap::new();
+        };
         batch
             .metrics
             .iter()
             .filter_map(|m| {
-                map.get(&(run_id.to_string(), m.metric.key.clone()))
+                keys.get(&m.metric.key)
                     .map(|id| (m.metric.key.clone(), *id))
             })
             .collect()
@@ -104,12 +113,15 @@ impl SeriesCache {
             return;
         }
         if let Ok(mut map) = self.0.lock() {
-            if map.len() + ids.len() > Self::MAX {
-                map.clear();
+            if map.entries + ids.len() > Self::MAX {
+                *map = SeriesMap::default();
             }
-            for (key, id) in ids {
-                map.insert((run_id.to_string(), key), id);
-            }
+            let added = ids.len();
+            map.by_run
+                .entry(run_id.to_string())
+                .or_default()
+                .extend(ids);
+            map.entries += added;
         }
     }
 }
