@@ -86,6 +86,101 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> (Server, Duration) {
     }
 }
 
+/// `loopml db copy` refuses what it cannot do, naming why, with exit 2 and nothing written;
+/// `loopml db migrate` creates and lists the schema of an embedded database.
+#[test]
+fn db_commands_refuse_bad_input_and_migrate_lists_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("loopml.db");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let missing = dir.path().join("nothing.db");
+    let db_s = db.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "db",
+                "copy",
+                "--from",
+                missing.to_str().unwrap(),
+                "--to",
+                "postgres://db/x",
+            ],
+            "no such SQLite file",
+        ),
+        (
+            vec![
+                "db",
+                "copy",
+                "--from",
+                "postgres://db/x",
+                "--to",
+                "postgres://db/y",
+            ],
+            "--from must be a SQLite database",
+        ),
+        (
+            vec![
+                "db",
+                "copy",
+                "--from",
+                db_s,
+                "--to",
+                "sqlite:///tmp/other.db",
+            ],
+            "--to must be a PostgreSQL database",
+        ),
+        (
+            vec!["db", "copy", "--from", db_s, "--to", "mysql://db/x"],
+            "unsupported database URL scheme",
+        ),
+        (
+            vec![
+                "db",
+                "migrate",
+                "--database-url",
+                "postgres://db:notaport/x",
+            ],
+            "invalid PostgreSQL URL",
+        ),
+    ] {
+        if args.contains(&db_s) {
+            std::fs::write(&db, b"").unwrap(); // the file exists (copy checks --to next)
+        }
+        let (code, _, err) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!missing.exists(), "a refused copy created its source");
+    std::fs::remove_file(&db).unwrap();
+    let url = format!("sqlite://{db_s}");
+    let (code, out, err) = run(&["db", "migrate", "--database-url", &url]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("new)"), "{out}");
+    for domain in [
+        "store", "data", "tracking", "registry", "serving", "monitor",
+    ] {
+        assert!(
+            out.contains(&format!("  {domain} ")),
+            "{domain} missing: {out}"
+        );
+    }
+    assert!(out.contains("0002_metric_series"), "{out}");
+    // Again: nothing new.
+    let (code, out, _) = run(&["db", "migrate", "--database-url", &url]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("(0 new)"), "{out}");
+}
+
 #[test]
 fn a_bad_database_url_is_refused_at_start_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
