@@ -45,6 +45,9 @@ pub enum StoreError {
     /// The artifact does not exist.
     #[error("No such artifact: '{0}'")]
     ArtifactNotFound(String),
+    /// A byte range lies outside the file (its size is given, for `Content-Range`).
+    #[error("the requested range is outside the file ({0} bytes)")]
+    RangeNotSatisfiable(u64),
     /// The artifact backend failed.
     #[error("artifact store error: {0}")]
     Artifact(String),

@@ -12,7 +12,9 @@ mod error;
 /// Throwaway databases for tests, on SQLite or PostgreSQL.
 pub mod testing;
 
-pub use artifacts::{ArtifactEntry, ArtifactPath, ArtifactStore, ByteStream};
+pub use artifacts::{
+    ArtifactEntry, ArtifactPath, ArtifactRead, ArtifactStore, ByteRange, ByteStream, MAX_UPLOAD_PARTS,
+};
 pub use db::{
     Backend, Conn, CopyReport, Database, DatabaseConfig, Durability, Migration, Row,
     STORE_MIGRATIONS, Value, copy_database, lease_holder, to_dollar_placeholders,

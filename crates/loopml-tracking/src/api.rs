@@ -566,6 +566,37 @@ mlflow_message!(
         path: Option<String> = "de::opt_string",
     }
 );
+/// One finished part named by `mpu/complete`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct WireUploadPart {
+    /// 1-based part number.
+    #[serde(default, deserialize_with = "de::opt_i64")]
+    pub part_number: Option<i64>,
+    /// The ETag the part upload answered with.
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub etag: Option<String>,
+}
+mlflow_message!(
+    /// mlflow-artifacts/mpu/create/{dir}: `path` is the client's local file (its base name is
+    /// the artifact's name).
+    CreateUpload {
+        /// Local file the client uploads.
+        path: Option<String> = "de::opt_string",
+        /// How many parts it will send.
+        num_parts: Option<i64> = "de::opt_i64",
+    }
+);
+mlflow_message!(
+    /// mlflow-artifacts/mpu/complete/{dir} and mpu/abort/{dir}
+    FinishUpload {
+        /// Local file the client uploads.
+        path: Option<String> = "de::opt_string",
+        /// Id from mpu/create.
+        upload_id: Option<String> = "de::opt_string",
+        /// Parts, for complete.
+        parts: Vec<WireUploadPart> = "de::vec_or_one",
+    }
+);
 mlflow_message!(
     /// GET mlflow/artifacts/list?run_id=&path=
     ListRunArtifacts {

@@ -66,6 +66,9 @@ impl Error {
         match e {
             StoreError::InvalidPath(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
             StoreError::ArtifactNotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
+            StoreError::RangeNotSatisfiable(_) => {
+                ("INVALID_PARAMETER_VALUE", StatusCode::RANGE_NOT_SATISFIABLE)
+            }
             StoreError::Constraint(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
             // MLflow answers 400 for an existing resource (see `AlreadyExists`).
             StoreError::Unique(_) => ("RESOURCE_ALREADY_EXISTS", StatusCode::BAD_REQUEST),

@@ -710,22 +710,54 @@ async fn list_artifacts(
 async fn download_artifact(
     State(s): State<TrackingService>,
     Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response> {
     let p = ArtifactPath::parse(&path)?;
-    let (size, stream) = s.artifacts().get(&p).await?;
+    // One `bytes=` range is served as 206 (parallel chunked downloads use these); any other
+    // form is answered with the whole file, as HTTP allows.
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(loopml_store::ByteRange::parse_header);
+    let read = match s.artifacts().get_range(&p, range).await {
+        Ok(r) => r,
+        Err(loopml_store::StoreError::RangeNotSatisfiable(size)) => {
+            let e = Error::Store(loopml_store::StoreError::RangeNotSatisfiable(size));
+            let mut resp = e.into_response();
+            if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let filename = p.file_name().replace(['"', '\\', '\r', '\n'], "_");
-    Ok((
+    let len = read.span.end - read.span.start;
+    let mut resp = (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{filename}\""),
             ),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(read.body),
     )
-        .into_response())
+        .into_response();
+    if range.is_some() {
+        *resp.status_mut() = axum::http::StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = header::HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            read.span.start,
+            read.span.end - 1,
+            read.size
+        )) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
 }
 
 async fn upload_artifact(
@@ -751,12 +783,199 @@ async fn delete_artifact(
     Ok(empty())
 }
 
-async fn multipart_not_supported() -> Error {
-    Error::NotImplemented(
-        "Multipart and presigned uploads are not supported by this server; upload files with a \
-         single streamed PUT instead."
-            .into(),
-    )
+/// The scheme and authority clients reached this server at (behind a proxy, from its
+/// `X-Forwarded-*` headers), for URLs handed back to them.
+fn public_base(headers: &axum::http::HeaderMap) -> String {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let proto = get("x-forwarded-proto")
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| "http".into());
+    let host = get("x-forwarded-host")
+        .or_else(|| get("host"))
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("{proto}://{host}")
+}
+
+/// Percent-encodes an artifact path for a URL, keeping its `/`s.
+fn url_path(p: &ArtifactPath) -> String {
+    p.as_str()
+        .split('/')
+        .map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>().replace('+', "%20"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The artifact a multipart call names: the directory in the URL joined with the base name
+/// of the client's local file (`path` in the body), as MLflow composes it.
+fn upload_target(dir: &str, local_file: Option<String>) -> Result<ArtifactPath> {
+    let local_file = required(local_file, "path")?;
+    let name = local_file
+        .rsplit(['/', '\\'])
+        .next()
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .ok_or_else(|| {
+            Error::InvalidParameter(format!("'path' names no file: '{local_file}'"))
+        })?;
+    let dir = ArtifactPath::parse(dir)?;
+    Ok(dir.join(&ArtifactPath::parse(name)?))
+}
+
+#[derive(Serialize)]
+struct UploadCredential {
+    url: String,
+    part_number: u32,
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct CreateUploadResponse {
+    upload_id: String,
+    credentials: Vec<UploadCredential>,
+}
+
+/// `mpu/create`: starts a multipart upload and hands out one URL per part. The URLs point back
+/// at this server (`mpu/upload`), which passes each part on to the artifact store's own
+/// multipart API, so clients never need credentials for, or a route to, the bucket.
+async fn create_upload(
+    State(s): State<TrackingService>,
+    Path(dir): Path<String>,
+    headers: axum::http::HeaderMap,
+    Mlflow(r): Mlflow<api::CreateUpload>,
+) -> Result<Response> {
+    let target = upload_target(&dir, r.path)?;
+    let parts = r.num_parts.unwrap_or(1);
+    let max = i64::from(loopml_store::MAX_UPLOAD_PARTS);
+    if !(1..=max).contains(&parts) {
+        return Err(Error::InvalidParameter(format!(
+            "num_parts must be between 1 and {max}, got {parts}"
+        )));
+    }
+    let id = s.artifacts().create_upload(&target).await?;
+    let base = public_base(&headers);
+    let encoded_id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let credentials = (1..=parts as u32)
+        .map(|n| UploadCredential {
+            url: format!(
+                "{base}/api/2.0/mlflow-artifacts/mpu/upload/{}?upload_id={encoded_id}&part_number={n}",
+                url_path(&target)
+            ),
+            part_number: n,
+            headers: Default::default(),
+        })
+        .collect();
+    Ok(json(&CreateUploadResponse {
+        upload_id: id,
+        credentials,
+    }))
+}
+
+/// Largest part `mpu/upload` accepts (S3 allows 5 GiB; MLflow's client sends 10 MiB).
+const MAX_PART_BYTES: usize = 1 << 30;
+
+#[derive(serde::Deserialize)]
+struct PartQuery {
+    upload_id: Option<String>,
+    part_number: Option<String>,
+}
+
+/// `PUT mpu/upload/{path}?upload_id=&part_number=`: one part of a multipart upload; answers
+/// with its `ETag`.
+async fn upload_part(
+    State(s): State<TrackingService>,
+    Path(path): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PartQuery>,
+    req: Request,
+) -> Result<Response> {
+    let target = ArtifactPath::parse(&path)?;
+    let id = required(q.upload_id, "upload_id")?;
+    let part = required(q.part_number, "part_number")?;
+    let part: u32 = part.parse().map_err(|_| {
+        Error::InvalidParameter(format!("part_number must be a positive integer, got '{part}'"))
+    })?;
+    let body = axum::body::to_bytes(req.into_body(), MAX_PART_BYTES)
+        .await
+        .map_err(|e| Error::InvalidParameter(format!("cannot read part {part}: {e}")))?;
+    let etag = s
+        .artifacts()
+        .put_upload_part(&target, &id, part, body)
+        .await?;
+    let mut resp = empty();
+    if let Ok(v) = header::HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// `mpu/complete`: joins the parts into the artifact.
+async fn complete_upload(
+    State(s): State<TrackingService>,
+    Path(dir): Path<String>,
+    Mlflow(r): Mlflow<api::FinishUpload>,
+) -> Result<Response> {
+    let target = upload_target(&dir, r.path)?;
+    let id = required(r.upload_id, "upload_id")?;
+    let parts = r
+        .parts
+        .into_iter()
+        .map(|p| {
+            let n = p.part_number.ok_or_else(|| Error::missing("part_number"))?;
+            let n = u32::try_from(n)
+                .map_err(|_| Error::InvalidParameter(format!("invalid part_number {n}")))?;
+            Ok((n, required(p.etag, "etag")?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    s.artifacts().complete_upload(&target, &id, parts).await?;
+    Ok(empty())
+}
+
+/// `mpu/abort`: drops an unfinished upload and its parts.
+async fn abort_upload(
+    State(s): State<TrackingService>,
+    Path(dir): Path<String>,
+    Mlflow(r): Mlflow<api::FinishUpload>,
+) -> Result<Response> {
+    let target = upload_target(&dir, r.path)?;
+    let id = required(r.upload_id, "upload_id")?;
+    s.artifacts().abort_upload(&target, &id).await?;
+    Ok(empty())
+}
+
+/// How long a presigned download URL is valid (MLflow's default TTL).
+const PRESIGNED_TTL: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// `GET presigned/{path}`: where to read the file with parallel range requests. A URL signed
+/// for the bucket when the store is configured to hand them out, else this server's own
+/// artifact route (which serves ranges too).
+async fn presigned_download(
+    State(s): State<TrackingService>,
+    Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response> {
+    let p = ArtifactPath::parse(&path)?;
+    let size = s.artifacts().size(&p).await?;
+    let url = match s.artifacts().direct_get_url(&p, PRESIGNED_TTL).await? {
+        Some(url) => url,
+        None => format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
+            public_base(&headers),
+            url_path(&p)
+        ),
+    };
+    Ok(json(&serde_json::json!({
+        "url": url,
+        "headers": {},
+        "file_size": size,
+    })))
 }
 
 #[derive(Serialize)]
@@ -798,8 +1017,8 @@ async fn server_info() -> Response {
         "store_type": "SqlStore",
         "workspaces_enabled": false,
         "trace_archival_enabled": false,
-        "multipart_uploads_enabled": false,
-        "multipart_downloads_enabled": false,
+        "multipart_uploads_enabled": true,
+        "multipart_downloads_enabled": true,
         "artifact_serving_enabled": true,
         "presigned_upload_run_id_supported": false,
         "presigned_upload_model_id_supported": false,
@@ -878,10 +1097,11 @@ fn artifact_routes() -> Router<TrackingService> {
                 .put(upload_artifact)
                 .delete(delete_artifact),
         )
-        .route("/mpu/create/{*path}", post(multipart_not_supported))
-        .route("/mpu/complete/{*path}", post(multipart_not_supported))
-        .route("/mpu/abort/{*path}", post(multipart_not_supported))
-        .route("/presigned/{*path}", get(multipart_not_supported))
+        .route("/mpu/create/{*path}", post(create_upload))
+        .route("/mpu/upload/{*path}", axum::routing::put(upload_part))
+        .route("/mpu/complete/{*path}", post(complete_upload))
+        .route("/mpu/abort/{*path}", post(abort_upload))
+        .route("/presigned/{*path}", get(presigned_download))
         .layer(DefaultBodyLimit::disable())
 }
 

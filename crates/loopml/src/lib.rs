@@ -37,6 +37,10 @@ pub struct ServerFileConfig {
     pub log_level: Option<String>,
     /// Seconds `/ready` answers 503 on SIGTERM before the listener closes.
     pub shutdown_delay: Option<f64>,
+    /// Where artifacts live: a folder, or `s3://bucket/prefix`, `gs://…`, `az://…`.
+    pub artifacts_destination: Option<String>,
+    /// Hand clients download URLs signed for the bucket itself.
+    pub artifacts_direct_downloads: Option<bool>,
 }
 
 /// The whole `loopml.toml`.
@@ -94,6 +98,10 @@ pub struct ServerConfig {
     /// On SIGTERM, how long `/ready` answers 503 while requests are still served, before the
     /// listener closes (lets a load balancer without a preStop hook stop routing here first).
     pub shutdown_delay: std::time::Duration,
+    /// Artifact destination; `None` is the `artifacts/` folder under the data dir.
+    pub artifacts_destination: Option<String>,
+    /// Whether presigned download URLs point straight at the bucket (else at this server).
+    pub artifacts_direct_downloads: bool,
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -135,6 +143,8 @@ impl Default for ServerConfig {
             deployments: Vec::new(),
             inference_log: true,
             shutdown_delay: std::time::Duration::ZERO,
+            artifacts_destination: None,
+            artifacts_direct_downloads: false,
         }
     }
 }
@@ -161,9 +171,20 @@ impl ServerConfig {
         }
         Ok(db)
     }
-    /// Folder of the local artifact store.
+    /// Folder of the local artifact store (when no destination is configured).
     pub fn artifacts_path(&self) -> PathBuf {
         self.data_dir.join("artifacts")
+    }
+    /// Where artifacts live, as configured: the destination URL or the local folder.
+    pub fn artifacts_location(&self) -> String {
+        match &self.artifacts_destination {
+            Some(d) => d.clone(),
+            None => self.artifacts_path().display().to_string(),
+        }
+    }
+    /// Local copies of registered models read from a remote artifact store, for serving.
+    pub fn model_cache_path(&self) -> PathBuf {
+        self.data_dir.join("model-cache")
     }
     /// Address to bind.
     pub fn addr(&self) -> anyhow::Result<SocketAddr> {
@@ -323,8 +344,11 @@ pub async fn start_serving(
 /// Keeps endpoints that follow a moving registry URI (`models:/churn@champion`) on the version it
 /// names: long-polls the registry's change feed and, on any event for a followed model,
 /// re-resolves and swaps (in-flight requests finish on the old version). Runs until dropped.
-pub async fn follow_registry(handle: AppHandle) {
-    let registry = &handle.registry;
+pub async fn follow_registry(
+    registry: loopml_registry::RegistryService,
+    serving: loopml_serving::routes::ServingApi,
+) {
+    let registry = &registry;
     let mut after = match registry.events(i64::MAX, 1, None, Duration::ZERO).await {
         Ok((_, last)) => last,
         Err(_) => 0,
@@ -347,14 +371,14 @@ pub async fn follow_registry(handle: AppHandle) {
         }
         let touched: std::collections::HashSet<&str> =
             events.iter().map(|e| e.name.as_str()).collect();
-        for f in handle.serving.followed() {
+        for f in serving.followed() {
             let Some((model, _)) = loopml_serving::routes::registry_target(&f.uri) else {
                 continue;
             };
             if !touched.contains(model) {
                 continue;
             }
-            match handle.serving.refresh(&f).await {
+            match serving.refresh(&f).await {
                 Ok(Some(v)) => {
                     tracing::info!(endpoint = %f.endpoint, uri = %f.uri, version = %v, "swapped to the version the registry names")
                 }
@@ -367,8 +391,86 @@ pub async fn follow_registry(handle: AppHandle) {
     }
 }
 
-/// Resolves registry URIs to model folders in this server's artifact store, for serving.
-struct RegistryModels(loopml_registry::RegistryService);
+/// Resolves registry URIs to model folders for serving: the folder itself on a local artifact
+/// store, else a copy downloaded once into the model cache (a version's files never change).
+struct RegistryModels {
+    registry: loopml_registry::RegistryService,
+    cache: PathBuf,
+}
+
+/// The cache folder name of a model folder: its path, made one safe file name.
+fn cache_name(dir: &loopml_store::ArtifactPath) -> String {
+    let name: String = dir
+        .as_str()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    if name.len() <= 180 {
+        return name;
+    }
+    // Too long for one file name: keep the tail and a digest of the whole path.
+    // FNV-1a: stable across builds, so the cache survives an upgrade.
+    let digest = dir.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let digest = format!("{digest:016x}");
+    format!("{}-{digest}", &name[name.len() - 140..])
+}
+
+impl RegistryModels {
+    async fn local_folder(
+        &self,
+        uri: &str,
+        dir: &loopml_store::ArtifactPath,
+    ) -> loopml_serving::Result<PathBuf> {
+        use loopml_serving::Error as E;
+        let artifacts = self.registry.tracking().artifacts();
+        if artifacts.is_local() {
+            let mlmodel = dir.join(
+                &loopml_store::ArtifactPath::parse("MLmodel").map_err(|e| E::Model(e.to_string()))?,
+            );
+            let file = artifacts
+                .local_file(&mlmodel)
+                .map_err(|e| E::Model(format!("{uri}: {e}")))?
+                .ok_or_else(|| E::Model(format!("{uri}: the artifact store is not local")))?;
+            return file
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .ok_or_else(|| E::Model(format!("{uri}: no model folder")));
+        }
+        let target = self.cache.join(cache_name(dir));
+        if target.join("MLmodel").is_file() {
+            return Ok(target);
+        }
+        let tmp = self.cache.join(format!(".{}-{}", cache_name(dir), uuid::Uuid::new_v4().simple()));
+        let fetched = artifacts.download_dir(dir, &tmp).await;
+        let fetched = match fetched {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                return Err(E::Model(format!("{uri}: cannot fetch the model from {}: {e}", artifacts.describe())));
+            }
+        };
+        if !tmp.join("MLmodel").is_file() {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            return Err(E::Model(format!("{uri}: the model folder {dir} has no MLmodel file")));
+        }
+        // Another request may have fetched the same version meanwhile; either copy is whole.
+        match tokio::fs::rename(&tmp, &target).await {
+            Ok(()) => {
+                tracing::info!(%uri, bytes = fetched, folder = %target.display(), "model fetched from the artifact store");
+            }
+            Err(_) if target.join("MLmodel").is_file() => {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                return Err(E::Model(format!("{uri}: cannot cache the model in {}: {e}", target.display())));
+            }
+        }
+        Ok(target)
+    }
+}
 
 impl loopml_serving::repository::ModelResolver for RegistryModels {
     fn resolve<'a>(
@@ -380,30 +482,16 @@ impl loopml_serving::repository::ModelResolver for RegistryModels {
     > {
         use loopml_serving::Error as E;
         Box::pin(async move {
-            let mv = self.0.resolve_uri(uri).await.map_err(|e| match e {
+            let mv = self.registry.resolve_uri(uri).await.map_err(|e| match e {
                 loopml_registry::Error::NotFound(m) => E::NotFound(m),
                 other => E::InvalidInput(other.to_string()),
             })?;
             let dir = self
-                .0
+                .registry
                 .artifact_dir(&mv.storage_location)
                 .await
                 .map_err(E::Model)?;
-            let mlmodel = dir.join(
-                &loopml_store::ArtifactPath::parse("MLmodel")
-                    .map_err(|e| E::Model(e.to_string()))?,
-            );
-            let file = self
-                .0
-                .tracking()
-                .artifacts()
-                .local_file(&mlmodel)
-                .map_err(|e| E::Model(format!("{uri}: {e}")))?
-                .ok_or_else(|| E::Model(format!("{uri}: the artifact store is not local")))?;
-            let path = file
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .ok_or_else(|| E::Model(format!("{uri}: no model folder")))?;
+            let path = self.local_folder(uri, &dir).await?;
             Ok(loopml_serving::repository::ResolvedModel {
                 version: mv.version.to_string(),
                 path,
@@ -438,19 +526,48 @@ fn open_store(config: &ServerConfig) -> anyhow::Result<(Database, ArtifactStore)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let db =
         Database::open(config.database_config()?).context("cannot open the metadata database")?;
-    let artifacts =
-        ArtifactStore::local(config.artifacts_path()).context("cannot open the artifact store")?;
+    let artifacts = match &config.artifacts_destination {
+        Some(dest) => ArtifactStore::open(dest)
+            .with_context(|| format!("cannot open the artifact store {dest}"))?,
+        None => ArtifactStore::local(config.artifacts_path())
+            .context("cannot open the artifact store")?,
+    }
+    .with_direct_downloads(config.artifacts_direct_downloads);
     Ok((db, artifacts))
 }
 
 /// The serving-only app (`loopml serve`): models, deployments, `/v2/...`, `/invocations`,
-/// `/ping`, `/health`, `/version`, `/metrics`; the database under the data dir keeps only
-/// deployments, the artifact folder the inference log.
+/// `/ping`, `/health`, `/version`, `/metrics`. On the embedded default the database under the
+/// data dir keeps only deployments and the artifact folder the inference log; given the
+/// server's `--database-url` (and `--artifacts-destination`), a serving replica also resolves
+/// `models:/name@alias` from that registry, fetches the model from the artifact store and
+/// follows the alias as it moves (the returned registry, for [`follow_registry`]).
 pub fn build_serving_app(
     config: &ServerConfig,
-) -> anyhow::Result<(Router, loopml_serving::routes::ServingApi)> {
+) -> anyhow::Result<(
+    Router,
+    loopml_serving::routes::ServingApi,
+    Option<loopml_registry::RegistryService>,
+)> {
     let (db, artifacts) = open_store(config)?;
-    let serving = serving_api(config, None, db.clone(), artifacts)?;
+    let registry = match &config.database_url {
+        Some(_) => {
+            let tracking = loopml_tracking::TrackingService::new(db.clone(), artifacts.clone())
+                .context("cannot initialise tracking")?;
+            Some(
+                loopml_registry::RegistryService::new(db.clone(), tracking)
+                    .context("cannot initialise the model registry")?,
+            )
+        }
+        None => None,
+    };
+    let resolver = registry.as_ref().map(|r| {
+        std::sync::Arc::new(RegistryModels {
+            registry: r.clone(),
+            cache: config.model_cache_path(),
+        }) as std::sync::Arc<dyn loopml_serving::repository::ModelResolver>
+    });
+    let serving = serving_api(config, resolver, db.clone(), artifacts)?;
     let router = Router::new()
         .route("/health", get(health))
         .merge(ready_route(db))
@@ -458,7 +575,7 @@ pub fn build_serving_app(
         .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
         .layer(request_id::RequestIdLayer);
-    Ok((router, serving))
+    Ok((router, serving, registry))
 }
 
 /// Opens the store under `config.data_dir`, builds every service and merges their routes.
@@ -473,7 +590,10 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
     registry.set_dataset_linker(std::sync::Arc::new(StoredDatasets(datasets.clone())));
     let serving = serving_api(
         config,
-        Some(std::sync::Arc::new(RegistryModels(registry.clone()))),
+        Some(std::sync::Arc::new(RegistryModels {
+            registry: registry.clone(),
+            cache: config.model_cache_path(),
+        })),
         db.clone(),
         artifacts,
     )?;
@@ -737,8 +857,14 @@ impl loopml_registry::lineage::DeploymentFinder for ServedVersions {
 /// Serves the whole app (`loopml server`) until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (router, handle) = build_app(&config)?;
+    handle
+        .tracking
+        .artifacts()
+        .check()
+        .await
+        .context("the artifact store does not answer")?;
     start_serving(&handle.serving, &config).await?;
-    let followed = follow_registry(handle.clone());
+    let followed = follow_registry(handle.registry.clone(), handle.serving.clone());
     let monitors = handle.monitors.clone();
     let db_for_alerts = handle.tracking.database().clone();
     run_until_stopped(
@@ -779,12 +905,22 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 
 /// Serves models and deployments alone (`loopml serve`) until Ctrl-C or SIGTERM.
 pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
-    let (router, serving) = build_serving_app(&config)?;
+    let (router, serving, registry) = build_serving_app(&config)?;
+    if let Some(dest) = &config.artifacts_destination {
+        ArtifactStore::open(dest)?
+            .check()
+            .await
+            .context("the artifact store does not answer")?;
+    }
     start_serving(&serving, &config).await?;
+    let followed: futures::future::BoxFuture<'static, ()> = match registry {
+        Some(r) => Box::pin(follow_registry(r, serving.clone())),
+        None => Box::pin(std::future::pending()),
+    };
     run_until_stopped(
         &config,
         router,
-        std::future::pending(),
+        followed,
         "loopml serving",
         |_| {},
     )
@@ -828,7 +964,7 @@ async fn run_until_stopped(
         address = %local,
         data_dir = %config.data_dir.display(),
         database = %database,
-        artifacts = %config.artifacts_path().display(),
+        artifacts = %config.artifacts_location(),
         "{what}; set MLFLOW_TRACKING_URI=http://{local}"
     );
     let delay = config.shutdown_delay;

@@ -387,6 +387,15 @@ struct ServerArgs {
     /// Do not record requests in the inference log
     #[arg(long)]
     no_inference_log: bool,
+    /// Where artifacts live: a folder, s3://bucket/prefix (any S3-compatible server through
+    /// AWS_ENDPOINT_URL), gs://bucket/prefix or az://container/prefix; credentials and region
+    /// from the provider's usual environment variables [default: artifacts/ in --data-dir]
+    #[arg(long, env = "LOOPML_ARTIFACTS_DESTINATION", value_name = "URL")]
+    artifacts_destination: Option<String>,
+    /// Give clients download URLs signed for the bucket itself (they must be able to reach
+    /// it), instead of URLs through this server
+    #[arg(long, env = "LOOPML_ARTIFACTS_DIRECT_DOWNLOADS")]
+    artifacts_direct_downloads: bool,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
@@ -410,6 +419,9 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         },
         deployments: args.deployments,
         inference_log: !args.no_inference_log,
+        artifacts_destination: args.artifacts_destination.or(f.artifacts_destination),
+        artifacts_direct_downloads: args.artifacts_direct_downloads
+            || f.artifacts_direct_downloads.unwrap_or(false),
         shutdown_delay: std::time::Duration::from_secs_f64(
             args.shutdown_delay
                 .or(f.shutdown_delay)
@@ -473,7 +485,7 @@ fn run() -> anyhow::Result<()> {
             let db = config.database_config()?;
             println!("database    = {}", db.backend.describe());
             println!("db_pool     = {}", db.max_readers);
-            println!("artifacts   = {}", config.artifacts_path().display());
+            println!("artifacts   = {}", config.artifacts_location());
             println!("durability  = {:?}", config.durability);
             println!("log_level   = {}", config.log_level);
             Ok(())
