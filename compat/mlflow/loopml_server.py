@@ -66,6 +66,18 @@ def _postgres_for(data_dir: str) -> str:
     return url
 
 
+# With COMPAT_ARTIFACTS_URL set to an object-store URL (scripts/s3.sh's bucket, e.g.
+# s3://loopml-test, with the AWS_* variables it prints in the environment), every data_dir keeps
+# its artifacts under a prefix of its own there instead of its artifacts/ folder.
+ARTIFACTS_URL = os.environ.get("COMPAT_ARTIFACTS_URL", "").strip().rstrip("/")
+
+
+def _artifacts_for(data_dir: str) -> str:
+    import hashlib
+
+    return f"{ARTIFACTS_URL}/compat-" + hashlib.sha1(data_dir.encode()).hexdigest()[:16]
+
+
 class LoopmlServer:
     """One `loopml server` process on a free loopback port, with `data_dir` as its data folder.
 
@@ -102,6 +114,8 @@ class LoopmlServer:
                 os.path.exists(os.path.join(self.data_dir, "postgres.url")))
             if DATABASE_URL and not made_on_sqlite:
                 args += ["--database-url", _postgres_for(self.data_dir)]
+            if ARTIFACTS_URL and not made_on_sqlite:
+                args += ["--artifacts-destination", _artifacts_for(self.data_dir)]
             self.proc = subprocess.Popen(
                 args,
                 cwd=self.data_dir,

@@ -144,13 +144,14 @@ def test_search_max_results_bounds(server):
     assert server.ok("POST", "runs/search", json={}).get("runs", []) == []
 
 
-def test_server_info_does_not_promise_multipart(server):
+def test_server_info_promises_the_multipart_it_serves(server):
     r = requests.get(server.url + "/api/3.0/mlflow/server-info", timeout=5)
-    if r.status_code == 404:
-        return  # the client reads 404 as "every feature off"
     assert r.status_code == 200
     info = r.json()
-    assert not info.get("multipart_uploads_enabled"), "mpu/* answers 501, so multipart must be off"
+    # The client then sends files >= MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE through mpu/*
+    # and downloads large ones in parallel ranges from presigned/*.
+    assert info["multipart_uploads_enabled"] is True
+    assert info["multipart_downloads_enabled"] is True
     assert not info.get("artifacts_presigned_only")
 
 
@@ -207,6 +208,57 @@ def test_artifact_absolute_path_rejected(server):
         assert json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
 
 
-def test_multipart_upload_not_implemented(server):
-    r = requests.post(server.artifacts_url("mpu/create/0/x/f.bin"), json={"path": "f.bin", "num_parts": 2}, timeout=10)
-    assert_error(r, 501, "NOT_IMPLEMENTED")
+def test_multipart_upload_raw_protocol(server):
+    """mpu/create → PUT each part to the URL it hands out → mpu/complete, as MLflow's client does."""
+    d = f"0/{unique('mpu')}/artifacts/sub"
+    r = requests.post(server.artifacts_url(f"mpu/create/{d}"), json={"path": "/tmp/local/f.bin", "num_parts": 2}, timeout=10)
+    assert r.status_code == 200, r.text
+    create = r.json()
+    assert [c["part_number"] for c in create["credentials"]] == [1, 2]
+    parts = [b"a" * (5 << 20), b"the end"]
+    done = []
+    for cred, data in zip(reversed(create["credentials"]), reversed(parts)):
+        put = requests.put(cred["url"], data=data, headers=cred.get("headers", {}), timeout=30)
+        assert put.status_code == 200, put.text
+        assert put.headers["ETag"]
+        done.append({"part_number": cred["part_number"], "etag": put.headers["ETag"], "url": cred["url"]})
+    r = requests.post(server.artifacts_url(f"mpu/complete/{d}"),
+                      json={"path": "/tmp/local/f.bin", "upload_id": create["upload_id"], "parts": done}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = requests.get(server.artifacts_url(f"artifacts/{d}/f.bin"), timeout=30)
+    assert got.content == parts[0] + parts[1]
+    # A range of it, as the parallel downloader asks.
+    part = requests.get(server.artifacts_url(f"artifacts/{d}/f.bin"), headers={"Range": "bytes=5242878-5242882"}, timeout=10)
+    assert part.status_code == 206 and part.content == b"aathe"[:5]
+    assert part.headers["Content-Range"] == f"bytes 5242878-5242882/{len(parts[0]) + 7}"
+    outside = requests.get(server.artifacts_url(f"artifacts/{d}/f.bin"), headers={"Range": "bytes=99999999-"}, timeout=10)
+    assert outside.status_code == 416 and outside.headers["Content-Range"] == f"bytes */{len(parts[0]) + 7}"
+    presigned = requests.get(server.artifacts_url(f"presigned/{d}/f.bin"), timeout=10).json()
+    assert presigned["file_size"] == len(parts[0]) + 7
+    assert requests.get(presigned["url"], headers={"Range": "bytes=-7", **presigned["headers"]}, timeout=10).content == b"the end"
+
+
+def test_multipart_upload_bad_input(server):
+    d = f"0/{unique('mpu')}/artifacts"
+    assert_error(requests.post(server.artifacts_url(f"mpu/create/{d}"), json={"num_parts": 2}, timeout=10),
+                 400, "INVALID_PARAMETER_VALUE")
+    assert_error(requests.post(server.artifacts_url(f"mpu/create/{d}"), json={"path": "f", "num_parts": 0}, timeout=10),
+                 400, "INVALID_PARAMETER_VALUE")
+    assert_error(requests.post(server.artifacts_url(f"mpu/create/{d}"), json={"path": "f", "num_parts": 10001}, timeout=10),
+                 400, "INVALID_PARAMETER_VALUE")
+    status, body = raw(server, "POST", f"/api/2.0/mlflow-artifacts/mpu/create/0/%2E%2E/%2E%2E/x", b'{"path": "f"}')
+    assert status == 400 and json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+    create = requests.post(server.artifacts_url(f"mpu/create/{d}"), json={"path": "f.bin", "num_parts": 1}, timeout=10).json()
+    url = create["credentials"][0]["url"]
+    assert_error(requests.put(url.replace("part_number=1", "part_number=0"), data=b"x", timeout=10), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(requests.put(url.replace("part_number=1", "part_number=abc"), data=b"x", timeout=10), 400, "INVALID_PARAMETER_VALUE")
+    etag = requests.put(url, data=b"x", timeout=10).headers["ETag"]
+    # Parts must be 1..N without gaps.
+    r = requests.post(server.artifacts_url(f"mpu/complete/{d}"),
+                      json={"path": "f.bin", "upload_id": create["upload_id"], "parts": [{"part_number": 2, "etag": etag}]}, timeout=10)
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    r = requests.post(server.artifacts_url(f"mpu/complete/{d}"), json={"path": "f.bin", "parts": []}, timeout=10)
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    r = requests.post(server.artifacts_url(f"mpu/abort/{d}"), json={"path": "f.bin", "upload_id": create["upload_id"]}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert requests.get(server.artifacts_url(f"artifacts/{d}/f.bin"), timeout=10).status_code == 404

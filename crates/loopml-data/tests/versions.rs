@@ -6,14 +6,13 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use loopml_data::versions::DatasetStore;
-use loopml_store::ArtifactStore;
 use loopml_store::testing::TestDatabase;
 
 /// A dataset store on a fresh database (SQLite, or PostgreSQL under
 /// `LOOPML_TEST_DATABASE_URL`); the database lives as long as the returned guard.
 fn store(dir: &std::path::Path) -> (DatasetStore, TestDatabase) {
     let t = TestDatabase::new();
-    let art = ArtifactStore::local(dir.join("art")).unwrap();
+    let art = loopml_store::testing::test_artifact_store(&dir);
     (DatasetStore::new(t.database(), art).unwrap(), t)
 }
 
@@ -116,7 +115,7 @@ async fn bad_files_store_nothing() {
 async fn concurrent_adds_from_two_stores_get_distinct_versions() {
     let dir = tempfile::tempdir().unwrap();
     let t = TestDatabase::new();
-    let art = ArtifactStore::local(dir.path().join("art")).unwrap();
+    let art = loopml_store::testing::test_artifact_store(dir.path());
     let a = DatasetStore::new(t.database(), art.clone()).unwrap();
     let b = DatasetStore::new(t.open_another(), art).unwrap();
     let tasks: Vec<_> = (0..12)

@@ -8,7 +8,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use loopml_registry::RegistryService;
-use loopml_store::ArtifactStore;
 use loopml_store::testing::TestDatabase;
 use loopml_tracking::TrackingService;
 use serde_json::{Value, json};
@@ -25,7 +24,7 @@ struct App {
 fn app() -> App {
     let t = TestDatabase::new();
     let db = t.database();
-    let art = ArtifactStore::local(t.dir().join("art")).unwrap();
+    let art = loopml_store::testing::test_artifact_store(&t.dir());
     let tracking = TrackingService::new(db.clone(), art).unwrap();
     let registry = RegistryService::new(db, tracking.clone()).unwrap();
     App {

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use loopml_registry::RegistryService;
 use loopml_registry::webhooks::{WebhookSpec, signature};
-use loopml_store::ArtifactStore;
 use loopml_store::testing::TestDatabase;
 use loopml_tracking::TrackingService;
 
@@ -50,7 +49,7 @@ async fn start_receiver(fail_first: u32) -> (String, Receiver) {
 fn service(dir: &std::path::Path) -> (RegistryService, TestDatabase) {
     let t = TestDatabase::new();
     let db = t.database();
-    let art = ArtifactStore::local(dir.join("art")).unwrap();
+    let art = loopml_store::testing::test_artifact_store(&dir);
     let tracking = TrackingService::new(db.clone(), art).unwrap();
     (RegistryService::new(db, tracking).unwrap(), t)
 }

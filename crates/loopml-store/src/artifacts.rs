@@ -213,7 +213,6 @@ impl ArtifactPath {
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or("")
     }
-
 }
 
 impl std::fmt::Display for ArtifactPath {
@@ -311,58 +310,67 @@ impl ArtifactStore {
         if scheme == "file" {
             return Self::local(rest);
         }
-        let bad = |why: String| StoreError::InvalidConfig(format!("artifact destination '{dest}': {why}"));
+        let bad = |why: String| {
+            StoreError::InvalidConfig(format!("artifact destination '{dest}': {why}"))
+        };
         let url = url::Url::parse(dest).map_err(|e| bad(e.to_string()))?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("names no bucket or container".into()));
         }
-        let prefix = ArtifactPath::parse(url.path().trim_start_matches('/'))
+        // From the text as written: URL parsing would quietly fold a `..` away.
+        let raw_path = rest.split_once('/').map_or("", |(_, p)| p);
+        let raw_path = raw_path.split(['?', '#']).next().unwrap_or("");
+        let prefix = ArtifactPath::parse(raw_path)
             .map_err(|e| bad(e.to_string()))?
             .to_string();
         let build_err = |e: object_store::Error| bad(e.to_string());
-        let (store, uploads, signer): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>, Arc<dyn Signer>) =
-            match scheme.as_str() {
-                "s3" | "s3a" => {
-                    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                    let mut b = AmazonS3Builder::from_env().with_url(dest);
-                    if b.get_config_value(&AmazonS3ConfigKey::Endpoint).is_none()
-                        && let Ok(e) = std::env::var("MLFLOW_S3_ENDPOINT_URL")
-                        && !e.trim().is_empty()
-                    {
-                        b = b.with_endpoint(e.trim());
-                    }
-                    if plain_http_endpoint(b.get_config_value(&AmazonS3ConfigKey::Endpoint).as_deref()) {
-                        b = b.with_allow_http(true);
-                    }
-                    let s3 = Arc::new(b.build().map_err(build_err)?);
-                    (s3.clone(), s3.clone(), s3)
+        let (store, uploads, signer): (
+            Arc<dyn ObjectStore>,
+            Arc<dyn MultipartStore>,
+            Arc<dyn Signer>,
+        ) = match scheme.as_str() {
+            "s3" | "s3a" => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                let mut b = AmazonS3Builder::from_env().with_url(dest);
+                if b.get_config_value(&AmazonS3ConfigKey::Endpoint).is_none()
+                    && let Ok(e) = std::env::var("MLFLOW_S3_ENDPOINT_URL")
+                    && !e.trim().is_empty()
+                {
+                    b = b.with_endpoint(e.trim());
                 }
-                "gs" => {
-                    use object_store::gcp::GoogleCloudStorageBuilder;
-                    let gcs = Arc::new(
-                        GoogleCloudStorageBuilder::from_env()
-                            .with_url(dest)
-                            .build()
-                            .map_err(build_err)?,
-                    );
-                    (gcs.clone(), gcs.clone(), gcs)
+                if plain_http_endpoint(b.get_config_value(&AmazonS3ConfigKey::Endpoint).as_deref())
+                {
+                    b = b.with_allow_http(true);
                 }
-                "az" | "azure" | "abfs" | "abfss" => {
-                    use object_store::azure::MicrosoftAzureBuilder;
-                    let az = Arc::new(
-                        MicrosoftAzureBuilder::from_env()
-                            .with_url(dest)
-                            .build()
-                            .map_err(build_err)?,
-                    );
-                    (az.clone(), az.clone(), az)
-                }
-                other => {
-                    return Err(bad(format!(
-                        "unsupported scheme '{other}': use a folder, file://, s3://, gs:// or az://"
-                    )));
-                }
-            };
+                let s3 = Arc::new(b.build().map_err(build_err)?);
+                (s3.clone(), s3.clone(), s3)
+            }
+            "gs" => {
+                use object_store::gcp::GoogleCloudStorageBuilder;
+                let gcs = Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_url(dest)
+                        .build()
+                        .map_err(build_err)?,
+                );
+                (gcs.clone(), gcs.clone(), gcs)
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                use object_store::azure::MicrosoftAzureBuilder;
+                let az = Arc::new(
+                    MicrosoftAzureBuilder::from_env()
+                        .with_url(dest)
+                        .build()
+                        .map_err(build_err)?,
+                );
+                (az.clone(), az.clone(), az)
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme '{other}': use a folder, file://, s3://, gs:// or az://"
+                )));
+            }
+        };
         Ok(Self {
             store,
             local_root: None,
@@ -480,7 +488,8 @@ impl ArtifactStore {
         let mut buffered = 0usize;
         let mut rest = None;
         while let Some(chunk) = body.next().await {
-            let bytes = chunk.map_err(|e| StoreError::Artifact(format!("upload interrupted: {e}")))?;
+            let bytes =
+                chunk.map_err(|e| StoreError::Artifact(format!("upload interrupted: {e}")))?;
             buffered += bytes.len();
             head.push(bytes);
             if buffered > UPLOAD_CHUNK {
@@ -619,9 +628,9 @@ impl ArtifactStore {
                 return Ok(());
             }
             if full.is_dir() {
-                tokio::fs::remove_dir_all(&full).await.map_err(|e| {
-                    StoreError::Artifact(format!("cannot delete '{path}': {e}"))
-                })?;
+                tokio::fs::remove_dir_all(&full)
+                    .await
+                    .map_err(|e| StoreError::Artifact(format!("cannot delete '{path}': {e}")))?;
                 return Ok(());
             }
             return Err(StoreError::ArtifactNotFound(path.to_string()));
@@ -816,9 +825,9 @@ impl ArtifactStore {
                     StoreError::Artifact(format!("cannot write {}: {e}", part.display()))
                 })?;
             }
-            out.flush()
-                .await
-                .map_err(|e| StoreError::Artifact(format!("cannot write {}: {e}", part.display())))?;
+            out.flush().await.map_err(|e| {
+                StoreError::Artifact(format!("cannot write {}: {e}", part.display()))
+            })?;
             drop(out);
             tokio::fs::rename(&part, &target).await.map_err(|e| {
                 StoreError::Artifact(format!("cannot rename {}: {e}", part.display()))
@@ -833,7 +842,9 @@ impl ArtifactStore {
     /// `mpu/create`); returns the upload id to name in every later call.
     pub async fn create_upload(&self, path: &ArtifactPath) -> Result<String, StoreError> {
         if path.is_root() {
-            return Err(StoreError::InvalidPath("an artifact file needs a name".into()));
+            return Err(StoreError::InvalidPath(
+                "an artifact file needs a name".into(),
+            ));
         }
         self.confine(path)?;
         match &self.uploads {
@@ -854,7 +865,11 @@ impl ArtifactStore {
     }
 
     /// The staging folder of a local upload, checked to belong to `path`.
-    fn staged_upload(staging: &FsPath, path: &ArtifactPath, id: &str) -> Result<PathBuf, StoreError> {
+    fn staged_upload(
+        staging: &FsPath,
+        path: &ArtifactPath,
+        id: &str,
+    ) -> Result<PathBuf, StoreError> {
         let unknown = || StoreError::ArtifactNotFound(format!("upload '{id}' of '{path}'"));
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(unknown());
@@ -897,7 +912,10 @@ impl ArtifactStore {
                 let dir = Self::staged_upload(staging, path, id)?;
                 let len = data.len();
                 let file = dir.join(format!("{part_number:05}"));
-                let tmp = dir.join(format!("{part_number:05}.{}", uuid::Uuid::new_v4().simple()));
+                let tmp = dir.join(format!(
+                    "{part_number:05}.{}",
+                    uuid::Uuid::new_v4().simple()
+                ));
                 tokio::fs::write(&tmp, &data).await.map_err(|e| {
                     StoreError::Artifact(format!("cannot write part {part_number}: {e}"))
                 })?;
@@ -919,7 +937,9 @@ impl ArtifactStore {
     ) -> Result<(), StoreError> {
         parts.sort_by_key(|p| p.0);
         if parts.is_empty() {
-            return Err(StoreError::InvalidPath("a multipart upload needs at least one part".into()));
+            return Err(StoreError::InvalidPath(
+                "a multipart upload needs at least one part".into(),
+            ));
         }
         for (i, (n, _)) in parts.iter().enumerate() {
             if *n as usize != i + 1 {
@@ -947,7 +967,9 @@ impl ArtifactStore {
                 for (n, etag) in &parts {
                     let file = dir.join(format!("{n:05}"));
                     let len = std::fs::metadata(&file)
-                        .map_err(|_| StoreError::InvalidPath(format!("part {n} was never uploaded")))?
+                        .map_err(|_| {
+                            StoreError::InvalidPath(format!("part {n} was never uploaded"))
+                        })?
                         .len();
                     if etag.trim_matches('"') != format!("{n}-{len}") {
                         return Err(StoreError::InvalidPath(format!(
@@ -1049,6 +1071,274 @@ mod tests {
             store.get(&p).await,
             Err(StoreError::ArtifactNotFound(_))
         ));
+    }
+
+    #[test]
+    fn byte_ranges_parse_and_resolve() {
+        assert_eq!(
+            ByteRange::parse_header("bytes=0-9"),
+            Some(ByteRange::Bounded(0, 9))
+        );
+        assert_eq!(
+            ByteRange::parse_header("bytes=5-"),
+            Some(ByteRange::From(5))
+        );
+        assert_eq!(
+            ByteRange::parse_header("bytes=-3"),
+            Some(ByteRange::Suffix(3))
+        );
+        for unserved in [
+            "bytes=9-1",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=-",
+            "bytes=a-b",
+            "",
+        ] {
+            assert_eq!(ByteRange::parse_header(unserved), None, "{unserved}");
+        }
+        assert_eq!(ByteRange::Bounded(0, 9).resolve(5), Some(0..5));
+        assert_eq!(ByteRange::Bounded(2, 3).resolve(5), Some(2..4));
+        assert_eq!(ByteRange::From(5).resolve(5), None);
+        assert_eq!(ByteRange::Suffix(10).resolve(5), Some(0..5));
+        assert_eq!(ByteRange::Suffix(0).resolve(5), None);
+    }
+
+    #[test]
+    fn destinations_parse_or_fail_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = format!("file://{}", dir.path().join("a").display());
+        assert!(ArtifactStore::open(&local).unwrap().is_local());
+        let s3 = ArtifactStore::open("s3://bucket/some/prefix").unwrap();
+        assert!(!s3.is_local());
+        assert_eq!(
+            s3.key(&ArtifactPath::parse("x/y").unwrap())
+                .unwrap()
+                .as_ref(),
+            "some/prefix/x/y"
+        );
+        for (bad, why) in [
+            ("ftp://host/x", "unsupported scheme"),
+            ("s3:///nobucket", "names no bucket"),
+            ("s3://bucket/../x", "'..'"),
+        ] {
+            let e = ArtifactStore::open(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    async fn read_all(mut s: ByteStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(c) = s.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        got
+    }
+
+    fn stores(dir: &tempfile::TempDir) -> Vec<ArtifactStore> {
+        crate::testing::test_artifact_stores(dir.path())
+    }
+
+    #[tokio::test]
+    async fn every_backend_round_trips_files_ranges_and_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(&dir) {
+            let who = store.describe();
+            store.check().await.unwrap();
+            let small = ArtifactPath::parse("m/model/MLmodel").unwrap();
+            store.put(&small, body(vec![b"flavors: {}"])).await.unwrap();
+            // Larger than one upload chunk: the multipart path.
+            let big: Vec<u8> = (0..UPLOAD_CHUNK + 12_345)
+                .map(|i| (i % 251) as u8)
+                .collect();
+            let big_path = ArtifactPath::parse("m/model/data/w.bin").unwrap();
+            let chunks: Vec<Result<Bytes, String>> = big
+                .chunks(1 << 20)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let n = store
+                .put(&big_path, futures::stream::iter(chunks))
+                .await
+                .unwrap();
+            assert_eq!(n as usize, big.len(), "{who}");
+            assert_eq!(
+                store.size(&big_path).await.unwrap() as usize,
+                big.len(),
+                "{who}"
+            );
+            let r = store
+                .get_range(&big_path, Some(ByteRange::Bounded(10, 19)))
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.size as usize, r.span.clone()),
+                (big.len(), 10..20),
+                "{who}"
+            );
+            assert_eq!(read_all(r.body).await, &big[10..20], "{who}");
+            let r = store
+                .get_range(&big_path, Some(ByteRange::Suffix(7)))
+                .await
+                .unwrap();
+            assert_eq!(read_all(r.body).await, &big[big.len() - 7..], "{who}");
+            assert!(
+                matches!(
+                    store.get_range(&big_path, Some(ByteRange::From(big.len() as u64))).await,
+                    Err(StoreError::RangeNotSatisfiable(n)) if n as usize == big.len()
+                ),
+                "{who}"
+            );
+            let folder = ArtifactPath::parse("m/model").unwrap();
+            let files: Vec<_> = store
+                .walk(&folder)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(p, n)| (p.to_string(), n))
+                .collect();
+            assert_eq!(
+                files,
+                vec![
+                    ("MLmodel".to_string(), 11),
+                    ("data/w.bin".to_string(), big.len() as u64)
+                ],
+                "{who}"
+            );
+            let dest = dir.path().join(format!("copy-{}", who.len()));
+            store.download_dir(&folder, &dest).await.unwrap();
+            assert_eq!(
+                std::fs::read(dest.join("data/w.bin")).unwrap(),
+                big,
+                "{who}"
+            );
+            assert_eq!(std::fs::read(dest.join("MLmodel")).unwrap(), b"flavors: {}");
+            assert!(matches!(
+                store
+                    .download_dir(&ArtifactPath::parse("none").unwrap(), &dest)
+                    .await,
+                Err(StoreError::ArtifactNotFound(_))
+            ));
+            // A directory delete takes everything under it, and only that.
+            store.delete(&folder).await.unwrap();
+            assert!(store.walk(&folder).await.unwrap().is_empty(), "{who}");
+            assert!(
+                matches!(
+                    store.delete(&folder).await,
+                    Err(StoreError::ArtifactNotFound(_))
+                ),
+                "{who}: a second delete finds nothing"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn client_driven_multipart_uploads_on_every_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in stores(&dir) {
+            let who = store.describe();
+            let p = ArtifactPath::parse("0/run/artifacts/big.bin").unwrap();
+            let id = store.create_upload(&p).await.unwrap();
+            // S3 wants every part but the last to be at least 5 MiB.
+            let one = Bytes::from(vec![1u8; 5 << 20]);
+            let two = Bytes::from_static(b"tail");
+            // Parts may arrive in any order.
+            let e2 = store
+                .put_upload_part(&p, &id, 2, two.clone())
+                .await
+                .unwrap();
+            let e1 = store
+                .put_upload_part(&p, &id, 1, one.clone())
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .put_upload_part(&p, &id, 0, two.clone())
+                    .await
+                    .is_err(),
+                "{who}: part 0"
+            );
+            let gap = store
+                .complete_upload(&p, &id, vec![(1, e1.clone()), (3, e2.clone())])
+                .await
+                .unwrap_err();
+            assert!(
+                gap.to_string().contains("part 2 is missing"),
+                "{who}: {gap}"
+            );
+            store
+                .complete_upload(&p, &id, vec![(2, e2), (1, e1)])
+                .await
+                .unwrap();
+            let (size, s) = store.get(&p).await.unwrap();
+            assert_eq!(size as usize, one.len() + two.len(), "{who}");
+            let got = read_all(s).await;
+            assert_eq!(&got[..one.len()], &one[..]);
+            assert_eq!(&got[one.len()..], b"tail");
+            // An aborted upload leaves nothing behind.
+            let q = ArtifactPath::parse("0/run/artifacts/gone.bin").unwrap();
+            let id = store.create_upload(&q).await.unwrap();
+            store
+                .put_upload_part(&q, &id, 1, two.clone())
+                .await
+                .unwrap();
+            store.abort_upload(&q, &id).await.unwrap();
+            assert!(
+                matches!(store.get(&q).await, Err(StoreError::ArtifactNotFound(_))),
+                "{who}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn local_uploads_refuse_foreign_ids_paths_and_etags() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(dir.path().join("art")).unwrap();
+        let p = ArtifactPath::parse("a/f.bin").unwrap();
+        let other = ArtifactPath::parse("a/g.bin").unwrap();
+        let id = store.create_upload(&p).await.unwrap();
+        let etag = store
+            .put_upload_part(&p, &id, 1, Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        for bad_id in ["../../etc", "nope", &"0".repeat(32)] {
+            assert!(matches!(
+                store
+                    .put_upload_part(&p, bad_id, 1, Bytes::from_static(b"x"))
+                    .await,
+                Err(StoreError::ArtifactNotFound(_))
+            ));
+        }
+        assert!(
+            matches!(
+                store
+                    .complete_upload(&other, &id, vec![(1, etag.clone())])
+                    .await,
+                Err(StoreError::ArtifactNotFound(_))
+            ),
+            "an upload id belongs to its path"
+        );
+        assert!(
+            store
+                .complete_upload(&p, &id, vec![(1, "\"1-99\"".into())])
+                .await
+                .is_err(),
+            "a wrong ETag is refused"
+        );
+        store
+            .complete_upload(&p, &id, vec![(1, etag)])
+            .await
+            .unwrap();
+        let (_, s) = store.get(&p).await.unwrap();
+        assert_eq!(read_all(s).await, b"abc");
+        // Staging lives beside the root, never inside it.
+        assert!(
+            store
+                .list(&ArtifactPath::root())
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| e.name == "a")
+        );
     }
 
     #[cfg(unix)]

@@ -13,7 +13,8 @@ mod error;
 pub mod testing;
 
 pub use artifacts::{
-    ArtifactEntry, ArtifactPath, ArtifactRead, ArtifactStore, ByteRange, ByteStream, MAX_UPLOAD_PARTS,
+    ArtifactEntry, ArtifactPath, ArtifactRead, ArtifactStore, ByteRange, ByteStream,
+    MAX_UPLOAD_PARTS,
 };
 pub use db::{
     Backend, Conn, CopyReport, Database, DatabaseConfig, Durability, Migration, Row,

@@ -14,6 +14,46 @@ use crate::{Backend, Database, DatabaseConfig};
 /// The environment variable naming the PostgreSQL server tests run against.
 pub const TEST_DATABASE_URL: &str = "LOOPML_TEST_DATABASE_URL";
 
+/// The environment variable naming an object store tests keep artifacts in (e.g.
+/// `s3://loopml-test`, with `AWS_ENDPOINT_URL` pointing at scripts/s3.sh's server); each store
+/// gets a prefix of its own under it.
+pub const TEST_ARTIFACTS_URL: &str = "LOOPML_TEST_ARTIFACTS_URL";
+
+/// Tells apart the object-store prefixes of one test process.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// The artifact store tests run against: under `LOOPML_TEST_ARTIFACTS_URL` when set (a fresh
+/// prefix), else a folder `art` under `dir`.
+pub fn test_artifact_store(dir: &std::path::Path) -> crate::ArtifactStore {
+    test_artifact_stores(dir)
+        .pop()
+        .unwrap_or_else(|| panic!("no artifact store for {}", dir.display()))
+}
+
+/// One artifact store per available backend: the local folder `dir/art` always, and a fresh
+/// prefix under `LOOPML_TEST_ARTIFACTS_URL` when set.
+pub fn test_artifact_stores(dir: &std::path::Path) -> Vec<crate::ArtifactStore> {
+    let mut out = vec![
+        crate::ArtifactStore::local(dir.join("art"))
+            .unwrap_or_else(|e| panic!("cannot open a local artifact store: {e}")),
+    ];
+    if let Ok(url) = std::env::var(TEST_ARTIFACTS_URL)
+        && !url.trim().is_empty()
+    {
+        let prefix = format!(
+            "{}/t{}-{}",
+            url.trim().trim_end_matches('/'),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        out.push(
+            crate::ArtifactStore::open(&prefix)
+                .unwrap_or_else(|e| panic!("cannot open the test artifact store {prefix}: {e}")),
+        );
+    }
+    out
+}
+
 /// A throwaway database for one test; removed when dropped.
 pub struct TestDatabase {
     config: DatabaseConfig,

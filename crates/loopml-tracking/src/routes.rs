@@ -810,7 +810,11 @@ fn public_base(headers: &axum::http::HeaderMap) -> String {
 fn url_path(p: &ArtifactPath) -> String {
     p.as_str()
         .split('/')
-        .map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>().replace('+', "%20"))
+        .map(|seg| {
+            form_urlencoded::byte_serialize(seg.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20")
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -823,9 +827,7 @@ fn upload_target(dir: &str, local_file: Option<String>) -> Result<ArtifactPath> 
         .rsplit(['/', '\\'])
         .next()
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .ok_or_else(|| {
-            Error::InvalidParameter(format!("'path' names no file: '{local_file}'"))
-        })?;
+        .ok_or_else(|| Error::InvalidParameter(format!("'path' names no file: '{local_file}'")))?;
     let dir = ArtifactPath::parse(dir)?;
     Ok(dir.join(&ArtifactPath::parse(name)?))
 }
@@ -900,7 +902,9 @@ async fn upload_part(
     let id = required(q.upload_id, "upload_id")?;
     let part = required(q.part_number, "part_number")?;
     let part: u32 = part.parse().map_err(|_| {
-        Error::InvalidParameter(format!("part_number must be a positive integer, got '{part}'"))
+        Error::InvalidParameter(format!(
+            "part_number must be a positive integer, got '{part}'"
+        ))
     })?;
     let body = axum::body::to_bytes(req.into_body(), MAX_PART_BYTES)
         .await

@@ -4,7 +4,6 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use loopml_store::ArtifactStore;
 use loopml_store::testing::TestDatabase;
 use loopml_tracking::{TrackingService, router};
 use serde_json::{Value, json};
@@ -19,7 +18,19 @@ struct App {
 /// `LOOPML_TEST_DATABASE_URL`.
 fn app() -> App {
     let t = TestDatabase::new();
-    let art = ArtifactStore::local(t.dir().join("art")).unwrap();
+    let art = loopml_store::testing::test_artifact_store(&t.dir());
+    app_on(t, art)
+}
+
+/// The tracking router on a fresh database and a local artifact folder (for tests that plant
+/// files or symlinks in it).
+fn local_app() -> App {
+    let t = TestDatabase::new();
+    let art = loopml_store::ArtifactStore::local(t.dir().join("art")).unwrap();
+    app_on(t, art)
+}
+
+fn app_on(t: TestDatabase, art: loopml_store::ArtifactStore) -> App {
     let svc = TrackingService::new(t.database(), art).unwrap();
     App {
         router: router(svc),
@@ -331,7 +342,7 @@ async fn metric_points_from_the_old_schema_survive_migration_0002() {
     })
     .await
     .unwrap();
-    let art = ArtifactStore::local(t.dir().join("art")).unwrap();
+    let art = loopml_store::testing::test_artifact_store(&t.dir());
     let a = App {
         router: router(TrackingService::new(db, art).unwrap()),
         _db: t,
@@ -624,7 +635,7 @@ async fn artifact_paths_are_confined() {
 #[cfg(unix)]
 #[tokio::test]
 async fn escaping_symlink_and_ajax_prefix() {
-    let a = app();
+    let a = local_app();
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), b"top secret").unwrap();
     let art = a._db.dir().join("art");

@@ -403,16 +403,25 @@ fn cache_name(dir: &loopml_store::ArtifactPath) -> String {
     let name: String = dir
         .as_str()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.len() <= 180 {
         return name;
     }
     // Too long for one file name: keep the tail and a digest of the whole path.
     // FNV-1a: stable across builds, so the cache survives an upgrade.
-    let digest = dir.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let digest = dir
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
     let digest = format!("{digest:016x}");
     format!("{}-{digest}", &name[name.len() - 140..])
 }
@@ -427,7 +436,8 @@ impl RegistryModels {
         let artifacts = self.registry.tracking().artifacts();
         if artifacts.is_local() {
             let mlmodel = dir.join(
-                &loopml_store::ArtifactPath::parse("MLmodel").map_err(|e| E::Model(e.to_string()))?,
+                &loopml_store::ArtifactPath::parse("MLmodel")
+                    .map_err(|e| E::Model(e.to_string()))?,
             );
             let file = artifacts
                 .local_file(&mlmodel)
@@ -442,18 +452,27 @@ impl RegistryModels {
         if target.join("MLmodel").is_file() {
             return Ok(target);
         }
-        let tmp = self.cache.join(format!(".{}-{}", cache_name(dir), uuid::Uuid::new_v4().simple()));
+        let tmp = self.cache.join(format!(
+            ".{}-{}",
+            cache_name(dir),
+            uuid::Uuid::new_v4().simple()
+        ));
         let fetched = artifacts.download_dir(dir, &tmp).await;
         let fetched = match fetched {
             Ok(n) => n,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&tmp).await;
-                return Err(E::Model(format!("{uri}: cannot fetch the model from {}: {e}", artifacts.describe())));
+                return Err(E::Model(format!(
+                    "{uri}: cannot fetch the model from {}: {e}",
+                    artifacts.describe()
+                )));
             }
         };
         if !tmp.join("MLmodel").is_file() {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
-            return Err(E::Model(format!("{uri}: the model folder {dir} has no MLmodel file")));
+            return Err(E::Model(format!(
+                "{uri}: the model folder {dir} has no MLmodel file"
+            )));
         }
         // Another request may have fetched the same version meanwhile; either copy is whole.
         match tokio::fs::rename(&tmp, &target).await {
@@ -465,7 +484,10 @@ impl RegistryModels {
             }
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&tmp).await;
-                return Err(E::Model(format!("{uri}: cannot cache the model in {}: {e}", target.display())));
+                return Err(E::Model(format!(
+                    "{uri}: cannot cache the model in {}: {e}",
+                    target.display()
+                )));
             }
         }
         Ok(target)
@@ -917,14 +939,7 @@ pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
         Some(r) => Box::pin(follow_registry(r, serving.clone())),
         None => Box::pin(std::future::pending()),
     };
-    run_until_stopped(
-        &config,
-        router,
-        followed,
-        "loopml serving",
-        |_| {},
-    )
-    .await?;
+    run_until_stopped(&config, router, followed, "loopml serving", |_| {}).await?;
     finish_serving(&serving).await;
     tracing::info!("loopml serving stopped");
     Ok(())
