@@ -36,17 +36,24 @@ step "compatibility suite: real mlflow client against loopml server"
 export LOOPML_BIN="$PWD/target/release/loopml"
 .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider
 
-# The same behaviour on PostgreSQL: Debian's server, started here (no systemd), one fresh
-# database per test or per compat server.
-step "PostgreSQL for the scale-out tests (scripts/postgres.sh)"
+# The same behaviour on the parts a team scales out to: Debian's PostgreSQL (started here, no
+# systemd; one fresh database per test or per compat server) and an S3-compatible server (moto,
+# from PyPI; one prefix per test or per compat server).
+step "PostgreSQL and S3 for the scale-out tests (scripts/postgres.sh, scripts/s3.sh)"
 PG_URL=$(scripts/postgres.sh start)
-trap 'scripts/postgres.sh stop' EXIT
+S3_URL=$(scripts/s3.sh start)
+trap 'scripts/postgres.sh stop; scripts/s3.sh stop' EXIT
+eval "$(scripts/s3.sh env)"
+echo "PostgreSQL: $PG_URL  S3: $S3_URL"
 
 # Same workspace and features as above, so cargo reuses the build: every crate's unit tests
-# (the store's conformance suite among them) and the service-level integration tests.
-step "cargo test on PostgreSQL (store conformance, tracking, registry, datasets)"
-LOOPML_TEST_DATABASE_URL="$PG_URL" LOOPML_TEST_DATABASE_CA=$(scripts/postgres.sh ca) cargo test --workspace --release --locked \
+# (the store's conformance suite and artifact backends among them) and the service-level
+# integration tests.
+step "cargo test on PostgreSQL + S3 (store conformance, artifact backends, tracking, registry, datasets)"
+LOOPML_TEST_DATABASE_URL="$PG_URL" LOOPML_TEST_DATABASE_CA=$(scripts/postgres.sh ca) \
+  LOOPML_TEST_ARTIFACTS_URL=s3://loopml-test cargo test --workspace --release --locked \
   --lib --test api --test webhooks --test versions
 
-step "compatibility suite on PostgreSQL: real mlflow client against loopml --database-url postgres://"
-COMPAT_DATABASE_URL="$PG_URL" .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider
+step "compatibility suite on PostgreSQL + S3: real mlflow client against loopml --database-url postgres:// --artifacts-destination s3://"
+COMPAT_DATABASE_URL="$PG_URL" COMPAT_ARTIFACTS_URL=s3://loopml-test \
+  .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider

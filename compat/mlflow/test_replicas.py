@@ -72,3 +72,75 @@ def test_webhooks_are_delivered_once_not_once_per_replica(replicas):
     finally:
         ca.delete_webhook(hook.webhook_id)
         rx.close()
+
+
+def test_a_serving_replica_follows_the_alias_moved_on_the_server(start_server, tmp_path):
+    """`loopml serve` as a stateless replica: no model file of its own, only the server's
+    database (and artifact store). It resolves models:/name@champion from the shared registry,
+    fetches the model, and follows the alias moved on the server within about a second."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import mlflow
+    import requests
+
+    from loopml_server import ARTIFACTS_URL, BIN, _artifacts_for, _server_env, free_port
+
+    shared = tmp_path / "shared"
+    a = start_server(shared)
+    ca = MlflowClient(a.url)
+    mlflow.set_tracking_uri(a.url)
+    mlflow.set_experiment(experiment_id=ca.create_experiment(unique("serve-replica")))
+    fixtures = Path(__file__).resolve().parents[2] / "crates" / "loopml-serving" / "tests" / "fixtures"
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(fixtures / "mlflow_onnx_model"), "model")
+    name = unique("replicated")
+    ca.create_registered_model(name)
+    source = f"runs:/{run.info.run_id}/model"
+    v1 = ca.create_model_version(name, source, run_id=run.info.run_id).version
+    v2 = ca.create_model_version(name, source, run_id=run.info.run_id).version
+    ca.set_registered_model_alias(name, "champion", v1)
+
+    db_url = (shared / "postgres.url").read_text().strip()
+    artifacts = _artifacts_for(str(shared)) if ARTIFACTS_URL else str(shared / "artifacts")
+    port = free_port()
+    serve_dir = tmp_path / "serve"
+    serve_dir.mkdir()
+    log = open(serve_dir / "serve.stderr", "wb")
+    proc = subprocess.Popen(
+        [BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(serve_dir),
+         "--database-url", db_url, "--artifacts-destination", artifacts,
+         "--model", f"ep=models:/{name}@champion"],
+        cwd=serve_dir, env=_server_env(), stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    body = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, (serve_dir / "serve.stderr").read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "loopml serve did not become ready"
+            time.sleep(0.05)
+        r = requests.post(f"{url}/v2/models/ep/infer", json=body, timeout=30)
+        assert r.status_code == 200 and r.json()["model_version"] == v1, r.text
+        ca.set_registered_model_alias(name, "champion", v2)
+        moved = time.monotonic()
+        while time.monotonic() - moved < 10:
+            if requests.get(f"{url}/v2/models/ep", timeout=5).json()["versions"] == [v2]:
+                break
+            time.sleep(0.02)
+        follow_s = time.monotonic() - moved
+        assert requests.post(f"{url}/v2/models/ep/infer", json=body, timeout=30).json()["model_version"] == v2
+        print(f"serving replica followed the alias in {follow_s:.3f} s")
+        assert follow_s < 2.5, f"the serving replica took {follow_s:.3f} s to follow the alias"
+        if ARTIFACTS_URL:
+            assert any((serve_dir / "model-cache").iterdir()), "the model was not fetched from the store"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

@@ -37,6 +37,11 @@ def served(server):
                       json={"parameters": {"uri": f"models:/{name}@champion"}}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json() == {"name": endpoint, "version": mv.version}
+    if os.environ.get("COMPAT_ARTIFACTS_URL", "").strip() and hasattr(server, "data_dir"):
+        # Artifacts in an object store: the model was fetched into the server's local cache.
+        cache = Path(server.data_dir) / "model-cache"
+        assert cache.is_dir() and any((d / "MLmodel").is_file() for d in cache.iterdir()), \
+            "the model was not fetched from the artifact store"
     expected = next(m for m in json.loads((FIXTURES / "expected.json").read_text())["models"]
                     if m["file"] == "sk_rf_classifier.onnx")
     return {"endpoint": endpoint, "name": name, "expected": expected, "version": mv.version}
