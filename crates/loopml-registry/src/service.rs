@@ -51,7 +51,12 @@ pub(crate) struct Inner {
     /// Finds stored dataset versions behind logged datasets (set by the binary).
     datasets: std::sync::OnceLock<Arc<dyn crate::lineage::DatasetLinker>>,
     deployments: std::sync::OnceLock<Arc<dyn crate::lineage::DeploymentFinder>>,
+    /// Tells other replicas about committed events (set by the binary with `--redis-url`).
+    bus: std::sync::OnceLock<loopml_store::ChangeBus>,
 }
+
+/// The change-bus topic of registry events.
+const CHANGE_TOPIC: &str = "registry";
 
 /// The model registry; cheap to clone.
 #[derive(Clone)]
@@ -158,8 +163,33 @@ impl RegistryService {
                 wake: Arc::default(),
                 datasets: std::sync::OnceLock::new(),
                 deployments: std::sync::OnceLock::new(),
+                bus: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Announces committed events to other replicas through `bus`, and wakes this replica's
+    /// long-polls and webhook delivery when another replica announces one (instead of on the
+    /// next one-second re-read). Only the first call has an effect; must run in the runtime.
+    pub fn set_change_bus(&self, bus: loopml_store::ChangeBus) {
+        if self.inner.bus.set(bus.clone()).is_err() {
+            return;
+        }
+        let mut rx = bus.watch(CHANGE_TOPIC);
+        let weak = self.downgrade();
+        // Lives as long as the service.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let seq = *rx.borrow_and_update();
+                let Some(s) = Self::upgrade(&weak) else {
+                    return;
+                };
+                s.inner.wake.notify(seq);
+                // Always a wake-up, even for a number already seen: the waiters re-read.
+                s.inner.feed.send_modify(|cur| *cur = (*cur).max(seq));
+            }
+        });
     }
 
     /// Lets lineage link the datasets runs logged to stored dataset versions (the data crate's
@@ -207,9 +237,13 @@ impl RegistryService {
         Arc::clone(&self.inner.wake)
     }
 
-    /// Announces a committed event to long-polls and webhook delivery.
+    /// Announces a committed event to long-polls and webhook delivery, here and (through the
+    /// change bus) on the other replicas.
     fn published(&self, seq: Option<i64>) {
         if let Some(seq) = seq {
+            if let Some(bus) = self.inner.bus.get() {
+                bus.announce(CHANGE_TOPIC, seq);
+            }
             self.inner.wake.notify(seq);
             self.inner.feed.send_if_modified(|cur| {
                 if seq > *cur {

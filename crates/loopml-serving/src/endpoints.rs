@@ -26,6 +26,9 @@ use crate::repository::Loaded;
 use crate::routes::ServingApi;
 use crate::tensor::Tensor;
 
+/// The change-bus topic of stored deployments.
+const DEPLOYMENT_TOPIC: &str = "deployments";
+
 /// The serving tables' migrations, in order.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
     name: "0001_deployments",
@@ -357,6 +360,28 @@ impl ServingApi {
         from_file: bool,
         base: Option<&Path>,
     ) -> Result<Arc<Deployment>> {
+        let d = self.apply_spec(spec, from_file, base).await?;
+        self.persist(&d).await;
+        if !from_file {
+            self.announce_deployments();
+        }
+        Ok(d)
+    }
+
+    /// Tells the other replicas that the stored deployments changed.
+    fn announce_deployments(&self) {
+        if let Some(bus) = self.bus.get() {
+            bus.announce(DEPLOYMENT_TOPIC, now_us() / 1000);
+        }
+    }
+
+    /// [`Self::apply`] without saving it.
+    async fn apply_spec(
+        &self,
+        spec: DeploymentSpec,
+        from_file: bool,
+        base: Option<&Path>,
+    ) -> Result<Arc<Deployment>> {
         spec.check()?;
         if self.repository.get(&spec.name, None).is_ok() {
             return Err(Error::Conflict(format!(
@@ -427,7 +452,6 @@ impl ServingApi {
         } else {
             d.note(format!("created ({})", spec.policy.strategy()));
         }
-        self.persist(&d).await;
         Ok(d)
     }
 
@@ -517,7 +541,72 @@ impl ServingApi {
             })
             .await?;
         }
+        self.announce_deployments();
         Ok(())
+    }
+
+    /// Brings this replica's API-made deployments in line with the database, where another
+    /// replica may have created, changed or deleted one: new and changed specs are applied
+    /// (their models loaded before the swap, as for any apply), vanished ones are unloaded.
+    /// File-defined deployments are this process's own and left alone. Returns what changed.
+    pub async fn sync_deployments(&self) -> Result<Vec<String>> {
+        let Some(db) = &self.db else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, String, String)> = db
+            .read(|c| {
+                c.query(
+                    "SELECT name, spec, state FROM deployments ORDER BY name",
+                    &[],
+                    |r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)),
+                )
+                .map_err(Error::from)
+            })
+            .await?;
+        let mut changed = Vec::new();
+        let stored: std::collections::HashSet<String> =
+            rows.iter().map(|(n, _, _)| n.clone()).collect();
+        for (name, spec, state) in rows {
+            let local = self.deployment(&name);
+            if local.as_ref().is_some_and(|d| d.from_file) {
+                continue;
+            }
+            let Ok(spec) = serde_json::from_str::<DeploymentSpec>(&spec) else {
+                continue;
+            };
+            if local.as_ref().is_some_and(|d| *d.spec() == spec) {
+                continue;
+            }
+            let fresh = local.is_none();
+            match self.apply_spec(spec, false, None).await {
+                Ok(d) => {
+                    if fresh && let Ok(state) = serde_json::from_str::<DeploymentState>(&state) {
+                        d.restore_state(state);
+                    }
+                    changed.push(format!(
+                        "{name}: {}",
+                        if fresh { "created" } else { "applied" }
+                    ));
+                }
+                Err(e) => changed.push(format!("{name}: could not apply: {e}")),
+            }
+        }
+        let gone: Vec<Arc<Deployment>> = self
+            .deployment_list()
+            .into_iter()
+            .filter(|d| !d.from_file && !stored.contains(&d.spec().name))
+            .collect();
+        for d in gone {
+            let spec = d.spec();
+            if let Ok(mut all) = self.deployments.write() {
+                all.remove(&spec.name);
+            }
+            for v in &spec.variants {
+                self.unload_model(&spec.model_name(&v.name));
+            }
+            changed.push(format!("{}: deleted", spec.name));
+        }
+        Ok(changed)
     }
 
     /// Re-creates the stored deployments (at start-up). One that cannot load is reported and

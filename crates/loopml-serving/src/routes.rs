@@ -50,6 +50,8 @@ pub struct ServingState {
     pub db: Option<loopml_store::Database>,
     /// Request ids answered lately, for feedback.
     pub recent: Arc<std::sync::Mutex<crate::endpoints::Recent>>,
+    /// Tells other replicas a deployment changed (set with `--redis-url`).
+    pub bus: std::sync::OnceLock<loopml_store::ChangeBus>,
 }
 
 impl ServingApi {
@@ -76,6 +78,7 @@ impl ServingApi {
             log,
             db,
             recent: Arc::default(),
+            bus: std::sync::OnceLock::new(),
         })))
     }
 }

@@ -7,6 +7,7 @@
 //! not know any domain table.
 
 mod artifacts;
+mod bus;
 mod db;
 mod error;
 /// Throwaway databases for tests, on SQLite or PostgreSQL.
@@ -16,6 +17,7 @@ pub use artifacts::{
     ArtifactEntry, ArtifactPath, ArtifactRead, ArtifactStore, ByteRange, ByteStream,
     MAX_UPLOAD_PARTS,
 };
+pub use bus::ChangeBus;
 pub use db::{
     Backend, Conn, CopyReport, Database, DatabaseConfig, Durability, Migration, Row,
     STORE_MIGRATIONS, Value, copy_database, lease_holder, to_dollar_placeholders,

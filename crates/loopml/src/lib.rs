@@ -41,6 +41,8 @@ pub struct ServerFileConfig {
     pub artifacts_destination: Option<String>,
     /// Hand clients download URLs signed for the bucket itself.
     pub artifacts_direct_downloads: Option<bool>,
+    /// Redis for change notes between replicas (`redis://host:port`).
+    pub redis_url: Option<String>,
 }
 
 /// The whole `loopml.toml`.
@@ -102,6 +104,9 @@ pub struct ServerConfig {
     pub artifacts_destination: Option<String>,
     /// Whether presigned download URLs point straight at the bucket (else at this server).
     pub artifacts_direct_downloads: bool,
+    /// Redis that carries change notes between replicas; `None`: replicas re-read the
+    /// database on a timer instead.
+    pub redis_url: Option<String>,
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -145,6 +150,7 @@ impl Default for ServerConfig {
             shutdown_delay: std::time::Duration::ZERO,
             artifacts_destination: None,
             artifacts_direct_downloads: false,
+            redis_url: None,
         }
     }
 }
@@ -180,6 +186,20 @@ impl ServerConfig {
         match &self.artifacts_destination {
             Some(d) => d.clone(),
             None => self.artifacts_path().display().to_string(),
+        }
+    }
+    /// True when the metadata database may be shared with other processes (PostgreSQL).
+    pub fn database_is_shared(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_some_and(|u| !u.trim_start().to_ascii_lowercase().starts_with("sqlite:"))
+    }
+    /// The change bus: over Redis when `redis_url` is set, else local only. Must be called
+    /// inside the Tokio runtime.
+    pub fn change_bus(&self) -> anyhow::Result<loopml_store::ChangeBus> {
+        match &self.redis_url {
+            Some(url) => Ok(loopml_store::ChangeBus::redis(url)?),
+            None => Ok(loopml_store::ChangeBus::local()),
         }
     }
     /// Local copies of registered models read from a remote artifact store, for serving.
@@ -391,6 +411,35 @@ pub async fn follow_registry(
     }
 }
 
+/// Keeps this replica's deployments in line with the shared database: re-reads them when
+/// another replica announces a change on the bus, and on a timer (every second without Redis,
+/// every ten seconds with it, in case a note was lost). Runs until dropped.
+pub async fn sync_deployments(
+    serving: loopml_serving::routes::ServingApi,
+    bus: loopml_store::ChangeBus,
+) {
+    let mut rx = bus.watch("deployments");
+    let period = if bus.is_shared() {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(1)
+    };
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(period) => {}
+        }
+        match serving.sync_deployments().await {
+            Ok(changes) => {
+                for c in changes {
+                    tracing::info!(change = %c, "deployment changed on another replica");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot re-read the stored deployments"),
+        }
+    }
+}
+
 /// Resolves registry URIs to model folders for serving: the folder itself on a local artifact
 /// store, else a copy downloaded once into the model cache (a version's files never change).
 struct RegistryModels {
@@ -590,6 +639,13 @@ pub fn build_serving_app(
         }) as std::sync::Arc<dyn loopml_serving::repository::ModelResolver>
     });
     let serving = serving_api(config, resolver, db.clone(), artifacts)?;
+    if config.database_is_shared() {
+        let bus = config.change_bus()?;
+        if let Some(r) = &registry {
+            r.set_change_bus(bus.clone());
+        }
+        let _ = serving.bus.set(bus);
+    }
     let router = Router::new()
         .route("/health", get(health))
         .merge(ready_route(db))
@@ -642,6 +698,11 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         None => None,
     };
     registry.set_deployment_finder(std::sync::Arc::new(ServedVersions(serving.clone())));
+    if config.database_is_shared() {
+        let bus = config.change_bus()?;
+        registry.set_change_bus(bus.clone());
+        let _ = serving.bus.set(bus);
+    }
     registry
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
@@ -887,6 +948,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .context("the artifact store does not answer")?;
     start_serving(&handle.serving, &config).await?;
     let followed = follow_registry(handle.registry.clone(), handle.serving.clone());
+    let followed = background_sync(followed, &handle.serving);
     let monitors = handle.monitors.clone();
     let db_for_alerts = handle.tracking.database().clone();
     run_until_stopped(
@@ -939,10 +1001,27 @@ pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
         Some(r) => Box::pin(follow_registry(r, serving.clone())),
         None => Box::pin(std::future::pending()),
     };
+    let followed = background_sync(followed, &serving);
     run_until_stopped(&config, router, followed, "loopml serving", |_| {}).await?;
     finish_serving(&serving).await;
     tracing::info!("loopml serving stopped");
     Ok(())
+}
+
+/// `work` together with the deployment sync, when other replicas share the database.
+fn background_sync(
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+    serving: &loopml_serving::routes::ServingApi,
+) -> futures::future::BoxFuture<'static, ()> {
+    match serving.bus.get() {
+        Some(bus) => {
+            let sync = sync_deployments(serving.clone(), bus.clone());
+            Box::pin(async move {
+                futures::future::join(work, sync).await;
+            })
+        }
+        None => Box::pin(work),
+    }
 }
 
 /// Writes what the inference log still holds (graceful shutdown loses no record).

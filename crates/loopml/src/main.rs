@@ -396,6 +396,12 @@ struct ServerArgs {
     /// it), instead of URLs through this server
     #[arg(long, env = "LOOPML_ARTIFACTS_DIRECT_DOWNLOADS")]
     artifacts_direct_downloads: bool,
+    /// Redis for change notes between replicas sharing a PostgreSQL database
+    /// (redis://[user:pass@]host:port[/db]): an alias moved or a deployment changed on one
+    /// replica reaches the others in milliseconds instead of about a second. Redis being down
+    /// only brings back the timers [default: none]
+    #[arg(long, env = "LOOPML_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
@@ -420,6 +426,7 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         deployments: args.deployments,
         inference_log: !args.no_inference_log,
         artifacts_destination: args.artifacts_destination.or(f.artifacts_destination),
+        redis_url: args.redis_url.or(f.redis_url),
         artifacts_direct_downloads: args.artifacts_direct_downloads
             || f.artifacts_direct_downloads.unwrap_or(false),
         shutdown_delay: std::time::Duration::from_secs_f64(
@@ -486,6 +493,10 @@ fn run() -> anyhow::Result<()> {
             println!("database    = {}", db.backend.describe());
             println!("db_pool     = {}", db.max_readers);
             println!("artifacts   = {}", config.artifacts_location());
+            println!(
+                "redis       = {}",
+                config.redis_url.as_deref().map_or("none", |_| "set")
+            );
             println!("durability  = {:?}", config.durability);
             println!("log_level   = {}", config.log_level);
             Ok(())
