@@ -37,23 +37,28 @@ export LOOPML_BIN="$PWD/target/release/loopml"
 .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider
 
 # The same behaviour on the parts a team scales out to: Debian's PostgreSQL (started here, no
-# systemd; one fresh database per test or per compat server) and an S3-compatible server (moto,
-# from PyPI; one prefix per test or per compat server).
-step "PostgreSQL and S3 for the scale-out tests (scripts/postgres.sh, scripts/s3.sh)"
+# systemd; one fresh database per test or per compat server), an S3-compatible server (moto,
+# from PyPI; one prefix per test or per compat server) and Debian's Redis (change notes).
+step "PostgreSQL, S3 and Redis for the scale-out tests (scripts/postgres.sh, s3.sh, redis.sh)"
 PG_URL=$(scripts/postgres.sh start)
 S3_URL=$(scripts/s3.sh start)
-trap 'scripts/postgres.sh stop; scripts/s3.sh stop' EXIT
+REDIS_URL=$(scripts/redis.sh start)
+trap 'scripts/postgres.sh stop; scripts/s3.sh stop; scripts/redis.sh stop' EXIT
 eval "$(scripts/s3.sh env)"
-echo "PostgreSQL: $PG_URL  S3: $S3_URL"
+echo "PostgreSQL: $PG_URL  S3: $S3_URL  Redis: $REDIS_URL"
 
 # Same workspace and features as above, so cargo reuses the build: every crate's unit tests
 # (the store's conformance suite and artifact backends among them) and the service-level
 # integration tests.
 step "cargo test on PostgreSQL + S3 (store conformance, artifact backends, tracking, registry, datasets)"
 LOOPML_TEST_DATABASE_URL="$PG_URL" LOOPML_TEST_DATABASE_CA=$(scripts/postgres.sh ca) \
-  LOOPML_TEST_ARTIFACTS_URL=s3://loopml-test cargo test --workspace --release --locked \
+  LOOPML_TEST_ARTIFACTS_URL=s3://loopml-test LOOPML_TEST_REDIS_URL="$REDIS_URL" cargo test --workspace --release --locked \
   --lib --test api --test webhooks --test versions
 
-step "compatibility suite on PostgreSQL + S3: real mlflow client against loopml --database-url postgres:// --artifacts-destination s3://"
-COMPAT_DATABASE_URL="$PG_URL" COMPAT_ARTIFACTS_URL=s3://loopml-test \
+step "compatibility suite on PostgreSQL + S3 + Redis: real mlflow client against loopml --database-url postgres:// --artifacts-destination s3:// --redis-url redis://"
+COMPAT_DATABASE_URL="$PG_URL" COMPAT_ARTIFACTS_URL=s3://loopml-test COMPAT_REDIS_URL="$REDIS_URL" \
   .venv/bin/python -m pytest compat/mlflow -q -p no:cacheprovider
+
+# Replicas without Redis converge on their timers: the same replica tests, on those.
+step "replica tests on PostgreSQL without Redis (timers instead of change notes)"
+COMPAT_DATABASE_URL="$PG_URL" .venv/bin/python -m pytest compat/mlflow/test_replicas.py -q -p no:cacheprovider

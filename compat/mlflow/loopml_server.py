@@ -72,6 +72,11 @@ def _postgres_for(data_dir: str) -> str:
 ARTIFACTS_URL = os.environ.get("COMPAT_ARTIFACTS_URL", "").strip().rstrip("/")
 
 
+# With COMPAT_REDIS_URL set (scripts/redis.sh prints one), servers on PostgreSQL also get
+# --redis-url: change notes between replicas go through Redis instead of the timers.
+REDIS_URL = os.environ.get("COMPAT_REDIS_URL", "").strip()
+
+
 def _artifacts_for(data_dir: str) -> str:
     import hashlib
 
@@ -114,6 +119,8 @@ class LoopmlServer:
                 os.path.exists(os.path.join(self.data_dir, "postgres.url")))
             if DATABASE_URL and not made_on_sqlite:
                 args += ["--database-url", _postgres_for(self.data_dir)]
+                if REDIS_URL:
+                    args += ["--redis-url", REDIS_URL]
             if ARTIFACTS_URL and not made_on_sqlite:
                 args += ["--artifacts-destination", _artifacts_for(self.data_dir)]
             self.proc = subprocess.Popen(
