@@ -90,11 +90,16 @@ def test_a_serving_replica_follows_the_alias_moved_on_the_server(start_server, t
     shared = tmp_path / "shared"
     a = start_server(shared)
     ca = MlflowClient(a.url)
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(a.url)
-    mlflow.set_experiment(experiment_id=ca.create_experiment(unique("serve-replica")))
-    fixtures = Path(__file__).resolve().parents[2] / "crates" / "loopml-serving" / "tests" / "fixtures"
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(fixtures / "mlflow_onnx_model"), "model")
+    try:
+        mlflow.set_experiment(experiment_id=ca.create_experiment(unique("serve-replica")))
+        fixtures = Path(__file__).resolve().parents[2] / "crates" / "loopml-serving" / "tests" / "fixtures"
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(fixtures / "mlflow_onnx_model"), "model")
+    finally:
+        # Later tests talk to the session's server, not to this replica.
+        mlflow.set_tracking_uri(previous)
     name = unique("replicated")
     ca.create_registered_model(name)
     source = f"runs:/{run.info.run_id}/model"

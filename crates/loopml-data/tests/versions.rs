@@ -12,7 +12,7 @@ use loopml_store::testing::TestDatabase;
 /// `LOOPML_TEST_DATABASE_URL`); the database lives as long as the returned guard.
 fn store(dir: &std::path::Path) -> (DatasetStore, TestDatabase) {
     let t = TestDatabase::new();
-    let art = loopml_store::testing::test_artifact_store(&dir);
+    let art = loopml_store::testing::test_artifact_store(dir);
     (DatasetStore::new(t.database(), art).unwrap(), t)
 }
 

@@ -49,7 +49,7 @@ async fn start_receiver(fail_first: u32) -> (String, Receiver) {
 fn service(dir: &std::path::Path) -> (RegistryService, TestDatabase) {
     let t = TestDatabase::new();
     let db = t.database();
-    let art = loopml_store::testing::test_artifact_store(&dir);
+    let art = loopml_store::testing::test_artifact_store(dir);
     let tracking = TrackingService::new(db.clone(), art).unwrap();
     (RegistryService::new(db, tracking).unwrap(), t)
 }
