@@ -639,7 +639,8 @@ pub fn build_serving_app(
         }) as std::sync::Arc<dyn loopml_serving::repository::ModelResolver>
     });
     let serving = serving_api(config, resolver, db.clone(), artifacts)?;
-    if config.database_is_shared() {
+    // A --redis-url is checked (and used) even on SQLite, so a typo is never silently ignored.
+    if config.database_is_shared() || config.redis_url.is_some() {
         let bus = config.change_bus()?;
         if let Some(r) = &registry {
             r.set_change_bus(bus.clone());
@@ -698,7 +699,8 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         None => None,
     };
     registry.set_deployment_finder(std::sync::Arc::new(ServedVersions(serving.clone())));
-    if config.database_is_shared() {
+    // A --redis-url is checked (and used) even on SQLite, so a typo is never silently ignored.
+    if config.database_is_shared() || config.redis_url.is_some() {
         let bus = config.change_bus()?;
         registry.set_change_bus(bus.clone());
         let _ = serving.bus.set(bus);

@@ -89,6 +89,27 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> (Server, Duration) {
 /// `loopml db copy` refuses what it cannot do, naming why, with exit 2 and nothing written;
 /// `loopml db migrate` creates and lists the schema of an embedded database.
 #[test]
+fn bad_artifact_destinations_and_redis_urls_stop_the_server_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (flag, value, says) in [
+        ("--artifacts-destination", "ftp://host/x", "unsupported scheme 'ftp'"),
+        ("--artifacts-destination", "s3://bucket/../up", "'..'"),
+        ("--artifacts-destination", "s3:///nobucket", "names no bucket"),
+        ("--redis-url", "http://not-redis", "invalid --redis-url"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+            .args(["server", "--port", "0", "--data-dir", data, flag, value])
+            .env_remove("LOOPML_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
 fn db_commands_refuse_bad_input_and_migrate_lists_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("loopml.db");
