@@ -93,9 +93,17 @@ fn bad_artifact_destinations_and_redis_urls_stop_the_server_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     for (flag, value, says) in [
-        ("--artifacts-destination", "ftp://host/x", "unsupported scheme 'ftp'"),
+        (
+            "--artifacts-destination",
+            "ftp://host/x",
+            "unsupported scheme 'ftp'",
+        ),
         ("--artifacts-destination", "s3://bucket/../up", "'..'"),
-        ("--artifacts-destination", "s3:///nobucket", "names no bucket"),
+        (
+            "--artifacts-destination",
+            "s3:///nobucket",
+            "names no bucket",
+        ),
         ("--redis-url", "http://not-redis", "invalid --redis-url"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
