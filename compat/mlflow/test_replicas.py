@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from mlflow.entities.webhook import WebhookEvent
 
 from loopml_server import DATABASE_URL, unique
+from test_deployments import register_versions
 from test_registry_loop import Receiver
 
 pytestmark = pytest.mark.skipif(not DATABASE_URL, reason="needs COMPAT_DATABASE_URL (PostgreSQL)")
@@ -78,34 +79,15 @@ def test_a_serving_replica_follows_the_alias_moved_on_the_server(start_server, t
     """`loopml serve` as a stateless replica: no model file of its own, only the server's
     database (and artifact store). It resolves models:/name@champion from the shared registry,
     fetches the model, and follows the alias moved on the server within about a second."""
-    import os
     import subprocess
-    from pathlib import Path
 
-    import mlflow
     import requests
 
     from loopml_server import ARTIFACTS_URL, BIN, REDIS_URL, _artifacts_for, _server_env, free_port
 
     shared = tmp_path / "shared"
     a = start_server(shared)
-    ca = MlflowClient(a.url)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(a.url)
-    try:
-        mlflow.set_experiment(experiment_id=ca.create_experiment(unique("serve-replica")))
-        fixtures = Path(__file__).resolve().parents[2] / "crates" / "loopml-serving" / "tests" / "fixtures"
-        with mlflow.start_run() as run:
-            mlflow.log_artifacts(str(fixtures / "mlflow_onnx_model"), "model")
-    finally:
-        # Later tests talk to the session's server, not to this replica.
-        mlflow.set_tracking_uri(previous)
-    name = unique("replicated")
-    ca.create_registered_model(name)
-    source = f"runs:/{run.info.run_id}/model"
-    v1 = ca.create_model_version(name, source, run_id=run.info.run_id).version
-    v2 = ca.create_model_version(name, source, run_id=run.info.run_id).version
-    ca.set_registered_model_alias(name, "champion", v1)
+    ca, name, (v1, v2, _v3) = register_versions(a.url)
 
     db_url = (shared / "postgres.url").read_text().strip()
     artifacts = _artifacts_for(str(shared)) if ARTIFACTS_URL else str(shared / "artifacts")
@@ -159,7 +141,7 @@ def test_a_deployment_made_on_one_replica_is_served_by_the_other(replicas):
     import requests
 
     from loopml_server import REDIS_URL
-    from test_deployments import API, ROW, canary, register_versions
+    from test_deployments import API, ROW, canary
 
     a, b = replicas
     client, name, (v1, v2, v3) = register_versions(a.url)

@@ -262,3 +262,12 @@ def test_multipart_upload_bad_input(server):
     r = requests.post(server.artifacts_url(f"mpu/abort/{d}"), json={"path": "f.bin", "upload_id": create["upload_id"]}, timeout=10)
     assert r.status_code == 200, r.text
     assert requests.get(server.artifacts_url(f"artifacts/{d}/f.bin"), timeout=10).status_code == 404
+    # presigned/ of a missing file, or of a path that escapes the root.
+    assert_error(requests.get(server.artifacts_url(f"presigned/{d}/none.bin"), timeout=10), 404, "RESOURCE_DOES_NOT_EXIST")
+    status, body = raw(server, "GET", "/api/2.0/mlflow-artifacts/presigned/0/%2E%2E/%2E%2E/etc/passwd")
+    assert status == 400 and json.loads(body)["error_code"] == "INVALID_PARAMETER_VALUE"
+    # A Range this server does not serve (several ranges) gets the whole file, as HTTP allows.
+    rel = f"0/{unique('rng')}/artifacts/r.txt"
+    requests.put(server.artifacts_url(f"artifacts/{rel}"), data=b"0123456789", timeout=10)
+    whole = requests.get(server.artifacts_url(f"artifacts/{rel}"), headers={"Range": "bytes=0-1,4-5"}, timeout=10)
+    assert whole.status_code == 200 and whole.content == b"0123456789"

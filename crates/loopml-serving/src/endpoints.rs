@@ -550,19 +550,10 @@ impl ServingApi {
     /// (their models loaded before the swap, as for any apply), vanished ones are unloaded.
     /// File-defined deployments are this process's own and left alone. Returns what changed.
     pub async fn sync_deployments(&self) -> Result<Vec<String>> {
-        let Some(db) = &self.db else {
+        if self.db.is_none() {
             return Ok(Vec::new());
-        };
-        let rows: Vec<(String, String, String)> = db
-            .read(|c| {
-                c.query(
-                    "SELECT name, spec, state FROM deployments ORDER BY name",
-                    &[],
-                    |r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)),
-                )
-                .map_err(Error::from)
-            })
-            .await?;
+        }
+        let rows = self.stored_deployments().await?;
         let mut changed = Vec::new();
         let stored: std::collections::HashSet<String> =
             rows.iter().map(|(n, _, _)| n.clone()).collect();
@@ -609,22 +600,29 @@ impl ServingApi {
         Ok(changed)
     }
 
+    /// The saved deployments as (name, spec JSON, state JSON), by name.
+    async fn stored_deployments(&self) -> Result<Vec<(String, String, String)>> {
+        let Some(db) = &self.db else {
+            return Ok(Vec::new());
+        };
+        db.read(|c| {
+            c.query(
+                "SELECT name, spec, state FROM deployments ORDER BY name",
+                &[],
+                |r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)),
+            )
+            .map_err(Error::from)
+        })
+        .await
+    }
+
     /// Re-creates the stored deployments (at start-up). One that cannot load is reported and
     /// skipped, so one bad model cannot keep the server down.
     pub async fn restore_deployments(&self) -> Vec<String> {
-        let Some(db) = &self.db else {
+        if self.db.is_none() {
             return Vec::new();
-        };
-        let rows: Result<Vec<(String, String, String)>> = db
-            .read(|c| {
-                c.query(
-                    "SELECT name, spec, state FROM deployments ORDER BY name",
-                    &[],
-                    |r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)),
-                )
-                .map_err(Error::from)
-            })
-            .await;
+        }
+        let rows = self.stored_deployments().await;
         let mut problems = Vec::new();
         for (name, spec, state) in rows.unwrap_or_default() {
             let parsed: Option<(DeploymentSpec, DeploymentState)> = serde_json::from_str(&spec)

@@ -88,18 +88,9 @@ pub struct ArtifactRead {
     pub body: ByteStream,
 }
 
-/// Streams a local file in large chunks (object_store's local reader uses 8 KiB chunks,
-/// each a blocking-pool round trip, which caps downloads far below disk speed).
-async fn local_file_stream(
-    full: PathBuf,
-    path: &ArtifactPath,
-) -> Result<(u64, ByteStream), StoreError> {
-    let (size, span, body) = local_file_range(full, path, None).await?;
-    debug_assert_eq!(span, 0..size);
-    Ok((size, body))
-}
-
-/// Streams `range` of a local file (all of it for `None`).
+/// Streams `range` of a local file (all of it for `None`) in large chunks (object_store's local
+/// reader uses 8 KiB chunks, each a blocking-pool round trip, which caps downloads far below
+/// disk speed).
 async fn local_file_range(
     full: PathBuf,
     path: &ArtifactPath,
@@ -486,18 +477,18 @@ impl ArtifactStore {
         // instead of create + part + complete); a larger one streams as a multipart upload.
         let mut head: Vec<Bytes> = Vec::new();
         let mut buffered = 0usize;
-        let mut rest = None;
+        let mut more = false;
         while let Some(chunk) = body.next().await {
             let bytes =
                 chunk.map_err(|e| StoreError::Artifact(format!("upload interrupted: {e}")))?;
             buffered += bytes.len();
             head.push(bytes);
             if buffered > UPLOAD_CHUNK {
-                rest = Some(());
+                more = true;
                 break;
             }
         }
-        if rest.is_none() {
+        if !more {
             let payload: PutPayload = head.into_iter().collect();
             self.store.put(&loc, payload).await?;
             return Ok(buffered as u64);
@@ -554,7 +545,8 @@ impl ArtifactStore {
             return Err(StoreError::ArtifactNotFound(path.to_string()));
         }
         if let Some(root) = &self.local_root {
-            return local_file_stream(root.join(path.as_str()), path).await;
+            let (size, _, body) = local_file_range(root.join(path.as_str()), path, None).await?;
+            return Ok((size, body));
         }
         let loc = self.key(path)?;
         let res = self.store.get(&loc).await.map_err(|e| match e {

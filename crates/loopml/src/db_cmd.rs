@@ -3,9 +3,27 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use loopml::{FileConfig, ServerConfig};
 use loopml_store::{Backend, Database, DatabaseConfig};
+
+/// Where the metadata database is: the flags `loopml server`, `loopml serve` and `loopml db
+/// migrate` share.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Folder for the SQLite metadata file (loopml.db) and artifacts/ [default: ./loopml-data]
+    #[arg(long, env = "LOOPML_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Metadata database: postgres://user:pass@host:port/db for PostgreSQL, or sqlite:///path
+    /// [default: sqlite under --data-dir]. MLflow's spelling --backend-store-uri works too
+    #[arg(
+        long,
+        alias = "backend-store-uri",
+        env = "LOOPML_DATABASE_URL",
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+}
 
 /// `loopml db ...`.
 #[derive(Debug, Subcommand)]
@@ -13,18 +31,9 @@ pub enum DbCommand {
     /// Apply every pending migration to the metadata database and list what is applied (a
     /// server does this at start; run it ahead of a rolling upgrade).
     Migrate {
-        /// The database [default: --database-url / LOOPML_DATABASE_URL / the config file,
-        /// else the SQLite file under --data-dir]
-        #[arg(
-            long,
-            alias = "backend-store-uri",
-            env = "LOOPML_DATABASE_URL",
-            value_name = "URL"
-        )]
-        database_url: Option<String>,
-        /// Folder of the embedded SQLite file, when no URL is given [default: ./loopml-data]
-        #[arg(long, env = "LOOPML_DATA_DIR", value_name = "DIR")]
-        data_dir: Option<PathBuf>,
+        /// The database (the config file's when no flag or variable names one).
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Copy every table of an embedded SQLite installation into an empty PostgreSQL database,
     /// in one transaction (all or nothing); stop the servers writing to the source first.
@@ -50,8 +59,10 @@ pub fn run(cmd: DbCommand, file: FileConfig) -> anyhow::Result<()> {
         .build()?;
     match cmd {
         DbCommand::Migrate {
-            database_url,
-            data_dir,
+            db: DatabaseArgs {
+                database_url,
+                data_dir,
+            },
         } => {
             let mut config = ServerConfig {
                 database_url: database_url.or(file.server.database_url),

@@ -613,13 +613,7 @@ fn open_store(config: &ServerConfig) -> anyhow::Result<(Database, ArtifactStore)
 /// server's `--database-url` (and `--artifacts-destination`), a serving replica also resolves
 /// `models:/name@alias` from that registry, fetches the model from the artifact store and
 /// follows the alias as it moves (the returned registry, for [`follow_registry`]).
-pub fn build_serving_app(
-    config: &ServerConfig,
-) -> anyhow::Result<(
-    Router,
-    loopml_serving::routes::ServingApi,
-    Option<loopml_registry::RegistryService>,
-)> {
+pub fn build_serving_app(config: &ServerConfig) -> anyhow::Result<ServingApp> {
     let (db, artifacts) = open_store(config)?;
     let registry = match &config.database_url {
         Some(_) => {
@@ -638,7 +632,7 @@ pub fn build_serving_app(
             cache: config.model_cache_path(),
         }) as std::sync::Arc<dyn loopml_serving::repository::ModelResolver>
     });
-    let serving = serving_api(config, resolver, db.clone(), artifacts)?;
+    let serving = serving_api(config, resolver, db.clone(), artifacts.clone())?;
     // A --redis-url is checked (and used) even on SQLite, so a typo is never silently ignored.
     if config.database_is_shared() || config.redis_url.is_some() {
         let bus = config.change_bus()?;
@@ -654,7 +648,24 @@ pub fn build_serving_app(
         .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
         .layer(request_id::RequestIdLayer);
-    Ok((router, serving, registry))
+    Ok(ServingApp {
+        router,
+        serving,
+        registry,
+        artifacts,
+    })
+}
+
+/// What [`build_serving_app`] returns.
+pub struct ServingApp {
+    /// The serving routes.
+    pub router: Router,
+    /// Models and deployments.
+    pub serving: loopml_serving::routes::ServingApi,
+    /// The shared registry, when serving on the server's database.
+    pub registry: Option<loopml_registry::RegistryService>,
+    /// Where the inference log (and, with a registry, the models) live.
+    pub artifacts: ArtifactStore,
 }
 
 /// Opens the store under `config.data_dir`, builds every service and merges their routes.
@@ -991,13 +1002,16 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 
 /// Serves models and deployments alone (`loopml serve`) until Ctrl-C or SIGTERM.
 pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
-    let (router, serving, registry) = build_serving_app(&config)?;
-    if let Some(dest) = &config.artifacts_destination {
-        ArtifactStore::open(dest)?
-            .check()
-            .await
-            .context("the artifact store does not answer")?;
-    }
+    let ServingApp {
+        router,
+        serving,
+        registry,
+        artifacts,
+    } = build_serving_app(&config)?;
+    artifacts
+        .check()
+        .await
+        .context("the artifact store does not answer")?;
     start_serving(&serving, &config).await?;
     let followed: futures::future::BoxFuture<'static, ()> = match registry {
         Some(r) => Box::pin(follow_registry(r, serving.clone())),

@@ -333,18 +333,8 @@ struct ServerArgs {
     /// Port to listen on; 0 picks a free port [default: 5000]
     #[arg(long, short = 'p', env = "LOOPML_PORT")]
     port: Option<u16>,
-    /// Folder for the SQLite metadata file (loopml.db) and artifacts/ [default: ./loopml-data]
-    #[arg(long, env = "LOOPML_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Metadata database: postgres://user:pass@host:port/db for PostgreSQL, or sqlite:///path
-    /// [default: sqlite under --data-dir]. MLflow's spelling --backend-store-uri works too
-    #[arg(
-        long,
-        alias = "backend-store-uri",
-        env = "LOOPML_DATABASE_URL",
-        value_name = "URL"
-    )]
-    database_url: Option<String>,
+    #[command(flatten)]
+    db: db_cmd::DatabaseArgs,
     /// Most database connections this process opens (PostgreSQL), or idle SQLite readers
     /// kept [default: 16 on PostgreSQL, 8 on SQLite]
     #[arg(long, env = "LOOPML_DATABASE_POOL_SIZE", value_name = "N")]
@@ -410,8 +400,8 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
     ServerConfig {
         host: args.host.or(f.host).unwrap_or(d.host),
         port: args.port.or(f.port).unwrap_or(d.port),
-        data_dir: args.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
-        database_url: args.database_url.or(f.database_url),
+        data_dir: args.db.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
+        database_url: args.db.database_url.or(f.database_url),
         database_pool_size: args.database_pool_size.or(f.database_pool_size),
         durability: args.durability.or(f.durability).unwrap_or(d.durability),
         log_level: args.log_level.or(f.log_level).unwrap_or(d.log_level),
