@@ -70,9 +70,16 @@ start() {
   if [ -f "$dir/server.crt" ]; then
     tls="-c ssl=on -c ssl_cert_file='$dir/server.crt' -c ssl_key_file='$dir/server.key'"
   fi
-  as_pg "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -w -t 60 start \
+  # A server that died without cleaning up leaves its lock file; in a container its PID may
+  # now belong to another process, and PostgreSQL would refuse to start.
+  rm -f "$dir/data/postmaster.pid"
+  if ! as_pg "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -w -t 60 start \
     -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=300 \
-        -c shared_buffers=128MB $tls\"" >&2
+        -c shared_buffers=128MB $tls\"" >&2; then
+    echo "postgres.sh: PostgreSQL did not start on port $port; its log ($dir/log) ends:" >&2
+    tail -n 30 "$dir/log" >&2 || true
+    exit 1
+  fi
   echo "$url"
 }
 

@@ -26,8 +26,12 @@ export LOOPML_REQUIRE_ORT=1
 step "cargo test (unit, integration, end-to-end)"
 cargo test --workspace --release --locked
 
-step "build the loopml binary"
-cargo build --release --locked --bin loopml
+# `cargo test` above built target/release/loopml for the binary's integration tests, with the
+# workspace's test feature set; a separate `cargo build --bin loopml` would resolve features
+# without the dev-dependencies and rebuild a dozen crates (4-5 minutes on 2 cores) for nothing.
+step "the loopml binary (built by cargo test)"
+test -x target/release/loopml || cargo build --release --locked --bin loopml
+target/release/loopml --version
 
 step "python venv with the real mlflow client"
 scripts/setup-venv.sh
@@ -40,10 +44,23 @@ export LOOPML_BIN="$PWD/target/release/loopml"
 # systemd; one fresh database per test or per compat server), an S3-compatible server (moto,
 # from PyPI; one prefix per test or per compat server) and Debian's Redis (change notes).
 step "PostgreSQL, S3 and Redis for the scale-out tests (scripts/postgres.sh, s3.sh, redis.sh)"
+# A folder and a free port of this run's own for each service: a server left behind by an
+# earlier run, or another run on the same machine, can neither collide with it nor be reused.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+services_dir=$(mktemp -d /tmp/loopml-test-services.XXXXXX)
+chmod 755 "$services_dir"
+pg_port=$(free_port)
+s3_port=$(free_port)
+redis_port=$(free_port)
+export LOOPML_PG_DIR="$services_dir/pg" LOOPML_PG_PORT="$pg_port"
+export LOOPML_S3_DIR="$services_dir/s3" LOOPML_S3_PORT="$s3_port"
+export LOOPML_REDIS_DIR="$services_dir/redis" LOOPML_REDIS_PORT="$redis_port"
+trap 'scripts/postgres.sh stop; scripts/s3.sh stop; scripts/redis.sh stop; rm -rf "$services_dir"' EXIT
 PG_URL=$(scripts/postgres.sh start)
 S3_URL=$(scripts/s3.sh start)
 REDIS_URL=$(scripts/redis.sh start)
-trap 'scripts/postgres.sh stop; scripts/s3.sh stop; scripts/redis.sh stop' EXIT
 eval "$(scripts/s3.sh env)"
 echo "PostgreSQL: $PG_URL  S3: $S3_URL  Redis: $REDIS_URL"
 
