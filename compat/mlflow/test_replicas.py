@@ -171,3 +171,55 @@ def test_a_deployment_made_on_one_replica_is_served_by_the_other(replicas):
     print(f"deployment reached replica B in {created_s:.3f} s, its deletion in {deleted_s:.3f} s")
     limit = 0.8 if REDIS_URL else 2.5
     assert created_s < limit and deleted_s < limit, (created_s, deleted_s)
+
+
+def test_a_canary_is_judged_on_every_replicas_requests(replicas):
+    """Deployment counters and the rollback verdict are shared: 12 failing candidate requests on
+    each replica (min_requests is 20, so neither would judge alone) roll the canary back on
+    both, within a couple of seconds; the counters on either replica add up both replicas'
+    requests; afterwards both send everything to the stable variant."""
+    import requests
+
+    from test_deployments import API, ROW, canary
+
+    a, b = replicas
+    _, name, (v1, v2, _) = register_versions(a.url)
+    dep = unique("shared-canary")
+
+    def until(check, what, limit=10):
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            if check():
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {what}")
+
+    r = requests.post(f"{a.url}{API}", json=canary(dep, name, v2, 100), timeout=60)
+    assert r.status_code == 201, r.text
+    until(lambda: requests.get(f"{b.url}{API}/{dep}", timeout=5).status_code == 200, "the deployment on B")
+    bad = {"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    for url in (a.url, b.url):
+        for _ in range(12):
+            resp = requests.post(f"{url}/v2/models/{dep}/infer", json=bad, timeout=30)
+            assert resp.status_code == 400, resp.text
+        st = requests.get(f"{url}{API}/{dep}", timeout=5).json()
+        assert st["status"] == "active", st  # 12 < min_requests on this replica alone
+
+    def status(url):
+        st = requests.get(f"{url}{API}/{dep}", timeout=5).json()
+        cand = next(v for v in st["variants"] if v["name"] == "candidate")
+        return st, cand
+
+    took = {}
+    for label, url in (("A", a.url), ("B", b.url)):
+        took[label] = until(lambda: status(url)[0]["status"] == "rolled_back"
+                            and status(url)[1]["requests"] == 24, f"the shared rollback on {label}")
+        st, cand = status(url)
+        assert st["spec"]["policy"]["percent"] == 0.0, st
+        assert "error rate" in st["rollback_reason"], st
+        assert (cand["requests"], cand["errors"]) == (24, 24), cand
+    print(f"canary rolled back on both replicas within {max(took.values()):.3f} s")
+    for url in (a.url, b.url):
+        for _ in range(5):
+            resp = requests.post(f"{url}/v2/models/{dep}/infer", json=ROW, timeout=30)
+            assert resp.status_code == 200 and resp.json()["model_version"] == v1, resp.text

@@ -51,13 +51,7 @@ impl IntoResponse for Error {
                 ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST)
             }
             Error::NotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
-            Error::Store(loopml_store::StoreError::InvalidPath(_)) => {
-                ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST)
-            }
-            Error::Store(loopml_store::StoreError::ArtifactNotFound(_)) => {
-                ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND)
-            }
-            Error::Store(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
+            Error::Store(e) => e.mlflow_code_and_status(),
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "dataset request failed");

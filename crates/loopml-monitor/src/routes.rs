@@ -30,8 +30,10 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self.0 {
             Error::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
-            Error::Evaluation(_) | Error::Store(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            Error::Evaluation(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            Error::Store(e) => {
+                let (code, status) = e.mlflow_code_and_status();
+                (status, code)
             }
         };
         (

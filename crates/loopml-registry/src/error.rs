@@ -40,7 +40,7 @@ impl Error {
             Error::NotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
             Error::AlreadyExists(_) => ("RESOURCE_ALREADY_EXISTS", StatusCode::BAD_REQUEST),
             Error::Tracking(e) => e.code_and_status(),
-            Error::Store(e) => loopml_tracking::Error::store_code_and_status(e),
+            Error::Store(e) => e.mlflow_code_and_status(),
         }
     }
 }

@@ -437,6 +437,91 @@ impl VariantState {
     }
 }
 
+/// Counters of one variant that replicas add up: this replica's since it last shared them, or
+/// every replica's together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Requests answered (not counting shadow copies).
+    pub requests: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Shadow copies run.
+    pub shadow_requests: u64,
+    /// Shadow copies that failed.
+    pub shadow_errors: u64,
+    /// Rewards received.
+    pub rewards: u64,
+    /// Their sum.
+    pub reward_sum: f64,
+}
+
+impl Counts {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+    fn add(&mut self, o: &Counts) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.shadow_requests += o.shadow_requests;
+        self.shadow_errors += o.shadow_errors;
+        self.rewards += o.rewards;
+        self.reward_sum += o.reward_sum;
+    }
+}
+
+impl VariantState {
+    /// Its counters.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            requests: self.requests,
+            errors: self.errors,
+            shadow_requests: self.shadow_requests,
+            shadow_errors: self.shadow_errors,
+            rewards: self.rewards,
+            reward_sum: self.reward_sum,
+        }
+    }
+    fn set_counts(&mut self, c: &Counts) {
+        self.requests = c.requests;
+        self.errors = c.errors;
+        self.shadow_requests = c.shadow_requests;
+        self.shadow_errors = c.shadow_errors;
+        self.rewards = c.rewards;
+        self.reward_sum = c.reward_sum;
+    }
+}
+
+/// What this replica counted since it last shared its counters: per variant, the counts and
+/// the latest outcomes (ok, latency µs; at most a window's worth).
+#[derive(Debug, Clone, Default)]
+pub struct Pending {
+    /// Counts per variant.
+    pub counts: BTreeMap<String, Counts>,
+    /// Latest outcomes per variant, oldest first.
+    pub outcomes: BTreeMap<String, VecDeque<(bool, u32)>>,
+}
+
+impl Pending {
+    /// Whether there is nothing to share.
+    pub fn is_empty(&self) -> bool {
+        self.counts.values().all(Counts::is_empty) && self.outcomes.values().all(VecDeque::is_empty)
+    }
+    fn absorb(&mut self, other: Pending, window: usize) {
+        for (v, c) in other.counts {
+            self.counts.entry(v).or_default().add(&c);
+        }
+        for (v, mut o) in other.outcomes {
+            let mine = self.outcomes.entry(v).or_default();
+            o.append(mine);
+            while o.len() > window {
+                o.pop_front();
+            }
+            *mine = o;
+        }
+    }
+}
+
 /// Something that happened to a deployment (created, switched, rolled back…).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentEvent {
@@ -463,6 +548,13 @@ pub struct DeploymentState {
     /// Latest events, newest last (at most 50).
     #[serde(default)]
     pub events: Vec<DeploymentEvent>,
+    /// When the current spec took effect (µs since the epoch): outcomes from before it are not
+    /// judged (a canary set to 10% again starts with a clean window).
+    #[serde(default)]
+    pub window_since_us: i64,
+    /// What this replica counted since it last shared (never saved: the shared counters are).
+    #[serde(skip)]
+    pub pending: Pending,
 }
 
 impl DeploymentState {
@@ -512,6 +604,9 @@ impl Deployment {
         let mut state = state.unwrap_or_default();
         if state.status.is_empty() {
             state.status = "active".into();
+        }
+        if state.window_since_us == 0 {
+            state.window_since_us = crate::infer_log::now_us();
         }
         Self {
             spec: RwLock::new(std::sync::Arc::new(spec)),
@@ -648,64 +743,172 @@ impl Deployment {
         })
     }
 
-    /// Records a request's outcome (or a shadow copy's); may roll a canary back.
-    pub fn outcome(&self, variant: &str, shadow: bool, ok: bool, latency_us: u64) -> Verdict {
-        let spec = self.spec();
-        let (candidate, rollback) = match &spec.policy {
+    /// The canary candidate and its rollback policy, when a verdict applies.
+    fn judged(spec: &DeploymentSpec) -> (Option<String>, Option<RollbackPolicy>) {
+        match &spec.policy {
             Policy::Canary { rollback, percent } if *percent > 0.0 => (
                 spec.variants.get(1).map(|v| v.name.clone()),
                 rollback.clone(),
             ),
             _ => (None, None),
-        };
+        }
+    }
+
+    /// Records a request's outcome (or a shadow copy's); may roll a canary back.
+    pub fn outcome(&self, variant: &str, shadow: bool, ok: bool, latency_us: u64) -> Verdict {
+        let spec = self.spec();
+        let (candidate, rollback) = Self::judged(&spec);
         let window_len = rollback.as_ref().map_or(200, |r| r.window);
+        let latency = u32::try_from(latency_us).unwrap_or(u32::MAX);
         let verdict = self.with_state(|st| {
-            let v = st.variants.entry(variant.to_string()).or_default();
+            let mut delta = Counts::default();
             if shadow {
-                v.shadow_requests += 1;
-                v.shadow_errors += u64::from(!ok);
+                delta.shadow_requests = 1;
+                delta.shadow_errors = u64::from(!ok);
             } else {
-                v.requests += 1;
-                v.errors += u64::from(!ok);
+                delta.requests = 1;
+                delta.errors = u64::from(!ok);
             }
-            v.window
-                .push_back((ok, u32::try_from(latency_us).unwrap_or(u32::MAX)));
+            st.pending
+                .counts
+                .entry(variant.to_string())
+                .or_default()
+                .add(&delta);
+            let pending = st.pending.outcomes.entry(variant.to_string()).or_default();
+            pending.push_back((ok, latency));
+            while pending.len() > window_len {
+                pending.pop_front();
+            }
+            let v = st.variants.entry(variant.to_string()).or_default();
+            let mut counts = v.counts();
+            counts.add(&delta);
+            v.set_counts(&counts);
+            v.window.push_back((ok, latency));
             while v.window.len() > window_len {
                 v.window.pop_front();
             }
-            let (Some(c), Some(r)) = (&candidate, &rollback) else {
-                return Verdict::None;
-            };
-            if c != variant || st.status != "active" || v.window.len() < r.min_requests {
-                return Verdict::None;
+            match (&candidate, &rollback) {
+                (Some(c), Some(r)) if c == variant => Self::verdict(st, c, r),
+                _ => Verdict::None,
             }
-            let n = v.window.len() as f64;
-            let errors = v.window.iter().filter(|(ok, _)| !ok).count() as f64;
-            if let Some(max) = r.max_error_rate
-                && errors / n > max
-            {
-                return Verdict::RolledBack(format!(
-                    "candidate '{c}' error rate {:.3} over its last {} requests is above {max}",
-                    errors / n,
-                    v.window.len()
-                ));
-            }
-            if let Some(max) = r.max_p99_latency_ms
-                && let Some(p99) = v.latency_quantile(0.99)
-                && p99 > max
-            {
-                return Verdict::RolledBack(format!(
-                    "candidate '{c}' p99 latency {p99:.3} ms over its last {} requests is above \
-                     {max} ms",
-                    v.window.len()
-                ));
-            }
-            Verdict::None
         });
         if let Verdict::RolledBack(reason) = &verdict {
             self.roll_back_canary(reason);
         }
         verdict
+    }
+
+    /// Judges the candidate `c` on its window.
+    fn verdict(st: &DeploymentState, c: &str, r: &RollbackPolicy) -> Verdict {
+        let Some(v) = st.variants.get(c) else {
+            return Verdict::None;
+        };
+        if st.status != "active" || v.window.len() < r.min_requests {
+            return Verdict::None;
+        }
+        let n = v.window.len() as f64;
+        let errors = v.window.iter().filter(|(ok, _)| !ok).count() as f64;
+        if let Some(max) = r.max_error_rate
+            && errors / n > max
+        {
+            return Verdict::RolledBack(format!(
+                "candidate '{c}' error rate {:.3} over its last {} requests is above {max}",
+                errors / n,
+                v.window.len()
+            ));
+        }
+        if let Some(max) = r.max_p99_latency_ms
+            && let Some(p99) = v.latency_quantile(0.99)
+            && p99 > max
+        {
+            return Verdict::RolledBack(format!(
+                "candidate '{c}' p99 latency {p99:.3} ms over its last {} requests is above \
+                 {max} ms",
+                v.window.len()
+            ));
+        }
+        Verdict::None
+    }
+
+    /// How many latest outcomes a verdict (and the latency percentiles) look at.
+    pub fn window_len(&self) -> usize {
+        Self::judged(&self.spec()).1.map_or(200, |r| r.window)
+    }
+
+    /// Takes what this replica counted since it last shared (to write to the shared counters).
+    pub fn take_pending(&self) -> Pending {
+        self.with_state(|st| std::mem::take(&mut st.pending))
+    }
+
+    /// Puts back counts that could not be shared (the next share tries again), or moves the
+    /// counts of a deployment this one replaces.
+    pub fn restore_pending(&self, p: Pending) {
+        let window = self.window_len();
+        self.with_state(|st| st.pending.absorb(p, window));
+    }
+
+    /// Takes every replica's counters (`totals`, which include what this one shared) and the
+    /// shared window of latest outcomes per variant; what this replica counted since is added
+    /// on top. Then judges the canary on the shared window; may roll it back.
+    pub fn apply_shared(
+        &self,
+        totals: &BTreeMap<String, Counts>,
+        windows: BTreeMap<String, VecDeque<(bool, u32)>>,
+    ) -> Verdict {
+        let spec = self.spec();
+        let (candidate, rollback) = Self::judged(&spec);
+        let window_len = rollback.as_ref().map_or(200, |r| r.window);
+        let verdict = self.with_state(|st| {
+            for (name, total) in totals {
+                let mut c = *total;
+                if let Some(p) = st.pending.counts.get(name) {
+                    c.add(p);
+                }
+                st.variants.entry(name.clone()).or_default().set_counts(&c);
+            }
+            for (name, mut w) in windows {
+                if let Some(p) = st.pending.outcomes.get(&name) {
+                    w.extend(p.iter().copied());
+                }
+                while w.len() > window_len {
+                    w.pop_front();
+                }
+                st.variants.entry(name).or_default().window = w;
+            }
+            match (&candidate, &rollback) {
+                (Some(c), Some(r)) => Self::verdict(st, c, r),
+                _ => Verdict::None,
+            }
+        });
+        if let Verdict::RolledBack(reason) = &verdict {
+            self.roll_back_canary(reason);
+        }
+        verdict
+    }
+
+    /// Takes the operator-visible state another replica saved (status, rollback reason,
+    /// previous spec, events, window start); counters and windows stay (they are shared apart).
+    pub fn restore_control(&self, saved: DeploymentState) {
+        self.with_state(|st| {
+            if st.window_since_us != saved.window_since_us {
+                for v in st.variants.values_mut() {
+                    v.window.clear();
+                }
+            }
+            st.status = saved.status;
+            st.rollback_reason = saved.rollback_reason;
+            st.previous = saved.previous;
+            st.events = saved.events;
+            st.window_since_us = saved.window_since_us;
+        });
+    }
+
+    /// The state to save: everything but the counters and windows (shared on their own).
+    pub fn control_state(&self) -> DeploymentState {
+        let mut st = self.state();
+        st.variants.clear();
+        st.pending = Pending::default();
+        st
     }
 
     fn roll_back_canary(&self, reason: &str) {
@@ -749,6 +952,9 @@ impl Deployment {
             let v = st.variants.entry(variant.to_string()).or_default();
             v.rewards += 1;
             v.reward_sum += reward;
+            let p = st.pending.counts.entry(variant.to_string()).or_default();
+            p.rewards += 1;
+            p.reward_sum += reward;
         });
     }
 
@@ -763,6 +969,13 @@ impl Deployment {
             st.previous = Some((*old).clone());
             st.status = "active".into();
             st.rollback_reason = None;
+            st.window_since_us = crate::infer_log::now_us();
+            for v in st.variants.values_mut() {
+                v.window.clear();
+            }
+            for o in st.pending.outcomes.values_mut() {
+                o.clear();
+            }
             st.event(message);
         });
         Ok(())

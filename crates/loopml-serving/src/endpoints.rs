@@ -17,7 +17,9 @@ use axum::routing::{get, post};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::deployments::{Deployment, DeploymentSpec, DeploymentState, LogSettings, Verdict};
+use crate::deployments::{
+    Deployment, DeploymentSpec, DeploymentState, LogSettings, Pending, Verdict,
+};
 use crate::error::{Error, Result};
 use crate::infer_log::{Feedback, LogQuery, Record, now_us};
 use crate::metrics::VariantLabels;
@@ -25,16 +27,6 @@ use crate::model::Outputs;
 use crate::repository::Loaded;
 use crate::routes::ServingApi;
 use crate::tensor::Tensor;
-
-/// The change-bus topic of stored deployments.
-const DEPLOYMENT_TOPIC: &str = "deployments";
-
-/// The serving tables' migrations, in order.
-pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
-    name: "0001_deployments",
-    sqlite: include_str!("../migrations/sqlite/0001_deployments.sql"),
-    postgres: include_str!("../migrations/postgres/0001_deployments.sql"),
-}];
 
 /// Turns the request into a model's inputs (and DataFrame column names), per variant: each
 /// variant may expect other input names or types.
@@ -132,13 +124,7 @@ impl Call {
 }
 
 fn status_label(e: &Error) -> (&'static str, u16) {
-    match e {
-        Error::InvalidInput(_) => ("client_error", 400),
-        Error::NotFound(_) => ("client_error", 404),
-        Error::Overloaded(_) => ("overloaded", 429),
-        Error::Runtime(_) => ("error", 503),
-        _ => ("error", 500),
-    }
+    (e.outcome_label(), e.status().as_u16())
 }
 
 fn sampled(log: &LogSettings) -> bool {
@@ -183,6 +169,7 @@ impl ServingApi {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let dep = call.deployment.clone();
+        let mut routed_spec = None;
         let (variant, mirrors, loaded, log_settings) = match &dep {
             Some(d) => {
                 let route = d.route(call.key.as_deref(), call.variant.as_deref())?;
@@ -190,7 +177,9 @@ impl ServingApi {
                 let loaded = self
                     .repository
                     .get(&spec.model_name(&route.variant), None)?;
-                (route.variant, route.mirrors, loaded, spec.log.clone())
+                let log = spec.log.clone();
+                routed_spec = Some(spec);
+                (route.variant, route.mirrors, loaded, log)
             }
             None => {
                 let loaded = self
@@ -230,9 +219,10 @@ impl ServingApi {
             && status != "overloaded"
         {
             let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-            if let Verdict::RolledBack(_) = d.outcome(&variant, false, result.is_ok(), latency_us) {
-                self.metrics.rollback(&call.endpoint);
-                self.persist(d).await;
+            if let Verdict::RolledBack(_) = d.outcome(&variant, false, result.is_ok(), latency_us)
+                && let Some(before) = routed_spec
+            {
+                self.save_rollback(d, before).await;
             }
         }
         // Feedback goes to deployments only: plain models need no memory of their requests.
@@ -314,43 +304,6 @@ impl ServingApi {
         tokio::spawn(task);
     }
 
-    /// Saves every API-made deployment with its latest counters (graceful shutdown).
-    pub async fn persist_all(&self) {
-        for d in self.deployment_list() {
-            self.persist(&d).await;
-        }
-    }
-
-    /// Saves a deployment created over the API (file-defined ones are not stored).
-    pub async fn persist(&self, d: &Deployment) {
-        if d.from_file {
-            return;
-        }
-        let Some(db) = &self.db else { return };
-        let spec = d.spec();
-        let (Ok(spec_json), Ok(state_json)) = (
-            serde_json::to_string(spec.as_ref()),
-            serde_json::to_string(&d.state()),
-        ) else {
-            return;
-        };
-        let now = now_us() / 1000;
-        let res = db
-            .write(move |c| {
-                c.execute(
-                    "INSERT INTO deployments (name, spec, state, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (name) DO UPDATE SET \
-                     spec = excluded.spec, state = excluded.state, updated_at = excluded.updated_at",
-                    &[spec.name.as_str().into(), spec_json.into(), state_json.into(), now.into()],
-                )
-                .map_err(Error::from)
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "could not save the deployment");
-        }
-    }
-
     /// Loads each variant's model (reusing ones already loaded from the same source), then
     /// swaps the spec in: requests never see a half-applied deployment. `base` resolves relative
     /// file paths of a file-defined deployment.
@@ -368,15 +321,8 @@ impl ServingApi {
         Ok(d)
     }
 
-    /// Tells the other replicas that the stored deployments changed.
-    fn announce_deployments(&self) {
-        if let Some(bus) = self.bus.get() {
-            bus.announce(DEPLOYMENT_TOPIC, now_us() / 1000);
-        }
-    }
-
     /// [`Self::apply`] without saving it.
-    async fn apply_spec(
+    pub(crate) async fn apply_spec(
         &self,
         spec: DeploymentSpec,
         from_file: bool,
@@ -415,13 +361,14 @@ impl ServingApi {
             }
             return Err(e);
         }
-        let d = match existing {
+        let d = match &existing {
             Some(e) => {
                 let state = e.state();
                 Arc::new(Deployment::new(
                     spec.clone(),
                     Some(DeploymentState {
                         previous: old_spec.as_deref().cloned(),
+                        pending: Pending::default(),
                         ..state
                     }),
                     from_file,
@@ -435,6 +382,10 @@ impl ServingApi {
                 .write()
                 .map_err(|_| Error::Model("deployment table lock poisoned".into()))?;
             all.insert(spec.name.clone(), Arc::clone(&d));
+        }
+        // What the replaced one counted and has not shared yet goes with it.
+        if let Some(e) = &existing {
+            d.restore_pending(e.take_pending());
         }
         if let Some(old) = old_spec {
             for v in old
@@ -511,7 +462,7 @@ impl ServingApi {
         Ok(())
     }
 
-    fn unload_model(&self, name: &str) {
+    pub(crate) fn unload_model(&self, name: &str) {
         let _ = self.repository.unload(name, None);
         if let Ok(mut f) = self.follows.lock() {
             f.retain(|x| x.endpoint != name);
@@ -530,114 +481,9 @@ impl ServingApi {
         for v in &spec.variants {
             self.unload_model(&spec.model_name(&v.name));
         }
-        if let Some(db) = &self.db {
-            let n = name.to_string();
-            db.write(move |c| {
-                c.execute(
-                    "DELETE FROM deployments WHERE name = ?1",
-                    &[n.as_str().into()],
-                )
-                .map_err(Error::from)
-            })
-            .await?;
-        }
+        self.forget_deployment(name).await?;
         self.announce_deployments();
         Ok(())
-    }
-
-    /// Brings this replica's API-made deployments in line with the database, where another
-    /// replica may have created, changed or deleted one: new and changed specs are applied
-    /// (their models loaded before the swap, as for any apply), vanished ones are unloaded.
-    /// File-defined deployments are this process's own and left alone. Returns what changed.
-    pub async fn sync_deployments(&self) -> Result<Vec<String>> {
-        if self.db.is_none() {
-            return Ok(Vec::new());
-        }
-        let rows = self.stored_deployments().await?;
-        let mut changed = Vec::new();
-        let stored: std::collections::HashSet<String> =
-            rows.iter().map(|(n, _, _)| n.clone()).collect();
-        for (name, spec, state) in rows {
-            let local = self.deployment(&name);
-            if local.as_ref().is_some_and(|d| d.from_file) {
-                continue;
-            }
-            let Ok(spec) = serde_json::from_str::<DeploymentSpec>(&spec) else {
-                continue;
-            };
-            if local.as_ref().is_some_and(|d| *d.spec() == spec) {
-                continue;
-            }
-            let fresh = local.is_none();
-            match self.apply_spec(spec, false, None).await {
-                Ok(d) => {
-                    if fresh && let Ok(state) = serde_json::from_str::<DeploymentState>(&state) {
-                        d.restore_state(state);
-                    }
-                    changed.push(format!(
-                        "{name}: {}",
-                        if fresh { "created" } else { "applied" }
-                    ));
-                }
-                Err(e) => changed.push(format!("{name}: could not apply: {e}")),
-            }
-        }
-        let gone: Vec<Arc<Deployment>> = self
-            .deployment_list()
-            .into_iter()
-            .filter(|d| !d.from_file && !stored.contains(&d.spec().name))
-            .collect();
-        for d in gone {
-            let spec = d.spec();
-            if let Ok(mut all) = self.deployments.write() {
-                all.remove(&spec.name);
-            }
-            for v in &spec.variants {
-                self.unload_model(&spec.model_name(&v.name));
-            }
-            changed.push(format!("{}: deleted", spec.name));
-        }
-        Ok(changed)
-    }
-
-    /// The saved deployments as (name, spec JSON, state JSON), by name.
-    async fn stored_deployments(&self) -> Result<Vec<(String, String, String)>> {
-        let Some(db) = &self.db else {
-            return Ok(Vec::new());
-        };
-        db.read(|c| {
-            c.query(
-                "SELECT name, spec, state FROM deployments ORDER BY name",
-                &[],
-                |r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)),
-            )
-            .map_err(Error::from)
-        })
-        .await
-    }
-
-    /// Re-creates the stored deployments (at start-up). One that cannot load is reported and
-    /// skipped, so one bad model cannot keep the server down.
-    pub async fn restore_deployments(&self) -> Vec<String> {
-        if self.db.is_none() {
-            return Vec::new();
-        }
-        let rows = self.stored_deployments().await;
-        let mut problems = Vec::new();
-        for (name, spec, state) in rows.unwrap_or_default() {
-            let parsed: Option<(DeploymentSpec, DeploymentState)> = serde_json::from_str(&spec)
-                .ok()
-                .zip(serde_json::from_str(&state).ok());
-            let Some((spec, state)) = parsed else {
-                problems.push(format!("deployment '{name}': stored spec unreadable"));
-                continue;
-            };
-            match self.apply(spec, false, None).await {
-                Ok(d) => d.restore_state(state),
-                Err(e) => problems.push(format!("deployment '{name}': {e}")),
-            }
-        }
-        problems
     }
 
     /// Records feedback on answered requests; rewards update the variant's bandit arm.
@@ -725,9 +571,8 @@ impl ServingApi {
         for f in parsed {
             log.feedback(f)?;
         }
-        if let Some(d) = &dep {
-            self.persist(d).await;
-        }
+        // Rewards reach the shared counters (and the other replicas' bandits) with the next
+        // share, within a second.
         Ok(n)
     }
 
@@ -776,14 +621,10 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self.0 {
-            Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
-            Error::Conflict(_) => (StatusCode::CONFLICT, "RESOURCE_ALREADY_EXISTS"),
-            Error::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
-            Error::Runtime(_) => (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
-        };
+        let (status, code) = (self.0.status(), self.0.rest_code());
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "deployment request failed");
+        }
         (
             status,
             axum::Json(json!({"error_code": code, "message": self.0.to_string()})),
@@ -904,7 +745,7 @@ async fn action(
             .into());
         }
     }
-    api.persist(&d).await;
+    api.persist_and_announce(&d).await;
     Ok(axum::Json(api.deployment_status(&name)?).into_response())
 }
 

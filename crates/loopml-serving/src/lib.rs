@@ -6,6 +6,7 @@
 
 pub mod batcher;
 pub mod binary;
+pub mod deployment_store;
 pub mod deployments;
 pub mod endpoints;
 pub mod error;

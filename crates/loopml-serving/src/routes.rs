@@ -52,6 +52,8 @@ pub struct ServingState {
     pub recent: Arc<std::sync::Mutex<crate::endpoints::Recent>>,
     /// Tells other replicas a deployment changed (set with `--redis-url`).
     pub bus: std::sync::OnceLock<loopml_store::ChangeBus>,
+    /// This process's name among the replicas sharing deployment outcomes.
+    pub replica: String,
 }
 
 impl ServingApi {
@@ -66,7 +68,7 @@ impl ServingApi {
         log: Option<crate::infer_log::InferenceLog>,
     ) -> Result<Self, Error> {
         if let Some(db) = &db {
-            db.migrate("serving", crate::endpoints::MIGRATIONS)?;
+            db.migrate("serving", crate::deployment_store::MIGRATIONS)?;
         }
         Ok(Self(Arc::new(ServingState {
             repository,
@@ -79,6 +81,7 @@ impl ServingApi {
             db,
             recent: Arc::default(),
             bus: std::sync::OnceLock::new(),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
         })))
     }
 }
@@ -183,16 +186,7 @@ impl ServingApi {
 }
 
 fn status_of(e: &Error) -> StatusCode {
-    match e {
-        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::Runtime(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-        Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::Model(_) | Error::Inference(_) | Error::Store(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
+    e.status()
 }
 
 /// An Open Inference Protocol error: `{"error": message}`.
@@ -225,12 +219,7 @@ impl From<Error> for MlflowError {
 
 impl IntoResponse for MlflowError {
     fn into_response(self) -> Response {
-        let code = match &self.0 {
-            Error::InvalidInput(_) => "BAD_REQUEST",
-            Error::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
-            Error::Overloaded(_) => "RESOURCE_EXHAUSTED",
-            _ => "INTERNAL_ERROR",
-        };
+        let code = self.0.scoring_code();
         (
             status_of(&self.0),
             axum::Json(json!({"error_code": code, "message": self.0.to_string()})),

@@ -66,6 +66,32 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// MLflow error code and HTTP status for a storage error: the one table every
+    /// MLflow-shaped API (tracking, registry, datasets, monitors, deployments) answers with.
+    pub fn mlflow_code_and_status(&self) -> (&'static str, http::StatusCode) {
+        use http::StatusCode;
+        match self {
+            StoreError::InvalidPath(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
+            StoreError::ArtifactNotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
+            StoreError::RangeNotSatisfiable(_) => {
+                ("INVALID_PARAMETER_VALUE", StatusCode::RANGE_NOT_SATISFIABLE)
+            }
+            StoreError::Constraint(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
+            // MLflow answers 400 for an existing resource, not 409.
+            StoreError::Unique(_) => ("RESOURCE_ALREADY_EXISTS", StatusCode::BAD_REQUEST),
+            // Clients retry 503s with backoff, which is what a restarting database needs.
+            StoreError::Unavailable(_) => {
+                ("TEMPORARILY_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+            }
+            StoreError::Database(_)
+            | StoreError::InvalidConfig(_)
+            | StoreError::Open { .. }
+            | StoreError::Migration { .. }
+            | StoreError::Artifact(_)
+            | StoreError::Worker(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
 }
 
 impl From<object_store::Error> for StoreError {

@@ -54,34 +54,7 @@ impl Error {
             Error::InvalidState(_) => ("INVALID_STATE", StatusCode::BAD_REQUEST),
             Error::NotImplemented(_) => ("NOT_IMPLEMENTED", StatusCode::NOT_IMPLEMENTED),
             Error::EndpointNotFound(_) => ("ENDPOINT_NOT_FOUND", StatusCode::NOT_FOUND),
-            Error::Store(e) => Self::store_code_and_status(e),
-        }
-    }
-}
-
-impl Error {
-    /// MLflow error code and HTTP status for a storage error (shared with other MLflow-speaking
-    /// crates so every route maps the store the same way).
-    pub fn store_code_and_status(e: &StoreError) -> (&'static str, StatusCode) {
-        match e {
-            StoreError::InvalidPath(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
-            StoreError::ArtifactNotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
-            StoreError::RangeNotSatisfiable(_) => {
-                ("INVALID_PARAMETER_VALUE", StatusCode::RANGE_NOT_SATISFIABLE)
-            }
-            StoreError::Constraint(_) => ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST),
-            // MLflow answers 400 for an existing resource (see `AlreadyExists`).
-            StoreError::Unique(_) => ("RESOURCE_ALREADY_EXISTS", StatusCode::BAD_REQUEST),
-            // The client retries 503s with backoff, which is what a restarting database needs.
-            StoreError::Unavailable(_) => {
-                ("TEMPORARILY_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
-            }
-            StoreError::Database(_)
-            | StoreError::InvalidConfig(_)
-            | StoreError::Open { .. }
-            | StoreError::Migration { .. }
-            | StoreError::Artifact(_)
-            | StoreError::Worker(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
+            Error::Store(e) => e.mlflow_code_and_status(),
         }
     }
 }

@@ -578,7 +578,7 @@ pub fn all_migrations() -> [(&'static str, &'static [loopml_store::Migration]); 
         ("data", loopml_data::versions::MIGRATIONS),
         ("tracking", loopml_tracking::MIGRATIONS),
         ("registry", loopml_registry::MIGRATIONS),
-        ("serving", loopml_serving::endpoints::MIGRATIONS),
+        ("serving", loopml_serving::deployment_store::MIGRATIONS),
         ("monitor", loopml_monitor::service::MIGRATIONS),
     ]
 }
@@ -1024,19 +1024,40 @@ pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `work` together with the deployment sync, when other replicas share the database.
+/// `work` together with the deployment sync, when other replicas share the database, and the
+/// sharing of deployment counters, when deployments are saved.
 fn background_sync(
     work: impl std::future::Future<Output = ()> + Send + 'static,
     serving: &loopml_serving::routes::ServingApi,
 ) -> futures::future::BoxFuture<'static, ()> {
-    match serving.bus.get() {
-        Some(bus) => {
-            let sync = sync_deployments(serving.clone(), bus.clone());
-            Box::pin(async move {
-                futures::future::join(work, sync).await;
-            })
+    let sync: futures::future::BoxFuture<'static, ()> = match serving.bus.get() {
+        Some(bus) => Box::pin(sync_deployments(serving.clone(), bus.clone())),
+        None => Box::pin(async {}),
+    };
+    let share: futures::future::BoxFuture<'static, ()> = match &serving.db {
+        Some(_) => Box::pin(share_deployment_counters(serving.clone())),
+        None => Box::pin(async {}),
+    };
+    Box::pin(async move {
+        futures::future::join3(work, sync, share).await;
+    })
+}
+
+/// Adds this replica's deployment counters and outcomes to the shared ones about once a second
+/// and takes everybody's back (canaries are judged on every replica's requests). Runs until
+/// dropped; a failed share keeps its counts for the next one.
+pub async fn share_deployment_counters(serving: loopml_serving::routes::ServingApi) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match serving.share_counters().await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot share the deployment counters; keeping them for the next try");
+            }
+            Err(_) => {}
         }
-        None => Box::pin(work),
     }
 }
 
