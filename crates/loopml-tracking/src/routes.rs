@@ -881,8 +881,10 @@ async fn create_upload(
     }))
 }
 
-/// Largest part `mpu/upload` accepts (S3 allows 5 GiB; MLflow's client sends 10 MiB).
-const MAX_PART_BYTES: usize = 1 << 30;
+/// Largest part `mpu/upload` accepts. A part is held in memory while it goes to the store, so
+/// this bounds what one request can make the server hold: MLflow's client sends 10 MiB parts
+/// (`MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE`); S3 would allow 5 GiB.
+const MAX_PART_BYTES: usize = 256 << 20;
 
 #[derive(serde::Deserialize)]
 struct PartQuery {
@@ -908,7 +910,13 @@ async fn upload_part(
     })?;
     let body = axum::body::to_bytes(req.into_body(), MAX_PART_BYTES)
         .await
-        .map_err(|e| Error::InvalidParameter(format!("cannot read part {part}: {e}")))?;
+        .map_err(|e| {
+            Error::InvalidParameter(format!(
+                "cannot read part {part} (parts are at most {} MiB; lower \
+                 MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE): {e}",
+                MAX_PART_BYTES >> 20
+            ))
+        })?;
     let etag = s
         .artifacts()
         .put_upload_part(&target, &id, part, body)

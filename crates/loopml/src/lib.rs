@@ -2,12 +2,14 @@
 //! defaults) and [`build_app`], which opens the store, builds the domain services and merges
 //! their routers. `main.rs`, the end-to-end tests and embedded uses all go through it.
 
+pub mod app;
 pub mod client;
 mod request_id;
 
+pub use app::{App, Background, Lifecycle, serve, serve_models};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -224,20 +226,18 @@ async fn health() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain")], "OK")
 }
 
-/// Set when this process starts draining (SIGTERM / Ctrl-C): readiness fails first, so load
-/// balancers stop sending new requests while the ones in flight finish. One server per process.
-static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Readiness: answers 200 only while the metadata database answers and the process is not
+/// Readiness: answers 200 only while the metadata database answers and the app is not
 /// draining (liveness, `/health`, stays 200 so an orchestrator does not restart a replica whose
 /// database is away).
-fn ready_route(db: Database) -> Router {
+fn ready_route(db: Database, lifecycle: &Lifecycle) -> Router {
+    let lifecycle = lifecycle.clone();
     Router::new().route(
         "/ready",
         get(move || {
             let db = db.clone();
+            let draining = lifecycle.is_draining();
             async move {
-                if DRAINING.load(std::sync::atomic::Ordering::SeqCst) {
+                if draining {
                     return (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "not ready: shutting down".to_string(),
@@ -359,85 +359,6 @@ pub async fn start_serving(
         tracing::info!(deployment = %name, file = %file.display(), "deployment live");
     }
     Ok(())
-}
-
-/// Keeps endpoints that follow a moving registry URI (`models:/churn@champion`) on the version it
-/// names: long-polls the registry's change feed and, on any event for a followed model,
-/// re-resolves and swaps (in-flight requests finish on the old version). Runs until dropped.
-pub async fn follow_registry(
-    registry: loopml_registry::RegistryService,
-    serving: loopml_serving::routes::ServingApi,
-) {
-    let registry = &registry;
-    let mut after = match registry.events(i64::MAX, 1, None, Duration::ZERO).await {
-        Ok((_, last)) => last,
-        Err(_) => 0,
-    };
-    loop {
-        let (events, last) = match registry
-            .events(after, 1000, None, Duration::from_secs(30))
-            .await
-        {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "registry feed unavailable; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        after = events.last().map_or(last, |e| e.seq);
-        if events.is_empty() {
-            continue;
-        }
-        let touched: std::collections::HashSet<&str> =
-            events.iter().map(|e| e.name.as_str()).collect();
-        for f in serving.followed() {
-            let Some((model, _)) = loopml_serving::routes::registry_target(&f.uri) else {
-                continue;
-            };
-            if !touched.contains(model) {
-                continue;
-            }
-            match serving.refresh(&f).await {
-                Ok(Some(v)) => {
-                    tracing::info!(endpoint = %f.endpoint, uri = %f.uri, version = %v, "swapped to the version the registry names")
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(endpoint = %f.endpoint, uri = %f.uri, error = %e, "could not follow the registry; still serving the previous version")
-                }
-            }
-        }
-    }
-}
-
-/// Keeps this replica's deployments in line with the shared database: re-reads them when
-/// another replica announces a change on the bus, and on a timer (every second without Redis,
-/// every ten seconds with it, in case a note was lost). Runs until dropped.
-pub async fn sync_deployments(
-    serving: loopml_serving::routes::ServingApi,
-    bus: loopml_store::ChangeBus,
-) {
-    let mut rx = bus.watch("deployments");
-    let period = if bus.is_shared() {
-        Duration::from_secs(10)
-    } else {
-        Duration::from_secs(1)
-    };
-    loop {
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            () = tokio::time::sleep(period) => {}
-        }
-        match serving.sync_deployments().await {
-            Ok(changes) => {
-                for c in changes {
-                    tracing::info!(change = %c, "deployment changed on another replica");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot re-read the stored deployments"),
-        }
-    }
 }
 
 /// Resolves registry URIs to model folders for serving: the folder itself on a local artifact
@@ -613,7 +534,10 @@ fn open_store(config: &ServerConfig) -> anyhow::Result<(Database, ArtifactStore)
 /// server's `--database-url` (and `--artifacts-destination`), a serving replica also resolves
 /// `models:/name@alias` from that registry, fetches the model from the artifact store and
 /// follows the alias as it moves (the returned registry, for [`follow_registry`]).
-pub fn build_serving_app(config: &ServerConfig) -> anyhow::Result<ServingApp> {
+pub fn build_serving_app(
+    config: &ServerConfig,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<ServingApp> {
     let (db, artifacts) = open_store(config)?;
     let registry = match &config.database_url {
         Some(_) => {
@@ -643,7 +567,7 @@ pub fn build_serving_app(config: &ServerConfig) -> anyhow::Result<ServingApp> {
     }
     let router = Router::new()
         .route("/health", get(health))
-        .merge(ready_route(db))
+        .merge(ready_route(db, lifecycle))
         .route("/version", get(version))
         .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
@@ -669,7 +593,10 @@ pub struct ServingApp {
 }
 
 /// Opens the store under `config.data_dir`, builds every service and merges their routes.
-pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
+pub fn build_app(
+    config: &ServerConfig,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<(Router, AppHandle)> {
     let (db, artifacts) = open_store(config)?;
     let datasets = loopml_data::versions::DatasetStore::new(db.clone(), artifacts.clone())
         .context("cannot initialise datasets")?;
@@ -702,9 +629,8 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
             serving
                 .metrics
                 .add_source(std::sync::Arc::new(move || source.encode_metrics()));
-            // Scheduled evaluations and alert delivery live as long as the process.
-            #[allow(clippy::disallowed_methods)]
-            tokio::spawn(m.clone().run_background());
+            // Scheduled evaluations and alert delivery, until the app stops.
+            lifecycle.background.spawn(m.clone().run_background());
             Some(m)
         }
         None => None,
@@ -721,7 +647,7 @@ pub fn build_app(config: &ServerConfig) -> anyhow::Result<(Router, AppHandle)> {
         .context("cannot start webhook delivery")?;
     let router = Router::new()
         .route("/health", get(health))
-        .merge(ready_route(tracking.database().clone()))
+        .merge(ready_route(tracking.database().clone(), lifecycle))
         .route("/version", get(version))
         .merge(loopml_tracking::router(tracking.clone()))
         .merge(loopml_registry::router(registry.clone()))
@@ -760,6 +686,9 @@ struct AlertPipelines {
     /// Pipeline files running now → the alert that started them: one run per pipeline at a time
     /// (two retrains racing would leave the alias on whichever finished last).
     running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// Where the pipeline runs go: the app's background work (stopped with the app; the lease
+    /// then lapses to another replica).
+    background: Background,
 }
 
 impl loopml_monitor::AlertHandler for AlertPipelines {
@@ -773,6 +702,7 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
         let trigger = trigger.clone();
         let running = std::sync::Arc::clone(&self.running);
         let db = self.db.clone();
+        let background = self.background.clone();
         Box::pin(async move {
             {
                 let mut r = running
@@ -845,8 +775,7 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
             };
             let what = format!("started pipeline {name} ({})", path.display());
             // The run outlives the delivery pass; its outcome is in its tracked runs and the log.
-            #[allow(clippy::disallowed_methods)]
-            tokio::spawn(async move {
+            background.spawn(async move {
                 let renew = async {
                     loop {
                         tokio::time::sleep(PIPELINE_LEASE_TTL / 3).await;
@@ -947,197 +876,6 @@ impl loopml_registry::lineage::DeploymentFinder for ServedVersions {
             }
         }
         out
-    }
-}
-
-/// Serves the whole app (`loopml server`) until Ctrl-C or SIGTERM.
-pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let (router, handle) = build_app(&config)?;
-    handle
-        .tracking
-        .artifacts()
-        .check()
-        .await
-        .context("the artifact store does not answer")?;
-    start_serving(&handle.serving, &config).await?;
-    let followed = follow_registry(handle.registry.clone(), handle.serving.clone());
-    let followed = background_sync(followed, &handle.serving);
-    let monitors = handle.monitors.clone();
-    let db_for_alerts = handle.tracking.database().clone();
-    run_until_stopped(
-        &config,
-        router,
-        followed,
-        "loopml server listening",
-        |addr| {
-            if let Some(m) = monitors {
-                let host = if addr.ip().is_unspecified() {
-                    "127.0.0.1".to_string()
-                } else {
-                    addr.ip().to_string()
-                };
-                let server = format!("http://{host}:{}", addr.port());
-                m.set_alert_handler(std::sync::Arc::new(AlertPipelines {
-                    server,
-                    db: db_for_alerts.clone(),
-                    running: std::sync::Arc::default(),
-                }));
-            }
-        },
-    )
-    .await?;
-    finish_serving(&handle.serving).await;
-    let db = handle.tracking.database().clone();
-    // Another replica takes over the monitor scheduler, webhook delivery and running pipelines
-    // at once, not when the leases expire.
-    if let Err(e) = db.release_all_leases().await {
-        tracing::warn!(error = %e, "cannot release this process's leases");
-    }
-    if let Err(e) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await? {
-        tracing::warn!(error = %e, "final WAL checkpoint failed");
-    }
-    tracing::info!("loopml server stopped");
-    Ok(())
-}
-
-/// Serves models and deployments alone (`loopml serve`) until Ctrl-C or SIGTERM.
-pub async fn serve_models(config: ServerConfig) -> anyhow::Result<()> {
-    let ServingApp {
-        router,
-        serving,
-        registry,
-        artifacts,
-    } = build_serving_app(&config)?;
-    artifacts
-        .check()
-        .await
-        .context("the artifact store does not answer")?;
-    start_serving(&serving, &config).await?;
-    let followed: futures::future::BoxFuture<'static, ()> = match registry {
-        Some(r) => Box::pin(follow_registry(r, serving.clone())),
-        None => Box::pin(std::future::pending()),
-    };
-    let followed = background_sync(followed, &serving);
-    run_until_stopped(&config, router, followed, "loopml serving", |_| {}).await?;
-    finish_serving(&serving).await;
-    tracing::info!("loopml serving stopped");
-    Ok(())
-}
-
-/// `work` together with the deployment sync, when other replicas share the database, and the
-/// sharing of deployment counters, when deployments are saved.
-fn background_sync(
-    work: impl std::future::Future<Output = ()> + Send + 'static,
-    serving: &loopml_serving::routes::ServingApi,
-) -> futures::future::BoxFuture<'static, ()> {
-    let sync: futures::future::BoxFuture<'static, ()> = match serving.bus.get() {
-        Some(bus) => Box::pin(sync_deployments(serving.clone(), bus.clone())),
-        None => Box::pin(async {}),
-    };
-    let share: futures::future::BoxFuture<'static, ()> = match &serving.db {
-        Some(_) => Box::pin(share_deployment_counters(serving.clone())),
-        None => Box::pin(async {}),
-    };
-    Box::pin(async move {
-        futures::future::join3(work, sync, share).await;
-    })
-}
-
-/// Adds this replica's deployment counters and outcomes to the shared ones about once a second
-/// and takes everybody's back (canaries are judged on every replica's requests). Runs until
-/// dropped; a failed share keeps its counts for the next one.
-pub async fn share_deployment_counters(serving: loopml_serving::routes::ServingApi) {
-    let mut failing = false;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        match serving.share_counters().await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "cannot share the deployment counters; keeping them for the next try");
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// Writes what the inference log still holds (graceful shutdown loses no record).
-async fn finish_serving(serving: &loopml_serving::routes::ServingApi) {
-    serving.persist_all().await;
-    if let Some(log) = serving.log.clone() {
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
-    }
-}
-
-async fn run_until_stopped(
-    config: &ServerConfig,
-    router: Router,
-    background: impl std::future::Future<Output = ()>,
-    what: &str,
-    on_bound: impl FnOnce(std::net::SocketAddr),
-) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
-    let addr = config.addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    on_bound(local);
-    let database = config
-        .database_config()
-        .map(|d| d.backend.describe())
-        .unwrap_or_default();
-    // Small JSON answers must leave at once: Nagle + delayed ACK costs MLflow ~40 ms a call.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tracing::info!(
-        address = %local,
-        data_dir = %config.data_dir.display(),
-        database = %database,
-        artifacts = %config.artifacts_location(),
-        "{what}; set MLFLOW_TRACKING_URI=http://{local}"
-    );
-    let delay = config.shutdown_delay;
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        // Readiness fails first; requests keep being served for the delay, then the listener
-        // closes and in-flight requests finish.
-        DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
-        if !delay.is_zero() {
-            tracing::info!(
-                delay_s = delay.as_secs_f64(),
-                "draining: /ready answers 503"
-            );
-            tokio::time::sleep(delay).await;
-        }
-        tracing::info!("stopping: finishing in-flight requests");
-    });
-    tokio::select! {
-        r = server => r.context("server failed")?,
-        () = background => {}
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
 

@@ -89,10 +89,7 @@ pub async fn copy_database(source: &Database, target: &Database) -> Result<CopyR
 
 /// Applied migrations; none when the bookkeeping table does not exist yet (a fresh database).
 async fn applied(db: &Database) -> Result<Vec<(String, i64, String)>, StoreError> {
-    match db.applied_migrations().await {
-        Err(StoreError::Database(m)) if m.contains("loopml_migrations") => Ok(Vec::new()),
-        other => other,
-    }
+    db.applied_migrations().await
 }
 
 fn unreachable_backend<T>() -> Result<T, StoreError> {

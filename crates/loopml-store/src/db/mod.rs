@@ -395,9 +395,20 @@ impl Database {
         }
     }
 
-    /// The migrations recorded as applied: `(domain, version, name)`, in order.
+    /// The migrations recorded as applied: `(domain, version, name)`, in order; none on a
+    /// database no loopml has migrated yet (no bookkeeping table).
     pub async fn applied_migrations(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
         self.read(|c| {
+            let exists = if c.backend() == "postgres" {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'loopml_migrations'"
+            } else {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                 AND name = 'loopml_migrations'"
+            };
+            if c.query_opt(exists, &[], |r| r.i64(0))?.unwrap_or(0) == 0 {
+                return Ok(Vec::new());
+            }
             c.query(
                 "SELECT domain, version, name FROM loopml_migrations ORDER BY domain, version",
                 &[],

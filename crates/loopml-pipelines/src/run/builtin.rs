@@ -1,0 +1,277 @@
+//! The built-in step kinds: `validate` (a data suite, in-process), `register` (a run's model as
+//! a new registry version), `gate` (challenger against champion on a metric) and `promote` (an
+//! alias or stage onto a version), each over the tracking server's MLflow REST API.
+
+use super::*;
+
+pub(super) async fn validate(
+    ctx: &Ctx,
+    data: &str,
+    suite: &str,
+    run: Option<&RunInfo>,
+    log: &StepLog,
+) -> Attempt {
+    let (d, s) = (ctx.path(data), ctx.path(suite));
+    let result = blocking(move || loopml_data::validate::validate_with_suite_file(&d, &s)).await;
+    let result = match result {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Attempt::Failed(format!("cannot validate `{data}`: {e}")),
+        None => return Attempt::Failed("internal error while validating".into()),
+    };
+    for line in result.summary().lines() {
+        log.line(line);
+    }
+    let st = &result.statistics;
+    if let (Some(t), Some(r)) = (&ctx.tracker, run) {
+        let metrics = vec![
+            ("validation.success_percent".to_string(), st.success_percent),
+            (
+                "validation.unsuccessful_expectations".to_string(),
+                st.unsuccessful_expectations as f64,
+            ),
+        ];
+        let json = serde_json::to_vec_pretty(&result.to_json()).unwrap_or_default();
+        let r = r.clone();
+        let step = log.step().to_string();
+        let logged = track(t, move |t| {
+            t.log_batch(&r.run_id, &[], &[], &metrics)?;
+            t.upload(&r.artifact_uri, &format!("validation/{step}.json"), json)?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = logged {
+            return Attempt::Failed(e.to_string());
+        }
+    }
+    let outputs = BTreeMap::from([
+        (
+            "evaluated".to_string(),
+            st.evaluated_expectations.to_string(),
+        ),
+        (
+            "failed".to_string(),
+            st.unsuccessful_expectations.to_string(),
+        ),
+    ]);
+    if result.success {
+        Attempt::Ok(outputs)
+    } else {
+        Attempt::Failed(format!(
+            "validation failed: {} of {} expectations of suite `{}` failed on `{data}`",
+            st.unsuccessful_expectations, st.evaluated_expectations, result.suite_name
+        ))
+    }
+}
+
+pub(super) async fn register(
+    ctx: &Ctx,
+    model: &str,
+    from_run: &str,
+    artifact: &str,
+    run: Option<&RunInfo>,
+    log: &StepLog,
+) -> Attempt {
+    let Some(t) = &ctx.tracker else {
+        return Attempt::Failed("`register` steps need a loopml server".into());
+    };
+    let (m, art, rid) = (
+        model.to_string(),
+        artifact.to_string(),
+        from_run.to_string(),
+    );
+    let created = track(t, move |t| {
+        let source = t.model_source(&rid, &art)?;
+        t.ensure_registered_model(&m)?;
+        t.create_model_version(&m, &source, &rid)
+            .map(|v| (v, source.uri))
+    })
+    .await;
+    let (v, source) = match created {
+        Ok(v) => v,
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    log.line(&format!(
+        "loopml: registered `{model}` version {} from {source}",
+        v.version
+    ));
+    if let Some(r) = run {
+        let tags = vec![
+            ("loopml.model".to_string(), model.to_string()),
+            ("loopml.model_version".to_string(), v.version.clone()),
+        ];
+        let rid = r.run_id.clone();
+        if let Err(e) = track(t, move |t| t.log_batch(&rid, &[], &tags, &[])).await {
+            return Attempt::Failed(e.to_string());
+        }
+    }
+    Attempt::Ok(BTreeMap::from([
+        ("version".to_string(), v.version),
+        ("model".to_string(), model.to_string()),
+    ]))
+}
+
+/// What a gate step compares: the challenger version against the model's `alias`, on `metric`.
+pub(super) struct GateArgs<'a> {
+    pub(super) model: &'a str,
+    pub(super) alias: &'a str,
+    pub(super) challenger: &'a str,
+    pub(super) metric: &'a str,
+    pub(super) margin: f64,
+    pub(super) direction: Direction,
+}
+
+pub(super) async fn gate(
+    ctx: &Ctx,
+    g: &GateArgs<'_>,
+    run: Option<&RunInfo>,
+    log: &StepLog,
+) -> Attempt {
+    let Some(t) = &ctx.tracker else {
+        return Attempt::Failed("`gate` steps need a loopml server".into());
+    };
+    let (model, alias, challenger, metric) = (
+        g.model.to_string(),
+        g.alias.to_string(),
+        g.challenger.to_string(),
+        g.metric.to_string(),
+    );
+    // Challenger version, its metric, the champion version and its metric.
+    let looked = track(t, move |t| {
+        let ch = t.model_version(&model, &challenger)?;
+        let ch_value = match &ch.run_id {
+            Some(r) => t.latest_metric(r, &metric)?,
+            None => None,
+        };
+        let champ = t.version_by_alias(&model, &alias)?;
+        let champ_value = match champ.as_ref().and_then(|c| c.run_id.clone()) {
+            Some(r) => t.latest_metric(&r, &metric)?,
+            None => None,
+        };
+        Ok((ch, ch_value, champ, champ_value))
+    })
+    .await;
+    let (ch, ch_value, champ, champ_value) = match looked {
+        Ok(x) => x,
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    let (model, alias, metric) = (g.model, g.alias, g.metric);
+    let Some(cv) = ch_value else {
+        let from = ch.run_id.as_deref().map_or_else(
+            || "it has no source run".to_string(),
+            |r| format!("its run {r} did not log it"),
+        );
+        return Attempt::Failed(format!(
+            "the challenger `{model}` version {} has no metric `{metric}` ({from})",
+            ch.version
+        ));
+    };
+    let mut outputs = BTreeMap::from([
+        ("challenger".to_string(), ch.version.clone()),
+        ("challenger_value".to_string(), cv.to_string()),
+    ]);
+    let mut metrics = vec![("gate.challenger".to_string(), cv)];
+    let verdict: std::result::Result<String, String> = match (&champ, champ_value) {
+        (None, _) => Ok(format!(
+            "no champion: `{model}@{alias}` is not set, so version {} passes as the first \
+             model ({metric} = {cv})",
+            ch.version
+        )),
+        (Some(c), _) if c.version == ch.version => Ok(format!(
+            "version {} already is `{model}@{alias}`",
+            ch.version
+        )),
+        (Some(c), None) => Ok(format!(
+            "the champion (version {}) has no metric `{metric}`, so version {} passes \
+             ({metric} = {cv})",
+            c.version, ch.version
+        )),
+        (Some(c), Some(pv)) => {
+            outputs.insert("champion".into(), c.version.clone());
+            outputs.insert("champion_value".into(), pv.to_string());
+            metrics.push(("gate.champion".to_string(), pv));
+            let (pass, need) = match g.direction {
+                Direction::Max => (cv >= pv + g.margin, format!("≥ {}", pv + g.margin)),
+                Direction::Min => (cv <= pv - g.margin, format!("≤ {}", pv - g.margin)),
+            };
+            let dir = match g.direction {
+                Direction::Max => "higher",
+                Direction::Min => "lower",
+            };
+            let line = format!(
+                "{metric}: challenger version {} = {cv}, champion version {} = {pv}, margin \
+                 {} ({dir} is better; needs {need})",
+                ch.version, c.version, g.margin
+            );
+            if pass {
+                Ok(format!("{line}: PASS"))
+            } else {
+                Err(format!("{line}: REJECT"))
+            }
+        }
+    };
+    match &verdict {
+        Ok(l) | Err(l) => log.line(&format!("loopml: gate: {l}")),
+    }
+    if let Some(r) = run {
+        let rid = r.run_id.clone();
+        let passed = verdict.is_ok();
+        let tags = vec![(
+            "loopml.gate".to_string(),
+            if passed { "pass" } else { "reject" }.to_string(),
+        )];
+        if let Err(e) = track(t, move |t| t.log_batch(&rid, &[], &tags, &metrics)).await {
+            return Attempt::Failed(e.to_string());
+        }
+    }
+    outputs.insert("passed".into(), verdict.is_ok().to_string());
+    match verdict {
+        Ok(_) => Attempt::Ok(outputs),
+        Err(line) => Attempt::Rejected(line, outputs),
+    }
+}
+
+pub(super) async fn promote(
+    ctx: &Ctx,
+    model: &str,
+    alias: &str,
+    version: &str,
+    run: Option<&RunInfo>,
+    log: &StepLog,
+) -> Attempt {
+    let Some(t) = &ctx.tracker else {
+        return Attempt::Failed("`promote` steps need a loopml server".into());
+    };
+    let (m, a, v) = (model.to_string(), alias.to_string(), version.to_string());
+    let moved = track(t, move |t| {
+        let before = t.version_by_alias(&m, &a)?;
+        t.set_alias(&m, &a, &v)?;
+        Ok(before)
+    })
+    .await;
+    let before = match moved {
+        Ok(b) => b,
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    let was = before
+        .as_ref()
+        .map_or_else(|| "unset".to_string(), |b| format!("version {}", b.version));
+    log.line(&format!(
+        "loopml: `{model}@{alias}` now points at version {version} (was {was})"
+    ));
+    if let Some(r) = run {
+        let rid = r.run_id.clone();
+        let tags = vec![
+            ("loopml.model".to_string(), model.to_string()),
+            ("loopml.alias".to_string(), alias.to_string()),
+            ("loopml.model_version".to_string(), version.to_string()),
+        ];
+        if let Err(e) = track(t, move |t| t.log_batch(&rid, &[], &tags, &[])).await {
+            return Attempt::Failed(e.to_string());
+        }
+    }
+    let mut outputs = BTreeMap::from([("version".to_string(), version.to_string())]);
+    if let Some(b) = before {
+        outputs.insert("previous".into(), b.version);
+    }
+    Attempt::Ok(outputs)
+}
