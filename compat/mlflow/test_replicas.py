@@ -223,3 +223,56 @@ def test_a_canary_is_judged_on_every_replicas_requests(replicas):
         for _ in range(5):
             resp = requests.post(f"{url}/v2/models/{dep}/infer", json=ROW, timeout=30)
             assert resp.status_code == 200 and resp.json()["model_version"] == v1, resp.text
+
+
+def test_a_scheduled_monitor_is_evaluated_once_not_once_per_replica(replicas):
+    """Both replicas run a monitor scheduler, but only the holder of the `monitor-scheduler`
+    lease evaluates: a monitor due every second is evaluated about once a second, its results
+    are the same on both replicas, and both replicas' predictions are in its window (one
+    inference log in the shared store; each replica's files have names of their own)."""
+    import requests
+
+    from test_deployments import API, ROW
+
+    a, b = replicas
+    _, name, (v1, _, _) = register_versions(a.url)
+    dep = unique("watched")
+    spec = {"name": dep, "variants": [{"name": "main", "model": f"models:/{name}/{v1}"}],
+            "policy": {"strategy": "single"}}
+    r = requests.post(f"{a.url}{API}", json=spec, timeout=60)
+    assert r.status_code == 201, r.text
+    start = time.monotonic()
+    while requests.get(f"{b.url}{API}/{dep}", timeout=5).status_code != 200:
+        assert time.monotonic() - start < 10, "the deployment never reached B"
+        time.sleep(0.05)
+    ref = unique("ref")
+    csv = "x\n" + "\n".join(str(i % 7) for i in range(50)) + "\n"
+    r = requests.post(f"{a.url}/api/2.0/loopml/datasets/{ref}/versions?format=csv", data=csv, timeout=30)
+    assert r.status_code == 200, r.text
+    for url in (a.url, b.url):
+        for _ in range(3):
+            assert requests.post(f"{url}/v2/models/{dep}/infer", json=ROW, timeout=30).status_code == 200
+    monitor = unique("once")
+    r = requests.post(f"{a.url}/api/2.0/loopml/monitors", json={
+        "name": monitor, "deployment": dep, "reference": ref, "interval": "1s",
+        "window": {"rows": 100}, "min_rows": 1000, "checks": [{"feature_drift": {}}],
+    }, timeout=30)
+    assert r.status_code == 200, r.text
+    time.sleep(6.5)
+    results = {}
+    for label, url in (("A", a.url), ("B", b.url)):
+        r = requests.get(f"{url}/api/2.0/loopml/monitors/{monitor}/results", timeout=30)
+        assert r.status_code == 200, r.text
+        results[label] = r.json()["results"]
+    assert requests.delete(f"{a.url}/api/2.0/loopml/monitors/{monitor}", timeout=30).status_code == 200
+    assert results["A"] == results["B"]
+    evaluated = sorted(r["evaluated_at"] for r in results["A"])
+    assert len(evaluated) == len(set(evaluated)), "one result per check per evaluation"
+    gaps = [y - x for x, y in zip(evaluated, evaluated[1:])]
+    print(f"{len(evaluated)} evaluations in 6.5 s on two replicas, gaps {gaps} ms")
+    # Once a second by one replica: 5-7 evaluations; two schedulers would make about twice that.
+    assert 4 <= len(evaluated) <= 8, evaluated
+    assert all(g >= 900 for g in gaps), gaps
+    assert all(r["status"] == "insufficient" for r in results["A"]), results["A"]
+    # Both replicas' predictions reach the window (each writer flushes within 2 s).
+    assert max(r["rows"] for r in results["A"]) == 6, results["A"]

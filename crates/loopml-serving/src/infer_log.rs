@@ -10,8 +10,10 @@
 //! fresh data, and when the log is closed (graceful shutdown drains the queue). A full queue drops
 //! the record and counts it (`loopml_inference_log_dropped_total`), so a slow disk can never
 //! stall serving. Files go through the artifact store under
-//! `inference-log/{deployment}/{first µs}-{last µs}-{seq}.parquet` (feedback under
-//! `inference-log/{deployment}/feedback/`), so a time window reads only the files that overlap it.
+//! `inference-log/{deployment}/{first µs}-{last µs}-{seq}-{writer}.parquet` (feedback under
+//! `inference-log/{deployment}/feedback/`), so a time window reads only the files that overlap it;
+//! `writer` is random per process, so replicas logging to one store never overwrite each other's
+//! files (older names without it are read the same way).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,6 +180,7 @@ impl InferenceLog {
             groups: HashMap::new(),
             feedback: BTreeMap::new(),
             seq: 0,
+            writer: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         };
         let handle = std::thread::Builder::new()
             .name("loopml-inference-log".into())
@@ -881,6 +884,8 @@ struct Writer {
     groups: HashMap<u64, Group>,
     feedback: BTreeMap<String, Vec<Feedback>>,
     seq: u64,
+    /// This process's part of every file name (replicas share one store).
+    writer: String,
 }
 
 impl Writer {
@@ -1088,8 +1093,11 @@ impl Writer {
         let bytes = to_parquet(b)?;
         self.seq += 1;
         let dir = dir_of(dep, feedback)?;
-        let name = ArtifactPath::parse(&format!("{first}-{last}-{}.parquet", self.seq))
-            .map_err(|e| Error::Model(e.to_string()))?;
+        let name = ArtifactPath::parse(&format!(
+            "{first}-{last}-{}-{}.parquet",
+            self.seq, self.writer
+        ))
+        .map_err(|e| Error::Model(e.to_string()))?;
         let path = dir.join(&name);
         let store = self.store.clone();
         let body =
