@@ -16,6 +16,16 @@ from test_registry_loop import Receiver
 pytestmark = pytest.mark.skipif(not DATABASE_URL, reason="needs COMPAT_DATABASE_URL (PostgreSQL)")
 
 
+def until(check, what, limit=10):
+    """Seconds until check() holds (polled every 20 ms); fails after `limit` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"never saw {what}")
+
+
 @pytest.fixture
 def replicas(start_server, tmp_path):
     # The same data dir: the same PostgreSQL database (loopml_server keys it by folder) and the
@@ -147,14 +157,6 @@ def test_a_deployment_made_on_one_replica_is_served_by_the_other(replicas):
     client, name, (v1, v2, v3) = register_versions(a.url)
     dep = unique("shared-dep")
 
-    def until(check, what):
-        start = time.monotonic()
-        while time.monotonic() - start < 10:
-            if check():
-                return time.monotonic() - start
-            time.sleep(0.02)
-        raise AssertionError(f"replica B never saw {what}")
-
     r = requests.post(f"{a.url}{API}", json=canary(dep, name, v3, 30), timeout=60)
     assert r.status_code == 201, r.text
     created_s = until(lambda: requests.get(f"{b.url}{API}/{dep}", timeout=5).status_code == 200, "the deployment")
@@ -185,14 +187,6 @@ def test_a_canary_is_judged_on_every_replicas_requests(replicas):
     a, b = replicas
     _, name, (v1, v2, _) = register_versions(a.url)
     dep = unique("shared-canary")
-
-    def until(check, what, limit=10):
-        start = time.monotonic()
-        while time.monotonic() - start < limit:
-            if check():
-                return time.monotonic() - start
-            time.sleep(0.05)
-        raise AssertionError(f"never saw {what}")
 
     r = requests.post(f"{a.url}{API}", json=canary(dep, name, v2, 100), timeout=60)
     assert r.status_code == 201, r.text
@@ -241,10 +235,7 @@ def test_a_scheduled_monitor_is_evaluated_once_not_once_per_replica(replicas):
             "policy": {"strategy": "single"}}
     r = requests.post(f"{a.url}{API}", json=spec, timeout=60)
     assert r.status_code == 201, r.text
-    start = time.monotonic()
-    while requests.get(f"{b.url}{API}/{dep}", timeout=5).status_code != 200:
-        assert time.monotonic() - start < 10, "the deployment never reached B"
-        time.sleep(0.05)
+    until(lambda: requests.get(f"{b.url}{API}/{dep}", timeout=5).status_code == 200, "the deployment on B")
     ref = unique("ref")
     csv = "x\n" + "\n".join(str(i % 7) for i in range(50)) + "\n"
     r = requests.post(f"{a.url}/api/2.0/loopml/datasets/{ref}/versions?format=csv", data=csv, timeout=30)

@@ -119,17 +119,10 @@ impl ServingApi {
     /// Saves a deployment created over the API (file-defined ones are not stored): its spec and
     /// operator-visible state; its counters are shared apart.
     pub async fn persist(&self, d: &Deployment) {
-        if d.from_file {
-            return;
-        }
-        let Some(db) = &self.db else { return };
-        let spec = d.spec();
-        let (Ok(spec_json), Ok(state_json)) = (
-            serde_json::to_string(spec.as_ref()),
-            serde_json::to_string(&d.control_state()),
-        ) else {
+        let Some((db, spec_json, state_json)) = self.saved_form(d) else {
             return;
         };
+        let name = d.spec().name.clone();
         let now = now_us() / 1000;
         let res = db
             .write(move |c| {
@@ -137,7 +130,7 @@ impl ServingApi {
                     "INSERT INTO deployments (name, spec, state, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (name) DO UPDATE SET \
                      spec = excluded.spec, state = excluded.state, updated_at = excluded.updated_at",
-                    &[spec.name.as_str().into(), spec_json.into(), state_json.into(), now.into()],
+                    &[name.as_str().into(), spec_json.into(), state_json.into(), now.into()],
                 )
                 .map_err(Error::from)
             })
@@ -145,6 +138,18 @@ impl ServingApi {
         if let Err(e) = res {
             tracing::warn!(error = %e, "could not save the deployment");
         }
+    }
+
+    /// What is saved of an API-made deployment (file-defined ones are not stored): the
+    /// database, the spec JSON and the operator-visible state JSON.
+    fn saved_form(&self, d: &Deployment) -> Option<(loopml_store::Database, String, String)> {
+        if d.from_file {
+            return None;
+        }
+        let db = self.db.clone()?;
+        let spec = serde_json::to_string(d.spec().as_ref()).ok()?;
+        let state = serde_json::to_string(&d.control_state()).ok()?;
+        Some((db, spec, state))
     }
 
     /// Saves an operator action and tells the other replicas.
@@ -158,15 +163,7 @@ impl ServingApi {
     /// stored one instead. Tells the other replicas either way.
     pub(crate) async fn save_rollback(&self, d: &Deployment, before: Arc<DeploymentSpec>) {
         self.metrics.rollback(&before.name);
-        if d.from_file {
-            return;
-        }
-        let Some(db) = &self.db else { return };
-        let spec = d.spec();
-        let (Ok(spec_json), Ok(state_json)) = (
-            serde_json::to_string(spec.as_ref()),
-            serde_json::to_string(&d.control_state()),
-        ) else {
+        let Some((db, spec_json, state_json)) = self.saved_form(d) else {
             return;
         };
         let now = now_us() / 1000;
