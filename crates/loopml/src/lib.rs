@@ -368,6 +368,52 @@ struct RegistryModels {
     cache: PathBuf,
 }
 
+/// Model copies the cache keeps (the most recently used; a replica following an alias fetches
+/// a new version each time it moves, and the disk must not fill with the old ones).
+const MODEL_CACHE_KEEP: usize = 16;
+
+/// How old an unfinished fetch (a `.name-uuid` folder) must be before it is taken for a crashed
+/// one and removed.
+const MODEL_CACHE_STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes all but the `keep` most recently used model copies under `cache`, and unfinished
+/// fetches older than `stale`. A served model is in memory already (ONNX Runtime read its file
+/// at load), so removing its copy only means a later reload fetches it again. Returns how many
+/// folders went.
+fn prune_model_cache(cache: &Path, keep: usize, stale: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut copies = Vec::new();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.is_dir() {
+            continue;
+        }
+        let used = meta.modified().unwrap_or(now);
+        if e.file_name().to_string_lossy().starts_with('.') {
+            if now.duration_since(used).is_ok_and(|age| age > stale)
+                && std::fs::remove_dir_all(&path).is_ok()
+            {
+                removed += 1;
+            }
+            continue;
+        }
+        copies.push((used, path));
+    }
+    copies.sort_by_key(|c| std::cmp::Reverse(c.0));
+    for (_, path) in copies.into_iter().skip(keep) {
+        if std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(folder = %path.display(), "old model copy removed from the cache");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The cache folder name of a model folder: its path, made one safe file name.
 fn cache_name(dir: &loopml_store::ArtifactPath) -> String {
     let name: String = dir
@@ -420,6 +466,9 @@ impl RegistryModels {
         }
         let target = self.cache.join(cache_name(dir));
         if target.join("MLmodel").is_file() {
+            // Used now: the pruning below keeps the most recently used copies.
+            let _ = std::fs::File::open(&target)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(target);
         }
         let tmp = self.cache.join(format!(
@@ -448,6 +497,11 @@ impl RegistryModels {
         match tokio::fs::rename(&tmp, &target).await {
             Ok(()) => {
                 tracing::info!(%uri, bytes = fetched, folder = %target.display(), "model fetched from the artifact store");
+                let cache = self.cache.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    prune_model_cache(&cache, MODEL_CACHE_KEEP, MODEL_CACHE_STALE)
+                })
+                .await;
             }
             Err(_) if target.join("MLmodel").is_file() => {
                 let _ = tokio::fs::remove_dir_all(&tmp).await;
@@ -885,4 +939,55 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The cache keeps the most recently used copies and drops crashed fetches, nothing else.
+    #[test]
+    fn model_cache_keeps_the_latest_copies_and_drops_stale_fetches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = std::time::SystemTime::now() - Duration::from_secs(10_000);
+        let touch = |name: &str, at: std::time::SystemTime| {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("MLmodel"), "x").expect("write");
+            std::fs::File::open(&p)
+                .and_then(|f| f.set_modified(at))
+                .expect("mtime");
+        };
+        for i in 0..5u64 {
+            touch(&format!("models_{i}"), base + Duration::from_secs(i * 100));
+        }
+        touch(".models_9-crashed", base);
+        touch(".models_8-fetching", std::time::SystemTime::now());
+        std::fs::write(dir.path().join("stray-file"), "x").expect("file");
+        assert_eq!(
+            prune_model_cache(dir.path(), 3, Duration::from_secs(3600)),
+            3
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".models_8-fetching",
+                "models_2",
+                "models_3",
+                "models_4",
+                "stray-file"
+            ]
+        );
+        assert_eq!(
+            prune_model_cache(&dir.path().join("missing"), 3, Duration::ZERO),
+            0
+        );
+    }
 }
