@@ -294,7 +294,7 @@ impl ServingApi {
                 (
                     spec.name.clone(),
                     spec.variants.iter().map(|v| v.name.clone()).collect(),
-                    d.state().window_since_us,
+                    d.window_since_us(),
                     d.window_len(),
                 )
             })
@@ -403,8 +403,7 @@ impl ServingApi {
             if same_spec {
                 // The spec is the same; an operator-visible change (a note, a status) may not be.
                 if let (Some(d), Some(saved)) = (&local, saved)
-                    && (d.state().status != saved.status
-                        || d.state().rollback_reason != saved.rollback_reason)
+                    && d.status() != (saved.status.clone(), saved.rollback_reason.clone())
                 {
                     d.restore_control(saved);
                     changed.push(format!("{name}: state"));

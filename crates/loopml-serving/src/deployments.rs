@@ -830,6 +830,16 @@ impl Deployment {
         Verdict::None
     }
 
+    /// When the current rollout's window began (µs), without copying the whole state.
+    pub fn window_since_us(&self) -> i64 {
+        self.with_state(|st| st.window_since_us)
+    }
+
+    /// Status and rollback reason, without copying the whole state.
+    pub fn status(&self) -> (String, Option<String>) {
+        self.with_state(|st| (st.status.clone(), st.rollback_reason.clone()))
+    }
+
     /// How many latest outcomes a verdict (and the latency percentiles) look at.
     pub fn window_len(&self) -> usize {
         Self::judged(&self.spec()).1.map_or(200, |r| r.window)
