@@ -29,4 +29,9 @@ pub const MIGRATIONS: &[loopml_store::Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_metric_series.sql"),
         postgres: include_str!("../migrations/postgres/0002_metric_series.sql"),
     },
+    loopml_store::Migration {
+        name: "0003_latest_in_series",
+        sqlite: include_str!("../migrations/sqlite/0003_latest_in_series.sql"),
+        postgres: include_str!("../migrations/postgres/0003_latest_in_series.sql"),
+    },
 ];

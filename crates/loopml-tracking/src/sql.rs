@@ -454,7 +454,7 @@ pub fn run_cores(c: &Conn<'_>, ids: &[String]) -> Result<HashMap<String, Run>> {
             .collect();
         c.query(
             &format!(
-                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics \
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM metric_series \
                  WHERE run_uuid IN ({ph})"
             ),
             &p,
@@ -577,7 +577,7 @@ pub fn search_runs_sql(
         match &o.entity {
             Entity::Metric(k) => {
                 joins.push_str(&format!(
-                    " LEFT JOIN latest_metrics o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
+                    " LEFT JOIN metric_series o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
                 ));
                 join_params.push(Value::from(k.clone()));
                 order_sql.push(format!(
@@ -638,7 +638,7 @@ pub fn search_runs_sql(
                 params.push(Value::from(k.clone()));
                 params.push(Value::Real(v));
                 format!(
-                    "EXISTS (SELECT 1 FROM latest_metrics x WHERE x.run_uuid = r.run_uuid AND \
+                    "EXISTS (SELECT 1 FROM metric_series x WHERE x.run_uuid = r.run_uuid AND \
                      x.key = ? AND x.is_nan = 0 AND x.value {} ?)",
                     clause.op.sql()
                 )
@@ -997,9 +997,10 @@ pub fn search_models_sql(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metric points. Each (run, key) series has an integer id in `metric_series`; points are keyed
-// by (series_id, timestamp, step, value, is_nan). Writes are multi-row statements, so a
-// log-batch of 1,000 metrics is a handful of statements, not 2,000.
+// Metric points. Each (run, key) series has an integer id and its latest point in
+// `metric_series` (searches filter and sort on that row); points are keyed by
+// (series_id, timestamp, step, value, is_nan). Writes are multi-row statements, so a log-batch
+// of 1,000 metrics is a handful of statements, not 2,000.
 
 /// Rows per multi-row INSERT: 200 rows × 5 columns stays far below every backend's
 /// parameter limit, and bounds the number of distinct statement texts.
@@ -1024,30 +1025,49 @@ fn stored_value(v: f64) -> (f64, bool) {
     if v.is_nan() { (0.0, true) } else { (v, false) }
 }
 
-/// Series ids of `keys` for `run_id`, created where missing.
-pub fn metric_series_ids(
+/// Whether point `a` is newer than `b` in MLflow's latest-value order: largest
+/// (step, timestamp, value) wins, NaN comparing as its stored 0.
+fn newer(a: &Metric, b: &Metric) -> bool {
+    let (av, _) = stored_value(a.value);
+    let (bv, _) = stored_value(b.value);
+    (a.step, a.timestamp)
+        .cmp(&(b.step, b.timestamp))
+        .then(av.total_cmp(&bv))
+        .is_gt()
+}
+
+/// Series ids of the keys of `newest` (each key's newest point of a batch) for `run_id`,
+/// created where missing with that point as their latest value.
+fn metric_series_ids(
     c: &Conn<'_>,
     run_id: &str,
-    keys: &[&str],
+    newest: &[&Metric],
 ) -> Result<HashMap<String, i64>> {
-    let mut ids = HashMap::with_capacity(keys.len());
-    for chunk in keys.chunks(INSERT_ROWS) {
-        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 2);
-        for k in chunk {
-            params.push(run_id.into());
-            params.push((*k).into());
+    let mut ids = HashMap::with_capacity(newest.len());
+    for chunk in newest.chunks(INSERT_ROWS) {
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 6);
+        for m in chunk {
+            let (value, nan) = stored_value(m.value);
+            params.extend([
+                run_id.into(),
+                m.key.as_str().into(),
+                value.into(),
+                m.timestamp.into(),
+                m.step.into(),
+                nan.into(),
+            ]);
         }
         c.execute(
             &format!(
-                "INSERT INTO metric_series (run_uuid, key) VALUES {} \
-                 ON CONFLICT (run_uuid, key) DO NOTHING",
-                values_rows(chunk.len(), 2)
+                "INSERT INTO metric_series (run_uuid, key, value, timestamp, step, is_nan) \
+                 VALUES {} ON CONFLICT (run_uuid, key) DO NOTHING",
+                values_rows(chunk.len(), 6)
             ),
             &params,
         )?;
         let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() + 1);
         params.push(run_id.into());
-        params.extend(chunk.iter().map(|k| Value::from(*k)));
+        params.extend(chunk.iter().map(|m| Value::from(m.key.as_str())));
         let found = c.query(
             &format!(
                 "SELECT key, series_id FROM metric_series WHERE run_uuid = ? AND key IN ({})",
@@ -1070,9 +1090,25 @@ pub fn metric_series_id(c: &Conn<'_>, run_id: &str, key: &str) -> Result<Option<
     )?)
 }
 
+/// `(CAST(? AS BIGINT), …), …`: typed rows for `UPDATE … FROM (VALUES …)`, whose parameter
+/// types PostgreSQL cannot infer from a bare VALUES list.
+fn typed_values_rows(rows: usize, types: &[&str]) -> String {
+    let one = format!(
+        "({})",
+        types
+            .iter()
+            .map(|t| format!("CAST(? AS {t})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    vec![one; rows].join(", ")
+}
+
 /// Stores metric points of one run (identical points once) and moves each key's latest value
 /// forward: largest (step, timestamp, value) wins, as in MLflow. `known` holds committed series
-/// ids of this run; the ids it had to look up or create are returned.
+/// ids of this run; the ids it had to look up or create are returned. For known series this is
+/// two statements, sent together (one round trip on PostgreSQL): a multi-row INSERT of the
+/// points and one UPDATE of the series rows by id.
 pub fn insert_metric_points(
     c: &Conn<'_>,
     run_id: &str,
@@ -1082,57 +1118,8 @@ pub fn insert_metric_points(
     if metrics.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut keys: Vec<&str> = metrics.iter().map(|m| m.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let missing: Vec<&str> = keys
-        .iter()
-        .copied()
-        .filter(|k| !known.contains_key(*k))
-        .collect();
-    let looked_up = if missing.is_empty() {
-        HashMap::new()
-    } else {
-        metric_series_ids(c, run_id, &missing)?
-    };
-    let ids = |k: &str| known.get(k).or_else(|| looked_up.get(k)).copied();
-    for chunk in metrics.chunks(INSERT_ROWS) {
-        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 5);
-        for m in chunk {
-            let id = ids(m.key.as_str()).ok_or_else(|| {
-                Error::Store(StoreError::Database(format!(
-                    "metric series for key '{}' was not created",
-                    m.key
-                )))
-            })?;
-            let (value, nan) = stored_value(m.value);
-            params.extend([
-                id.into(),
-                m.timestamp.into(),
-                m.step.into(),
-                value.into(),
-                nan.into(),
-            ]);
-        }
-        c.execute(
-            &format!(
-                "INSERT INTO metric_points (series_id, timestamp, step, value, is_nan) \
-                 VALUES {} ON CONFLICT DO NOTHING",
-                values_rows(chunk.len(), 5)
-            ),
-            &params,
-        )?;
-    }
-    // The newest point of each key in this batch, then one upsert that only moves forward.
-    let newer = |a: &Metric, b: &Metric| {
-        let (av, _) = stored_value(a.value);
-        let (bv, _) = stored_value(b.value);
-        (a.step, a.timestamp)
-            .cmp(&(b.step, b.timestamp))
-            .then(av.total_cmp(&bv))
-            .is_gt()
-    };
-    let mut latest: HashMap<&str, &Metric> = HashMap::with_capacity(keys.len());
+    // The newest point of each key in this batch.
+    let mut latest: HashMap<&str, &Metric> = HashMap::with_capacity(metrics.len());
     for m in metrics {
         latest
             .entry(m.key.as_str())
@@ -1143,35 +1130,89 @@ pub fn insert_metric_points(
             })
             .or_insert(m);
     }
-    let mut latest: Vec<&Metric> = latest.into_values().collect();
+    let mut missing: Vec<&Metric> = latest
+        .iter()
+        .filter(|(k, _)| !known.contains_key(**k))
+        .map(|(_, m)| *m)
+        .collect();
     // A stable order: concurrent batches lock the same rows in the same order (no deadlock).
-    latest.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    for chunk in latest.chunks(INSERT_ROWS) {
-        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 6);
+    missing.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let looked_up = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        metric_series_ids(c, run_id, &missing)?
+    };
+    let id_of = |k: &str| {
+        known
+            .get(k)
+            .or_else(|| looked_up.get(k))
+            .copied()
+            .ok_or_else(|| {
+                Error::Store(StoreError::Database(format!(
+                    "metric series for key '{k}' was not created"
+                )))
+            })
+    };
+    let mut updates: Vec<(i64, &Metric)> = latest
+        .values()
+        .map(|m| Ok((id_of(m.key.as_str())?, *m)))
+        .collect::<Result<_>>()?;
+    updates.sort_unstable_by_key(|(id, _)| *id);
+
+    let mut texts: Vec<String> = Vec::new();
+    let mut bound: Vec<Vec<Value<'_>>> = Vec::new();
+    for chunk in metrics.chunks(INSERT_ROWS) {
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 5);
         for m in chunk {
             let (value, nan) = stored_value(m.value);
             params.extend([
-                run_id.into(),
-                m.key.as_str().into(),
-                value.into(),
+                id_of(m.key.as_str())?.into(),
                 m.timestamp.into(),
                 m.step.into(),
+                value.into(),
                 nan.into(),
             ]);
         }
-        c.execute(
-            &format!(
-                "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) \
-                 VALUES {} ON CONFLICT (run_uuid, key) DO UPDATE SET \
-                 value = excluded.value, timestamp = excluded.timestamp, \
-                 step = excluded.step, is_nan = excluded.is_nan \
-                 WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                       (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-                values_rows(chunk.len(), 6)
-            ),
-            &params,
-        )?;
+        texts.push(format!(
+            "INSERT INTO metric_points (series_id, timestamp, step, value, is_nan) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            values_rows(chunk.len(), 5)
+        ));
+        bound.push(params);
     }
+    // The series rows only move forward (a point older than the stored latest changes nothing).
+    for chunk in updates.chunks(INSERT_ROWS) {
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 5);
+        for (id, m) in chunk {
+            let (value, nan) = stored_value(m.value);
+            params.extend([
+                (*id).into(),
+                m.timestamp.into(),
+                m.step.into(),
+                value.into(),
+                nan.into(),
+            ]);
+        }
+        texts.push(format!(
+            "UPDATE metric_series SET timestamp = u.column2, step = u.column3, \
+             value = u.column4, is_nan = u.column5 \
+             FROM (VALUES {}) AS u \
+             WHERE metric_series.series_id = u.column1 \
+             AND (u.column3, u.column2, u.column4) > \
+                 (metric_series.step, metric_series.timestamp, metric_series.value)",
+            typed_values_rows(
+                chunk.len(),
+                &["BIGINT", "BIGINT", "BIGINT", "DOUBLE PRECISION", "BIGINT"]
+            )
+        ));
+        bound.push(params);
+    }
+    let statements: Vec<(&str, &[Value<'_>])> = texts
+        .iter()
+        .zip(&bound)
+        .map(|(t, p)| (t.as_str(), p.as_slice()))
+        .collect();
+    c.execute_each(&statements)?;
     Ok(looked_up)
 }
 

@@ -385,6 +385,93 @@ async fn metric_points_from_the_old_schema_survive_migration_0002() {
     assert_eq!(v["metrics"].as_array().unwrap().len(), 1);
 }
 
+/// Latest values written before migration 0003 (a separate `latest_metrics` table) move into
+/// the series rows: runs/get and metric searches answer the same after it, a series with points
+/// but no latest row gets its newest point, and later points still only move forward.
+#[tokio::test]
+async fn latest_values_survive_migration_0003() {
+    let t = TestDatabase::new();
+    let db = t.database();
+    db.migrate("tracking", &loopml_tracking::MIGRATIONS[..2])
+        .unwrap();
+    let run = "0123456789abcdef0123456789abcdef";
+    db.write(move |c| -> Result<(), loopml_store::StoreError> {
+        c.execute(
+            "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, \
+             artifact_uri) VALUES (?, 0, 'old', 'u', 'RUNNING', 1, 'file:///tmp/x')",
+            &[run.into()],
+        )?;
+        c.execute(
+            "INSERT INTO metric_series (series_id, run_uuid, key) VALUES (1, ?, 'loss'), \
+             (2, ?, 'acc')",
+            &[run.into(), run.into()],
+        )?;
+        c.execute(
+            "INSERT INTO metric_points (series_id, timestamp, step, value, is_nan) VALUES \
+             (1, 10, 0, 0.5, 0), (1, 11, 5, 0.25, 0), (2, 10, 0, 0.9, 0), (2, 12, 1, 0.8, 0)",
+            &[],
+        )?;
+        // Only loss has a latest row (as every released version wrote it); acc has none.
+        c.execute(
+            "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) \
+             VALUES (?, 'loss', 0.25, 11, 5, 0)",
+            &[run.into()],
+        )?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let art = loopml_store::testing::test_artifact_store(&t.dir());
+    let a = App {
+        router: router(TrackingService::new(db, art).unwrap()),
+        _db: t,
+    };
+    let latest = |v: &Value| -> Vec<(String, f64, i64)> {
+        let mut m: Vec<(String, f64, i64)> = v["run"]["data"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["key"].as_str().unwrap().to_string(),
+                    m["value"].as_f64().unwrap(),
+                    m["step"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        m.sort_by(|a, b| a.0.cmp(&b.0));
+        m
+    };
+    let v = a.ok("GET", &format!("runs/get?run_id={run}"), None).await;
+    assert_eq!(
+        latest(&v),
+        vec![("acc".into(), 0.8, 1), ("loss".into(), 0.25, 5)]
+    );
+    // An older point leaves the latest alone; a newer one moves it.
+    a.ok(
+        "POST",
+        "runs/log-batch",
+        Some(json!({"run_id": run, "metrics": [
+            {"key": "loss", "value": 9.0, "timestamp": 99, "step": 4},
+            {"key": "acc", "value": 0.95, "timestamp": 13, "step": 2}
+        ]})),
+    )
+    .await;
+    let v = a.ok("GET", &format!("runs/get?run_id={run}"), None).await;
+    assert_eq!(
+        latest(&v),
+        vec![("acc".into(), 0.95, 2), ("loss".into(), 0.25, 5)]
+    );
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "filter": "metrics.acc > 0.9 and metrics.loss < 0.3"})),
+        )
+        .await;
+    assert_eq!(v["runs"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
 #[tokio::test]
 async fn search_runs_grammar_order_and_paging() {
     let a = app();

@@ -331,6 +331,22 @@ impl Conn<'_> {
         }
     }
 
+    /// Runs different statements in order; returns each one's changed-row count. On
+    /// PostgreSQL they travel pipelined in one round trip; the first error (in statement
+    /// order) is returned, and the transaction then fails as a whole.
+    pub fn execute_each(
+        &self,
+        statements: &[(&str, &[Value<'_>])],
+    ) -> Result<Vec<usize>, StoreError> {
+        match &self.0 {
+            ConnInner::Sqlite(c) => statements
+                .iter()
+                .map(|(sql, params)| sqlite::execute(c, sql, params))
+                .collect(),
+            ConnInner::Postgres(s) => s.execute_each(statements),
+        }
+    }
+
     /// Name of the backend this connection is on (for the rare query that must differ).
     pub fn backend(&self) -> &'static str {
         match &self.0 {

@@ -293,6 +293,49 @@ async fn execute_many_is_all_or_nothing() {
     .await;
 }
 
+#[tokio::test]
+async fn execute_each_runs_in_order_and_fails_as_a_whole() {
+    each_backend(|db| async move {
+        let counts = db
+            .write(|c| {
+                c.execute_each(&[
+                    (
+                        "INSERT INTO t VALUES (?, ?), (?, ?)",
+                        &["a".into(), 1.into(), "b".into(), 2.into()],
+                    ),
+                    ("UPDATE t SET v = v + 10 WHERE k = ?", &["a".into()]),
+                    ("DELETE FROM t WHERE k = ?", &["none".into()]),
+                ])
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts, vec![2, 1, 0]);
+        // The second statement breaks the unique key: the first one's row must not survive,
+        // and the error is the second statement's own, not "transaction aborted".
+        let err = db
+            .write(|c| {
+                c.execute_each(&[
+                    ("INSERT INTO t VALUES (?, ?)", &["c".into(), 3.into()]),
+                    ("INSERT INTO t VALUES (?, ?)", &["a".into(), 4.into()]),
+                    ("UPDATE t SET v = 0", &[]),
+                ])
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_unique_violation(), "{err:?}");
+        let rows: Vec<(String, i64)> = db
+            .read(|c| {
+                c.query("SELECT k, v FROM t ORDER BY k", &[], |r| {
+                    Ok((r.string(0)?, r.i64(1)?))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![("a".to_string(), 11), ("b".to_string(), 2)]);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_apply_once() {
     for t in TestDatabase::all() {
