@@ -1090,25 +1090,11 @@ pub fn metric_series_id(c: &Conn<'_>, run_id: &str, key: &str) -> Result<Option<
     )?)
 }
 
-/// `(CAST(? AS BIGINT), …), …`: typed rows for `UPDATE … FROM (VALUES …)`, whose parameter
-/// types PostgreSQL cannot infer from a bare VALUES list.
-fn typed_values_rows(rows: usize, types: &[&str]) -> String {
-    let one = format!(
-        "({})",
-        types
-            .iter()
-            .map(|t| format!("CAST(? AS {t})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    vec![one; rows].join(", ")
-}
-
 /// Stores metric points of one run (identical points once) and moves each key's latest value
 /// forward: largest (step, timestamp, value) wins, as in MLflow. `known` holds committed series
 /// ids of this run; the ids it had to look up or create are returned. For known series this is
 /// two statements, sent together (one round trip on PostgreSQL): a multi-row INSERT of the
-/// points and one UPDATE of the series rows by id.
+/// points and one upsert of the series rows by id.
 pub fn insert_metric_points(
     c: &Conn<'_>,
     run_id: &str,
@@ -1181,29 +1167,33 @@ pub fn insert_metric_points(
         bound.push(params);
     }
     // The series rows only move forward (a point older than the stored latest changes nothing).
+    // An upsert on the primary key rather than `UPDATE … FROM (VALUES …)`: its row lookup is
+    // the arbiter index, never a planner's choice. PostgreSQL caches a generic plan for the
+    // UPDATE form, and one cached while the table was small kept scanning the whole table as
+    // it grew (10,000 sequential scans in one benchmark run). Every row exists, so nothing is
+    // ever inserted.
     for chunk in updates.chunks(INSERT_ROWS) {
-        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 5);
+        let mut params: Vec<Value<'_>> = Vec::with_capacity(chunk.len() * 7);
         for (id, m) in chunk {
             let (value, nan) = stored_value(m.value);
             params.extend([
                 (*id).into(),
+                run_id.into(),
+                m.key.as_str().into(),
+                value.into(),
                 m.timestamp.into(),
                 m.step.into(),
-                value.into(),
                 nan.into(),
             ]);
         }
         texts.push(format!(
-            "UPDATE metric_series SET timestamp = u.column2, step = u.column3, \
-             value = u.column4, is_nan = u.column5 \
-             FROM (VALUES {}) AS u \
-             WHERE metric_series.series_id = u.column1 \
-             AND (u.column3, u.column2, u.column4) > \
-                 (metric_series.step, metric_series.timestamp, metric_series.value)",
-            typed_values_rows(
-                chunk.len(),
-                &["BIGINT", "BIGINT", "BIGINT", "DOUBLE PRECISION", "BIGINT"]
-            )
+            "INSERT INTO metric_series (series_id, run_uuid, key, value, timestamp, step, \
+             is_nan) VALUES {} ON CONFLICT (series_id) DO UPDATE SET \
+             value = excluded.value, timestamp = excluded.timestamp, \
+             step = excluded.step, is_nan = excluded.is_nan \
+             WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                   (metric_series.step, metric_series.timestamp, metric_series.value)",
+            values_rows(chunk.len(), 7)
         ));
         bound.push(params);
     }

@@ -1,6 +1,6 @@
 -- Each series row holds its latest point (largest (step, timestamp, value)), so a log-batch
--- moves it forward with an UPDATE by the integer series id instead of upserting a second table
--- keyed by the run id and key text.
+-- moves it forward by the integer series id instead of upserting a second table keyed by the
+-- run id and key text.
 ALTER TABLE metric_series ADD COLUMN value REAL NOT NULL DEFAULT 0;
 ALTER TABLE metric_series ADD COLUMN timestamp INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE metric_series ADD COLUMN step INTEGER NOT NULL DEFAULT 0;
