@@ -565,21 +565,31 @@ impl TrackingService {
             .filter(|o| !o.trim().is_empty())
             .map(|o| parse_order_by(o))
             .collect::<Result<Vec<_>>>()?;
-        let offset = decode_page_token(page_token.as_deref())?;
+        let page = v::decode_runs_page_token(page_token.as_deref())?;
         if exp_ids.is_empty() {
             return Ok(Page {
                 items: Vec::new(),
                 next_page_token: None,
             });
         }
-        let (q, params) =
-            sql::search_runs_sql(&exp_ids, view.stages(), &clauses, &order, max + 1, offset)?;
-        let mut ids: Vec<String> = self
+        let q = sql::search_runs_sql(&exp_ids, view.stages(), &clauses, &order, max + 1, &page)?;
+        let mut rows: Vec<(String, Vec<sql::SortValue>)> = self
             .db
-            .read(move |c| Ok::<_, Error>(c.query(&q, &params, |r| r.string(0))?))
+            .read(move |c| {
+                Ok::<_, Error>(c.query(&q.sql, &q.params, |r| {
+                    Ok((r.string(0)?, sql::sort_values(r, &q.kinds)?))
+                })?)
+            })
             .await?;
-        let more = ids.len() as i64 > max;
-        ids.truncate(max as usize);
+        let more = rows.len() as i64 > max;
+        rows.truncate(max as usize);
+        let next_page_token = if more {
+            rows.last()
+                .map(|(_, after)| v::encode_runs_page_token(after))
+        } else {
+            None
+        };
+        let ids: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();
         // Large pages load params/tags and the rest on two reader connections at once.
         let ids = std::sync::Arc::new(ids);
         let (a, b) = (ids.clone(), ids.clone());
@@ -589,7 +599,7 @@ impl TrackingService {
         )?;
         Ok(Page {
             items: sql::assemble_runs(&ids, cores, kvs),
-            next_page_token: more.then(|| encode_page_token(offset + max)),
+            next_page_token,
         })
     }
 

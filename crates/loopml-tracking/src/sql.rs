@@ -560,30 +560,157 @@ fn run_attribute(name: &str) -> Option<(&'static str, bool)> {
 const RUN_ATTRIBUTES: &str = "['run_id', 'run_name', 'status', 'user_id', 'artifact_uri', \
                               'start_time', 'end_time', 'created']";
 
-/// Builds the query for a runs search: returns SQL (selecting run ids) and parameters.
+/// The kind of value one sort key of a runs search holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKind {
+    /// An integer (flags, times, `is_nan`).
+    Int,
+    /// A double (metric values).
+    Real,
+    /// Text (params, tags, text attributes, the run id).
+    Text,
+}
+
+/// One sort key's value in the last run of a page: where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    /// SQL NULL (the run lacks the metric, param, tag or attribute).
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A double, exact.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+impl SortValue {
+    fn fits(&self, kind: SortKind) -> bool {
+        matches!(
+            (self, kind),
+            (SortValue::Null, _)
+                | (SortValue::Int(_), SortKind::Int)
+                | (SortValue::Real(_), SortKind::Real)
+                | (SortValue::Text(_), SortKind::Text)
+        )
+    }
+
+    fn param(&self) -> Value<'static> {
+        match self {
+            SortValue::Null => Value::Null,
+            SortValue::Int(i) => Value::Int(*i),
+            SortValue::Real(f) => Value::Real(*f),
+            SortValue::Text(t) => Value::from(t.clone()),
+        }
+    }
+}
+
+/// Where a runs-search page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunsPage {
+    /// Skip this many runs (MLflow's own tokens, and the first page).
+    Offset(i64),
+    /// Just after the run with these sort-key values (keyset paging: page N costs what
+    /// page 1 costs, and runs logged meanwhile neither repeat nor vanish from later pages).
+    After(Vec<SortValue>),
+}
+
+/// A runs search: SQL selecting each run id followed by its sort-key values, the parameters,
+/// and the kind of each sort key (for [`sort_values`]).
+#[derive(Debug)]
+pub struct RunsQuery {
+    /// The statement.
+    pub sql: String,
+    /// Its parameters, in order.
+    pub params: Vec<Value<'static>>,
+    /// The kind of each sort key, in `ORDER BY` order.
+    pub kinds: Vec<SortKind>,
+}
+
+/// Reads the sort-key values of one row of a [`RunsQuery`] (columns 1..).
+pub fn sort_values(r: &Row<'_>, kinds: &[SortKind]) -> Result<Vec<SortValue>, StoreError> {
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let idx = i + 1;
+            Ok(match kind {
+                SortKind::Int => r.opt_i64(idx)?.map_or(SortValue::Null, SortValue::Int),
+                SortKind::Real => r.opt_f64(idx)?.map_or(SortValue::Null, SortValue::Real),
+                SortKind::Text => r.opt_string(idx)?.map_or(SortValue::Null, SortValue::Text),
+            })
+        })
+        .collect()
+}
+
+/// One sort key: expression, kind, ascending.
+type SortKey = (String, SortKind, bool);
+
+/// `(k0 > v0) OR (k0 = v0 AND k1 > v1) OR …` with each key's direction: the rows strictly
+/// after `after` in the sort order. A NULL value compares equal only to NULL and nothing is
+/// after it within its own key (NULLs only occur where the key's missing-flag before it ties).
+fn keyset_after(
+    keys: &[SortKey],
+    after: &[SortValue],
+    params: &mut Vec<Value<'static>>,
+) -> Result<String> {
+    if after.len() != keys.len() || !after.iter().zip(keys).all(|(v, k)| v.fits(k.1)) {
+        return Err(Error::InvalidParameter(
+            "Invalid page token: it belongs to a search with a different order_by".into(),
+        ));
+    }
+    let mut disjuncts = Vec::new();
+    for (k, value) in after.iter().enumerate() {
+        if *value == SortValue::Null {
+            continue;
+        }
+        let mut conj = Vec::with_capacity(k + 1);
+        for (j, prev) in after[..k].iter().enumerate() {
+            if *prev == SortValue::Null {
+                conj.push(format!("{} IS NULL", keys[j].0));
+            } else {
+                conj.push(format!("{} = ?", keys[j].0));
+                params.push(prev.param());
+            }
+        }
+        let cmp = if keys[k].2 { ">" } else { "<" };
+        conj.push(format!("{} {cmp} ?", keys[k].0));
+        params.push(value.param());
+        disjuncts.push(format!("({})", conj.join(" AND ")));
+    }
+    Ok(if disjuncts.is_empty() {
+        "1 = 0".to_string()
+    } else {
+        format!("({})", disjuncts.join(" OR "))
+    })
+}
+
+/// Builds the query for a runs search (see [`RunsQuery`]).
 pub fn search_runs_sql(
     experiment_ids: &[i64],
     stages: &[&'static str],
     clauses: &[Clause],
     order: &[OrderBy],
     limit: i64,
-    offset: i64,
-) -> Result<(String, Vec<Value<'static>>)> {
+    page: &RunsPage,
+) -> Result<RunsQuery> {
     let mut join_params: Vec<Value<'static>> = Vec::new();
     let mut joins = String::new();
-    let mut order_sql = Vec::new();
+    // Each order_by adds a missing-flag (runs without the key sort last) and its value.
+    let mut keys: Vec<SortKey> = Vec::new();
+    let missing = |e: &str| format!("CASE WHEN {e} IS NULL THEN 1 ELSE 0 END");
     for (i, o) in order.iter().enumerate() {
-        let dir = if o.ascending { "ASC" } else { "DESC" };
         match &o.entity {
             Entity::Metric(k) => {
                 joins.push_str(&format!(
                     " LEFT JOIN metric_series o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
                 ));
                 join_params.push(Value::from(k.clone()));
-                order_sql.push(format!(
-                    "(o{i}.run_uuid IS NULL), o{i}.is_nan, o{i}.value {dir}"
-                ));
+                keys.push((missing(&format!("o{i}.run_uuid")), SortKind::Int, true));
+                keys.push((format!("o{i}.is_nan"), SortKind::Int, true));
+                keys.push((format!("o{i}.value"), SortKind::Real, o.ascending));
             }
+
             Entity::Param(k) | Entity::Tag(k) => {
                 let table = if matches!(o.entity, Entity::Param(_)) {
                     "params"
@@ -594,15 +721,22 @@ pub fn search_runs_sql(
                     " LEFT JOIN {table} o{i} ON o{i}.run_uuid = r.run_uuid AND o{i}.key = ?"
                 ));
                 join_params.push(Value::from(k.clone()));
-                order_sql.push(format!("(o{i}.value IS NULL), o{i}.value {dir}"));
+                keys.push((missing(&format!("o{i}.value")), SortKind::Int, true));
+                keys.push((format!("o{i}.value"), SortKind::Text, o.ascending));
             }
             Entity::Attribute(a) => {
-                let (col, _) = run_attribute(a).ok_or_else(|| {
+                let (col, numeric) = run_attribute(a).ok_or_else(|| {
                     Error::InvalidParameter(format!(
                         "Invalid order_by attribute '{a}'. Valid attributes are {RUN_ATTRIBUTES}"
                     ))
                 })?;
-                order_sql.push(format!("({col} IS NULL), {col} {dir}"));
+                let kind = if numeric {
+                    SortKind::Int
+                } else {
+                    SortKind::Text
+                };
+                keys.push((missing(col), SortKind::Int, true));
+                keys.push((col.to_string(), kind, o.ascending));
             }
             Entity::Dataset(_) => {
                 return Err(Error::InvalidParameter(
@@ -611,8 +745,8 @@ pub fn search_runs_sql(
             }
         }
     }
-    order_sql.push("r.start_time DESC".into());
-    order_sql.push("r.run_uuid ASC".into());
+    keys.push(("r.start_time".into(), SortKind::Int, false));
+    keys.push(("r.run_uuid".into(), SortKind::Text, true));
 
     let mut params: Vec<Value<'static>> = Vec::new();
     let mut wheres = vec![
@@ -711,18 +845,34 @@ pub fn search_runs_sql(
         };
         wheres.push(cond);
     }
+    if let RunsPage::After(after) = page {
+        wheres.push(keyset_after(&keys, after, &mut params)?);
+    }
     let mut all = join_params;
     all.extend(params);
     all.push(Value::Int(limit));
-    all.push(Value::Int(offset));
-    Ok((
-        format!(
-            "SELECT r.run_uuid FROM runs r{joins} WHERE {} ORDER BY {} LIMIT ? OFFSET ?",
+    let offset = match page {
+        RunsPage::Offset(n) if *n > 0 => {
+            all.push(Value::Int(*n));
+            " OFFSET ?"
+        }
+        _ => "",
+    };
+    let select: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let order_sql: Vec<String> = keys
+        .iter()
+        .map(|(e, _, asc)| format!("{e} {}", if *asc { "ASC" } else { "DESC" }))
+        .collect();
+    Ok(RunsQuery {
+        sql: format!(
+            "SELECT r.run_uuid, {} FROM runs r{joins} WHERE {} ORDER BY {} LIMIT ?{offset}",
+            select.join(", "),
             wheres.join(" AND "),
             order_sql.join(", ")
         ),
-        all,
-    ))
+        params: all,
+        kinds: keys.iter().map(|k| k.1).collect(),
+    })
 }
 
 // ------------------------------------------------------------------------------------------

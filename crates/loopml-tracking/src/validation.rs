@@ -150,6 +150,66 @@ pub fn decode_page_token(token: Option<&str>) -> Result<i64> {
         .ok_or_else(|| Error::InvalidParameter(format!("Invalid page token: {token}")))
 }
 
+/// Encodes a runs-search page token: the sort-key values of the last run returned (keyset
+/// paging; integers and text as JSON, doubles as their IEEE bits so they round-trip exactly).
+pub fn encode_runs_page_token(after: &[crate::sql::SortValue]) -> String {
+    use crate::sql::SortValue;
+    let values: Vec<serde_json::Value> = after
+        .iter()
+        .map(|v| match v {
+            SortValue::Null => serde_json::Value::Null,
+            SortValue::Int(i) => serde_json::Value::from(*i),
+            SortValue::Real(f) => serde_json::json!({ "f": f.to_bits() }),
+            SortValue::Text(t) => serde_json::Value::from(t.as_str()),
+        })
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .encode(serde_json::json!({ "after": values }).to_string())
+}
+
+/// Decodes a runs-search page token: loopml's keyset form, or MLflow's `{"offset": N}` (tokens
+/// a client kept from an older server still work); empty means the first page.
+pub fn decode_runs_page_token(token: Option<&str>) -> Result<crate::sql::RunsPage> {
+    use crate::sql::{RunsPage, SortValue};
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(RunsPage::Offset(0));
+    };
+    let bad = || Error::InvalidParameter(format!("Invalid page token: {token}"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
+        .map_err(|_| {
+            Error::InvalidParameter(format!(
+                "Invalid page token, could not base64-decode: {token}"
+            ))
+        })?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if v.get("offset").is_some() {
+        return decode_page_token(Some(token)).map(RunsPage::Offset);
+    }
+    let after = v
+        .get("after")
+        .and_then(serde_json::Value::as_array)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(bad)?;
+    after
+        .iter()
+        .map(|x| match x {
+            serde_json::Value::Null => Ok(SortValue::Null),
+            serde_json::Value::String(t) => Ok(SortValue::Text(t.clone())),
+            serde_json::Value::Number(n) => n.as_i64().map(SortValue::Int).ok_or_else(bad),
+            serde_json::Value::Object(o) => o
+                .get("f")
+                .and_then(serde_json::Value::as_u64)
+                .filter(|_| o.len() == 1)
+                .map(|bits| SortValue::Real(f64::from_bits(bits)))
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(RunsPage::After)
+}
+
 /// Encodes a metric-history page token: the last point returned, so the next page is an index
 /// range after it (keyset paging; the value travels as its IEEE bits, exact for any float).
 pub fn encode_history_token(after: &crate::sql::HistoryCursor) -> String {

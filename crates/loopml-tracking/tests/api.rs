@@ -4,6 +4,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use base64::Engine as _;
 use loopml_store::testing::TestDatabase;
 use loopml_tracking::{TrackingService, router};
 use serde_json::{Value, json};
@@ -470,6 +471,158 @@ async fn latest_values_survive_migration_0003() {
         )
         .await;
     assert_eq!(v["runs"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+/// Every run ids page of `body` (page size 2), following page tokens to the end.
+async fn all_pages(a: &App, mut body: Value) -> Vec<String> {
+    body["max_results"] = json!(2);
+    let mut out = Vec::new();
+    loop {
+        let v = a.ok("POST", "runs/search", Some(body.clone())).await;
+        let page = v["runs"].as_array().cloned().unwrap_or_default();
+        assert!(page.len() <= 2, "{v}");
+        out.extend(
+            page.iter()
+                .map(|r| r["info"]["run_id"].as_str().unwrap().to_string()),
+        );
+        match v["next_page_token"].as_str() {
+            Some(t) => body["page_token"] = json!(t),
+            None => return out,
+        }
+        assert!(out.len() < 100, "paging does not end");
+    }
+}
+
+/// Keyset page tokens: for every kind of order_by (metric with NaN, ±inf, ties and missing
+/// values; param; tag; attribute with NULLs; the default), the pages together are exactly the
+/// one-page answer; a run created between two pages does not shift later pages; MLflow's offset
+/// tokens still work; a token from another order_by is refused with MLflow's error.
+#[tokio::test]
+async fn search_runs_keyset_pages_match_one_page() {
+    let a = app();
+    let values = [
+        Some(json!(0.5)),
+        Some(json!("NaN")),
+        Some(json!(0.5)),
+        None,
+        Some(json!("-Infinity")),
+        Some(json!("Infinity")),
+        Some(json!(0.25)),
+        None,
+        Some(json!(0.5)),
+    ];
+    for (i, value) in values.iter().enumerate() {
+        let v = a
+            .ok(
+                "POST",
+                "runs/create",
+                Some(json!({"experiment_id": "0", "start_time": (i % 3) as i64})),
+            )
+            .await;
+        let run = v["run"]["info"]["run_id"].as_str().unwrap().to_string();
+        let metrics: Vec<Value> = value
+            .iter()
+            .map(|v| json!({"key": "m", "value": v, "timestamp": 1, "step": 0}))
+            .collect();
+        let params: Vec<Value> = (i % 4 != 0)
+            .then(|| json!({"key": "p", "value": format!("v{}", i % 3)}))
+            .into_iter()
+            .collect();
+        a.ok(
+            "POST",
+            "runs/log-batch",
+            Some(json!({"run_id": run, "metrics": metrics, "params": params,
+                "tags": [{"key": "t", "value": if i % 2 == 0 { "a" } else { "b" }}]})),
+        )
+        .await;
+        if i % 2 == 0 {
+            a.ok(
+                "POST",
+                "runs/update",
+                Some(json!({"run_id": run, "status": "FINISHED", "end_time": 100 - i as i64})),
+            )
+            .await;
+        }
+    }
+    let orders: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["metrics.m DESC"],
+        vec!["metrics.m ASC"],
+        vec!["params.p ASC", "metrics.m DESC"],
+        vec!["tags.t DESC"],
+        vec!["attributes.end_time ASC"],
+        vec!["attributes.run_name DESC"],
+    ];
+    for order in &orders {
+        let body = json!({"experiment_ids": ["0"], "order_by": order});
+        let one = a.ok("POST", "runs/search", Some(body.clone())).await;
+        let expected: Vec<String> = one["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["info"]["run_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(expected.len(), values.len());
+        assert_eq!(all_pages(&a, body).await, expected, "order_by {order:?}");
+    }
+
+    // A run created after page 1 (it sorts first: latest start time) does not move page 2.
+    let body = json!({"experiment_ids": ["0"], "max_results": 2});
+    let first = a.ok("POST", "runs/search", Some(body.clone())).await;
+    let token = first["next_page_token"].as_str().unwrap().to_string();
+    let before = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "max_results": 2, "page_token": token})),
+        )
+        .await;
+    a.ok(
+        "POST",
+        "runs/create",
+        Some(json!({"experiment_id": "0", "start_time": 50})),
+    )
+    .await;
+    let after = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "max_results": 2, "page_token": token})),
+        )
+        .await;
+    assert_eq!(before["runs"], after["runs"]);
+
+    // MLflow's offset token: skip that many.
+    let offset = base64::engine::general_purpose::STANDARD.encode(r#"{"offset": 8}"#);
+    let v = a
+        .ok(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "page_token": offset})),
+        )
+        .await;
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+
+    // A token of another order_by, and garbage.
+    let (s, v) = a
+        .call(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "order_by": ["metrics.m DESC"], "page_token": token})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(error_code(&v), "INVALID_PARAMETER_VALUE");
+    let bad = base64::engine::general_purpose::STANDARD.encode(r#"{"after": [{"x": 1}]}"#);
+    let (s, v) = a
+        .call(
+            "POST",
+            "runs/search",
+            Some(json!({"experiment_ids": ["0"], "page_token": bad})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(error_code(&v), "INVALID_PARAMETER_VALUE");
 }
 
 #[tokio::test]

@@ -245,6 +245,13 @@ impl Row<'_> {
             RowInner::Postgres(r) => postgres::row_f64(r, idx),
         }
     }
+    /// Nullable double column (integers are widened).
+    pub fn opt_f64(&self, idx: usize) -> Result<Option<f64>, StoreError> {
+        match &self.0 {
+            RowInner::Sqlite(r) => sqlite::row_opt_f64(r, idx),
+            RowInner::Postgres(r) => postgres::row_opt_f64(r, idx),
+        }
+    }
     /// Text column.
     pub fn string(&self, idx: usize) -> Result<String, StoreError> {
         self.str(idx).map(str::to_owned)

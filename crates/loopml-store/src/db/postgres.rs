@@ -274,8 +274,12 @@ pub(super) fn row_i64(r: &tokio_postgres::Row, idx: usize) -> Result<i64, StoreE
 }
 
 pub(super) fn row_f64(r: &tokio_postgres::Row, idx: usize) -> Result<f64, StoreError> {
+    Ok(row_opt_f64(r, idx)?.unwrap_or(f64::NAN))
+}
+
+pub(super) fn row_opt_f64(r: &tokio_postgres::Row, idx: usize) -> Result<Option<f64>, StoreError> {
     let e = |e| column_err(idx, e);
-    let v = match column_type(r, idx)? {
+    Ok(match column_type(r, idx)? {
         Type::FLOAT8 => r.try_get::<_, Option<f64>>(idx).map_err(e)?,
         Type::FLOAT4 => r.try_get::<_, Option<f32>>(idx).map_err(e)?.map(f64::from),
         Type::NUMERIC => r
@@ -283,8 +287,7 @@ pub(super) fn row_f64(r: &tokio_postgres::Row, idx: usize) -> Result<f64, StoreE
             .map_err(e)?
             .map(|n| n.0),
         _ => row_opt_i64(r, idx)?.map(|i| i as f64),
-    };
-    Ok(v.unwrap_or(f64::NAN))
+    })
 }
 
 pub(super) fn row_opt_str(r: &tokio_postgres::Row, idx: usize) -> Result<Option<&str>, StoreError> {

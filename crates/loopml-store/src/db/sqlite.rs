@@ -56,11 +56,14 @@ pub(super) fn row_opt_i64(r: &rusqlite::Row<'_>, idx: usize) -> Result<Option<i6
     r.get(idx).map_err(|e| column_err(idx, e))
 }
 pub(super) fn row_f64(r: &rusqlite::Row<'_>, idx: usize) -> Result<f64, StoreError> {
+    Ok(row_opt_f64(r, idx)?.unwrap_or(f64::NAN))
+}
+pub(super) fn row_opt_f64(r: &rusqlite::Row<'_>, idx: usize) -> Result<Option<f64>, StoreError> {
     match r.get_ref(idx).map_err(|e| column_err(idx, e))? {
-        ValueRef::Integer(i) => Ok(i as f64),
-        ValueRef::Real(f) => Ok(f),
-        ValueRef::Null => Ok(f64::NAN),
-        _ => r.get(idx).map_err(|e| column_err(idx, e)),
+        ValueRef::Integer(i) => Ok(Some(i as f64)),
+        ValueRef::Real(f) => Ok(Some(f)),
+        ValueRef::Null => Ok(None),
+        _ => r.get(idx).map(Some).map_err(|e| column_err(idx, e)),
     }
 }
 pub(super) fn row_str<'r>(r: &'r rusqlite::Row<'_>, idx: usize) -> Result<&'r str, StoreError> {
