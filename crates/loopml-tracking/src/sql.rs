@@ -1243,8 +1243,8 @@ pub fn metric_series_id(c: &Conn<'_>, run_id: &str, key: &str) -> Result<Option<
 /// Stores metric points of one run (identical points once) and moves each key's latest value
 /// forward: largest (step, timestamp, value) wins, as in MLflow. `known` holds committed series
 /// ids of this run; the ids it had to look up or create are returned. For known series this is
-/// two statements, sent together (one round trip on PostgreSQL): a multi-row INSERT of the
-/// points and one upsert of the series rows by id.
+/// two statements, sent with the COMMIT (one round trip on PostgreSQL): a multi-row INSERT
+/// of the points and one upsert of the series rows by id.
 pub fn insert_metric_points(
     c: &Conn<'_>,
     run_id: &str,
@@ -1352,7 +1352,8 @@ pub fn insert_metric_points(
         .zip(&bound)
         .map(|(t, p)| (t.as_str(), p.as_slice()))
         .collect();
-    c.execute_each(&statements)?;
+    // Nothing needs their counts: on PostgreSQL they travel with the COMMIT.
+    c.execute_at_commit(&statements)?;
     Ok(looked_up)
 }
 

@@ -172,6 +172,18 @@ pub enum Value<'a> {
     Text(Cow<'a, str>),
 }
 
+impl Value<'_> {
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Int(i) => Value::Int(i),
+            Value::Real(f) => Value::Real(f),
+            Value::Text(t) => Value::Text(Cow::Owned(t.into_owned())),
+        }
+    }
+}
+
 impl From<i64> for Value<'_> {
     fn from(v: i64) -> Self {
         Value::Int(v)
@@ -351,6 +363,23 @@ impl Conn<'_> {
                 .map(|(sql, params)| sqlite::execute(c, sql, params))
                 .collect(),
             ConnInner::Postgres(s) => s.execute_each(statements),
+        }
+    }
+
+    /// Runs these statements as the transaction's last writes, when nothing needs their
+    /// row counts: on PostgreSQL they are held and sent pipelined with the COMMIT (one round
+    /// trip for writes and commit; a later statement in the same transaction sends them
+    /// first). Their errors fail the transaction as any statement's would: it is rolled back
+    /// and [`Database::write`] returns the first error. SQLite runs them at once.
+    pub fn execute_at_commit(&self, statements: &[(&str, &[Value<'_>])]) -> Result<(), StoreError> {
+        match &self.0 {
+            ConnInner::Sqlite(c) => {
+                for (sql, params) in statements {
+                    sqlite::execute(c, sql, params)?;
+                }
+                Ok(())
+            }
+            ConnInner::Postgres(s) => s.defer(statements),
         }
     }
 

@@ -348,6 +348,8 @@ pub(super) struct Session<'c> {
     /// The transaction's BEGIN, not sent yet: it travels pipelined with the first statement,
     /// saving a round trip per transaction (and is never sent if the closure runs none).
     begin: Cell<Option<&'static str>>,
+    /// Statements held for the COMMIT ([`Conn::execute_at_commit`]).
+    deferred: RefCell<Vec<(Statement, Vec<Value<'static>>)>>,
 }
 
 impl Session<'_> {
@@ -394,6 +396,55 @@ impl Session<'_> {
         }
     }
 
+    pub(super) fn defer(&self, statements: &[(&str, &[Value<'_>])]) -> Result<(), StoreError> {
+        for (sql, params) in statements {
+            let stmt = self.statement(sql)?;
+            Self::check_arity(&stmt, params)?;
+            let owned = params.iter().cloned().map(Value::into_owned).collect();
+            self.deferred.borrow_mut().push((stmt, owned));
+        }
+        Ok(())
+    }
+
+    /// Sends the held statements (pipelined), then `last` when given, in one round trip; the
+    /// first failure in order wins.
+    fn flush(&self, last: Option<&'static str>) -> Result<(), StoreError> {
+        let held = std::mem::take(&mut *self.deferred.borrow_mut());
+        if held.is_empty() {
+            return match last {
+                Some(sql) => self.wait(self.conn.client.batch_execute(sql)),
+                None => Ok(()),
+            };
+        }
+        let client = &self.conn.client;
+        let bound: Vec<Vec<&(dyn ToSql + Sync)>> =
+            held.iter().map(|(_, p)| Self::params(p)).collect();
+        let futs = held
+            .iter()
+            .zip(&bound)
+            .map(|((stmt, _), p)| client.execute(stmt, p));
+        let (outcomes, end) = self.wait(async move {
+            let (outcomes, end) = futures::future::join(futures::future::join_all(futs), async {
+                match last {
+                    Some(sql) => client.batch_execute(sql).await.map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await;
+            Ok::<_, tokio_postgres::Error>((outcomes, end))
+        })?;
+        for o in outcomes.into_iter().chain(std::iter::once(end.map(|_| 0))) {
+            if let Err(e) = o {
+                let err = map_pg(&e);
+                if matches!(err, StoreError::Unavailable(_)) {
+                    self.broken.set(true);
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
     fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(s) = self.conn.statements.borrow().get(sql) {
             return Ok(s.clone());
@@ -433,6 +484,7 @@ impl Session<'_> {
     }
 
     pub(super) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
+        self.flush(None)?;
         let stmt = self.statement(sql)?;
         Self::check_arity(&stmt, params)?;
         let n = self.wait(self.conn.client.execute(&stmt, &Self::params(params)))?;
@@ -444,6 +496,7 @@ impl Session<'_> {
         sql: &str,
         params: &[Value<'_>],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.flush(None)?;
         let stmt = self.statement(sql)?;
         Self::check_arity(&stmt, params)?;
         self.wait(self.conn.client.query(&stmt, &Self::params(params)))
@@ -453,6 +506,7 @@ impl Session<'_> {
     where
         I: IntoIterator<Item = &'p [Value<'p>]>,
     {
+        self.flush(None)?;
         let stmt = self.statement(sql)?;
         let rows: Vec<&[Value<'_>]> = rows.into_iter().collect();
         for r in &rows {
@@ -470,6 +524,7 @@ impl Session<'_> {
         &self,
         statements: &[(&str, &[Value<'_>])],
     ) -> Result<Vec<usize>, StoreError> {
+        self.flush(None)?;
         let mut prepared = Vec::with_capacity(statements.len());
         for (sql, params) in statements {
             let stmt = self.statement(sql)?;
@@ -510,6 +565,7 @@ impl Session<'_> {
 
     /// Streams `data` (COPY text format) into `COPY ... FROM STDIN`; returns the rows loaded.
     pub(super) fn copy_in(&self, sql: &str, data: bytes::Bytes) -> Result<u64, StoreError> {
+        self.flush(None)?;
         use futures::SinkExt;
         let client = &self.conn.client;
         self.wait(async move {
@@ -644,19 +700,39 @@ impl PgDb {
                     TxKind::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
                     TxKind::Write => "BEGIN",
                 })),
+                deferred: RefCell::new(Vec::new()),
             };
             let out = f(&Conn(ConnInner::Postgres(&session)));
-            let end = if session.begin.take().is_some() {
-                // No statement ran: no transaction was ever opened.
-                Ok(())
-            } else {
-                match (&out, kind) {
-                    (Ok(_), TxKind::Write) => session.batch("COMMIT"),
-                    _ => session.batch("ROLLBACK"),
+            let had_deferred = !session.deferred.borrow().is_empty();
+            let end = match (&out, kind) {
+                // Writes held in a read-only snapshot: send them, so their error is reported
+                // instead of the writes vanishing.
+                (Ok(_), TxKind::Read) if had_deferred => {
+                    let sent = session.flush(None);
+                    let _ = session.batch("ROLLBACK");
+                    sent
                 }
+                // Held statements go out with the COMMIT (and the BEGIN, if nothing else ran).
+                (Ok(_), TxKind::Write) if had_deferred => {
+                    match session.flush(Some("COMMIT")) {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            // A held statement failed: the server ended the transaction at
+                            // the COMMIT (as a rollback); make sure nothing stays open.
+                            let _ = session.batch("ROLLBACK");
+                            Err(e)
+                        }
+                    }
+                }
+                _ if session.begin.take().is_some() => {
+                    // No statement ran: no transaction was ever opened.
+                    Ok(())
+                }
+                (Ok(_), TxKind::Write) => session.batch("COMMIT"),
+                _ => session.batch("ROLLBACK"),
             };
             let out = match (out, end) {
-                (Ok(_), Err(e)) if kind == TxKind::Write => Err(E::from(e)),
+                (Ok(_), Err(e)) if kind == TxKind::Write || had_deferred => Err(E::from(e)),
                 (out, _) => out,
             };
             if !session.broken.get()
@@ -695,6 +771,7 @@ impl PgDb {
                     deadline: Duration::from_secs(600),
                     broken: Cell::new(false),
                     begin: Cell::new(None),
+                    deferred: RefCell::new(Vec::new()),
                 };
                 apply_migrations(&session, &domain, &migrations)
             })

@@ -336,6 +336,71 @@ async fn execute_each_runs_in_order_and_fails_as_a_whole() {
     .await;
 }
 
+#[tokio::test]
+async fn writes_held_for_the_commit_land_or_fail_with_it() {
+    each_backend(|db| async move {
+        // Held writes land with the commit; a statement after them sees them (sent first).
+        let seen = db
+            .write(|c| {
+                c.execute("INSERT INTO t VALUES (?, ?)", &["a".into(), 1.into()])?;
+                c.execute_at_commit(&[
+                    ("INSERT INTO t VALUES (?, ?)", &["b".into(), 2.into()]),
+                    ("UPDATE t SET v = v + 10 WHERE k = ?", &["a".into()]),
+                ])?;
+                let n = c.query_opt("SELECT COUNT(*) FROM t", &[], |r| r.i64(0))?;
+                c.execute_at_commit(&[("INSERT INTO t VALUES (?, ?)", &["c".into(), 3.into()])])?;
+                Ok::<_, StoreError>(n)
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(2));
+        let rows = |db: Database| async move {
+            db.read(|c| {
+                c.query("SELECT k, v FROM t ORDER BY k", &[], |r| {
+                    Ok((r.string(0)?, r.i64(1)?))
+                })
+            })
+            .await
+            .unwrap()
+        };
+        let before = vec![("a".to_string(), 11), ("b".into(), 2), ("c".into(), 3)];
+        assert_eq!(rows(db.clone()).await, before);
+
+        // A held write that fails at the commit takes the whole transaction with it, and the
+        // error is its own.
+        let err = db
+            .write(|c| {
+                c.execute("INSERT INTO t VALUES (?, ?)", &["d".into(), 4.into()])?;
+                c.execute_at_commit(&[
+                    ("UPDATE t SET v = 0", &[]),
+                    ("INSERT INTO t VALUES (?, ?)", &["a".into(), 5.into()]),
+                ])
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_unique_violation(), "{err:?}");
+        assert_eq!(rows(db.clone()).await, before);
+
+        // A closure that fails after holding writes sends none of them.
+        let err = db
+            .write(|c| {
+                c.execute_at_commit(&[("UPDATE t SET v = 0", &[])])?;
+                Err::<(), _>(StoreError::Database("changed my mind".into()))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+        assert_eq!(rows(db.clone()).await, before);
+
+        // The connection is clean for the next transaction.
+        db.write(|c| c.execute_at_commit(&[("DELETE FROM t WHERE k = ?", &["c".into()])]))
+            .await
+            .unwrap();
+        assert_eq!(rows(db.clone()).await.len(), 2);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_apply_once() {
     for t in TestDatabase::all() {
