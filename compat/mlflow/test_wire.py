@@ -27,6 +27,21 @@ def test_health(server):
     assert r.status_code == 200 and r.text.strip() == "OK"
 
 
+def test_version_is_the_mlflow_version_the_client_gates_on(server):
+    """The client reads /version to decide what the server supports (spans need >= 3.4), so it
+    reports the MLflow version loopml speaks; loopml's own version is beside it."""
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+    from packaging.version import Version
+
+    RestStore._get_server_version.cache_clear()
+    assert RestStore._get_server_version(MlflowHostCreds(server.url)) == Version("3.17.2")
+    r = requests.get(server.url + "/api/2.0/loopml/version", timeout=5)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["mlflow_version"] == "3.17.2" and Version(body["version"]) >= Version("0.1.0")
+
+
 def test_post_without_content_type(server):
     name = unique("no-ctype")
     r = requests.post(server.url + "/api/2.0/mlflow/experiments/create", data=json.dumps({"name": name}), timeout=10)

@@ -17,6 +17,10 @@ pub use error::{Error, Result};
 pub use routes::router;
 pub use service::{Batch, ModelSearch, NewDatasetInput, TrackingService, now_ms};
 
+/// The `mlflow server` version whose REST API loopml implements, reported at `/version`: the
+/// MLflow client gates features on it (it sends traces only to servers of 3.4 or later).
+pub const MLFLOW_COMPATIBLE_VERSION: &str = "3.17.2";
+
 /// The tracking tables' migrations, in order.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[
     loopml_store::Migration {

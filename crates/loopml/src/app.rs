@@ -477,6 +477,18 @@ mod tests {
         let app = App::server(&config).await.expect("app");
         assert_eq!(call(&app, "GET", "/health", "").await.0, StatusCode::OK);
         assert_eq!(call(&app, "GET", "/ready", "").await.0, StatusCode::OK);
+        // `/version` answers like `mlflow server` (the client gates tracing on it); loopml's
+        // own version has a route of its own.
+        let (s, v) = call(&app, "GET", "/version", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            v,
+            serde_json::json!(loopml_tracking::MLFLOW_COMPATIBLE_VERSION)
+        );
+        let (s, v) = call(&app, "GET", "/api/2.0/loopml/version", "").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["mlflow_version"], "3.17.2");
         let (s, created) = call(
             &app,
             "POST",

@@ -252,11 +252,21 @@ fn ready_route(db: Database, lifecycle: &Lifecycle) -> Router {
     )
 }
 
+/// `/version`, as `mlflow server` answers it: the MLflow version whose API this server speaks
+/// (plain text). loopml's own version is at `/api/2.0/loopml/version`.
 async fn version() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain")],
-        env!("CARGO_PKG_VERSION"),
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        loopml_tracking::MLFLOW_COMPATIBLE_VERSION,
     )
+}
+
+/// `/api/2.0/loopml/version`: loopml's own version and the MLflow version it is compatible with.
+async fn loopml_version() -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mlflow_version": loopml_tracking::MLFLOW_COMPATIBLE_VERSION,
+    }))
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
@@ -623,6 +633,7 @@ pub fn build_serving_app(
         .route("/health", get(health))
         .merge(ready_route(db, lifecycle))
         .route("/version", get(version))
+        .route("/api/2.0/loopml/version", get(loopml_version))
         .merge(loopml_serving::routes::router(serving.clone()))
         .fallback(not_found)
         .layer(request_id::RequestIdLayer);
@@ -703,6 +714,7 @@ pub fn build_app(
         .route("/health", get(health))
         .merge(ready_route(tracking.database().clone(), lifecycle))
         .route("/version", get(version))
+        .route("/api/2.0/loopml/version", get(loopml_version))
         .merge(loopml_tracking::router(tracking.clone()))
         .merge(loopml_registry::router(registry.clone()))
         .merge(loopml_data::routes::router(loopml_data::routes::DataApi {
