@@ -42,6 +42,47 @@ def test_version_is_the_mlflow_version_the_client_gates_on(server):
     assert body["mlflow_version"] == "3.17.2" and Version(body["version"]) >= Version("0.1.0")
 
 
+@pytest.mark.parametrize(
+    "path,payload,message",
+    [
+        ("experiments/create", {"name": 123}, "Invalid value 123 for parameter 'name'"),
+        (
+            "experiments/create",
+            {"name": "e", "artifact_location": 9.0, "tags": [{"key": "k", "value": "v"}]},
+            "Invalid value 9.0 for parameter 'artifact_location'",
+        ),
+        ("experiments/create", {"name": "e", "tags": "5"}, "Invalid value \\\"5\\\" for parameter 'tags'"),
+        (
+            "runs/log-metric",
+            {"run_id": 31, "key": "m", "value": 41, "timestamp": 59, "step": 26},
+            "Invalid value 31 for parameter 'run_id' supplied",
+        ),
+        ("runs/log-parameter", {"run_id": 31, "key": "p", "value": "41"}, "Invalid value 31 for parameter 'run_id' supplied"),
+    ],
+)
+def test_wrongly_typed_fields_are_named_as_mlflow_names_them(server, path, payload, message):
+    """A number where MLflow's proto has a string is refused before anything is looked up (a
+    run id 31 is not "run 31 not found"), in mlflow server's words (MLflow's own
+    test_create_experiment_validation / test_log_metric_validation check these texts)."""
+    r = server.api("POST", path, json=payload)
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    assert message in r.text, r.text
+
+
+def test_wrongly_typed_fields_of_an_existing_run(server):
+    run_id = server.new_run()
+    for payload, message in [
+        ({"run_id": run_id, "key": 31, "value": 41, "timestamp": 59, "step": 26}, "Invalid value 31 for parameter 'key' supplied"),
+        ({"run_id": run_id, "key": "foo", "value": 31, "timestamp": 59, "step": "foo"}, "Invalid value \\\"foo\\\" for parameter 'step' supplied"),
+        ({"run_id": run_id, "key": "foo", "value": 31, "timestamp": "foo", "step": 41}, "Invalid value \\\"foo\\\" for parameter 'timestamp' supplied"),
+    ]:
+        r = server.api("POST", "runs/log-metric", json=payload)
+        assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+        assert message in r.text, r.text
+    run = server.ok("GET", "runs/get", params={"run_id": run_id})["run"]
+    assert run["data"].get("metrics", []) == []
+
+
 def test_post_without_content_type(server):
     name = unique("no-ctype")
     r = requests.post(server.url + "/api/2.0/mlflow/experiments/create", data=json.dumps({"name": name}), timeout=10)

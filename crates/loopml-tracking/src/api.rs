@@ -1,6 +1,7 @@
-//! MLflow REST wire format: request messages (parsed leniently, as MLflow's protobuf JSON
-//! parser does: int64 as number or string, single values for repeated fields, GET messages as
-//! query parameters) and response bodies built from the domain types.
+//! MLflow REST wire format: request messages (parsed as `mlflow server` parses them: int64 as
+//! number or string, single values for repeated fields, enums by name or number, GET messages
+//! as query parameters; a wrongly typed field is refused in MLflow's words, naming it) and
+//! response bodies built from the domain types.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -55,14 +56,26 @@ pub mod de {
         }
     }
 
-    /// An optional string; numbers and bools are turned into their text.
+    /// An optional string. A number or a bool is refused, as `mlflow server` refuses it
+    /// (`Invalid value 123 for parameter 'name' supplied`): the field was misused, and
+    /// turning it into text would hide that (a run id 31 would become "not found").
     pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         match Value::deserialize(d)? {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
-            Value::Number(n) => Ok(Some(n.to_string())),
-            Value::Bool(b) => Ok(Some(if b { "True" } else { "False" }.to_string())),
             v => Err(D::Error::custom(format!("expected a string, got {v}"))),
+        }
+    }
+
+    /// An optional enum given by name or number, kept as text.
+    fn opt_name_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            v => Err(D::Error::custom(format!(
+                "expected a name or a number, got {v}"
+            ))),
         }
     }
 
@@ -84,7 +97,7 @@ pub mod de {
 
     /// An enum given by name or number, kept as text.
     pub fn opt_enum<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        opt_string(d)
+        opt_name_or_number(d)
     }
 }
 
@@ -116,6 +129,45 @@ fn bad_request(e: impl std::fmt::Display) -> Error {
     Error::InvalidParameter(format!("Invalid request: {e}"))
 }
 
+/// A field of the wrong type, in `mlflow server`'s words: the top-level parameter the error's
+/// path starts with and the value given for it (`Invalid value "5" for parameter 'tags'
+/// supplied.`). `json` re-reads the request only on this error path.
+fn invalid_field(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    json: impl FnOnce() -> Option<serde_json::Value>,
+) -> Error {
+    let field = match e.path().iter().next() {
+        Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+        _ => None,
+    };
+    let inner = e.into_inner();
+    if inner.is_data()
+        && let Some(field) = field
+        && let Some(value) = json().and_then(|v| v.get(&field).cloned())
+    {
+        return Error::InvalidParameter(format!(
+            "Invalid value {value} for parameter '{field}' supplied. See the API docs for more \
+             information about request parameters."
+        ));
+    }
+    bad_request(inner)
+}
+
+/// Parses a request message from JSON text.
+fn from_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| invalid_field(e, || serde_json::from_slice(body).ok()))?;
+    de.end().map_err(bad_request)?;
+    Ok(v)
+}
+
+/// Parses a request message from a JSON value (a GET's query parameters).
+fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    let copy = value.clone();
+    serde_path_to_error::deserialize(value).map_err(|e| invalid_field(e, || Some(copy)))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
     type Rejection = Error;
 
@@ -123,9 +175,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
         if method == Method::GET {
-            return serde_json::from_value(query_to_json(query.as_deref()))
-                .map(Mlflow)
-                .map_err(bad_request);
+            return from_json_value(query_to_json(query.as_deref())).map(Mlflow);
         }
         let has_content_type = req.headers().contains_key(header::CONTENT_TYPE);
         if method == Method::POST && !has_content_type {
@@ -137,13 +187,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
             .await
             .map_err(|e| Error::InvalidParameter(format!("Could not read request body: {e}")))?;
         if body.iter().all(u8::is_ascii_whitespace) {
-            return serde_json::from_value(query_to_json(query.as_deref()))
-                .map(Mlflow)
-                .map_err(bad_request);
+            return from_json_value(query_to_json(query.as_deref())).map(Mlflow);
         }
-        serde_json::from_slice(&body)
-            .map(Mlflow)
-            .map_err(bad_request)
+        from_json_body(&body).map(Mlflow)
     }
 }
 
