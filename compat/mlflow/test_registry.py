@@ -343,6 +343,21 @@ def test_create_model_version_fields(client, run, server):
     expect_error("RESOURCE_DOES_NOT_EXIST", 404, client.get_model_version_download_uri, name, "9")
 
 
+def test_runs_source_of_a_run_not_on_this_server(client, server):
+    """mlflow server registers runs:/<id>/model when run_id names the same run, without looking
+    the run up (MLflow's own registry tests rely on it). Without run_id, loopml (unlike mlflow,
+    which refuses) takes the run from the source, so that run must exist."""
+    name = new_model(client)
+    rid = "0123456789abcdef0123456789abcdef"
+    mv = client.create_model_version(name, f"runs:/{rid}/model", rid)
+    assert (mv.version, mv.source, mv.run_id) == ("1", f"runs:/{rid}/model", rid)
+    r = server.api("POST", "model-versions/create", json={"name": name, "source": f"runs:/{rid}/model"})
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    r = server.api("POST", "model-versions/create", json={"name": name, "source": f"runs:/{rid}/model", "run_id": "f" * 32})
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+
+
 def test_update_model_version_description(client, run):
     name = new_model(client)
     [mv] = add_versions(client, name, run, 1, description="old")

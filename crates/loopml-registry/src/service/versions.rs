@@ -116,13 +116,21 @@ impl RegistryService {
                 if src_run.is_empty() {
                     return Err(source_error("run_id"));
                 }
-                if run_id.as_ref().is_some_and(|r| r != &src_run) {
-                    return Err(source_error("run_id"));
+                match &run_id {
+                    Some(r) if r != &src_run => return Err(source_error("run_id")),
+                    // The run id given and the source agree: accepted as `mlflow server`
+                    // accepts it, without looking the run up (it may live in another
+                    // tracking server, or be created later; MLflow's own registry tests
+                    // register such sources).
+                    Some(_) => {}
+                    // No run id given (MLflow refuses that): the source must name a run here.
+                    None => {
+                        tracking
+                            .get_run(src_run.clone())
+                            .await
+                            .map_err(|_| source_error("run_id"))?;
+                    }
                 }
-                tracking
-                    .get_run(src_run.clone())
-                    .await
-                    .map_err(|_| source_error("run_id"))?;
                 Ok((
                     source.to_string(),
                     source.to_string(),
