@@ -925,6 +925,16 @@ async fn logged_model_lifecycle() {
             .unwrap()
             .ends_with(&format!("/models/{id}/artifacts"))
     );
+    // A source run this server does not hold is recorded as given, as mlflow server does.
+    let elsewhere = "fedcba9876543210fedcba9876543210";
+    let v = a
+        .ok(
+            "POST",
+            "logged-models",
+            Some(json!({"experiment_id": "0", "name": "other", "source_run_id": elsewhere})),
+        )
+        .await;
+    assert_eq!(v["model"]["info"]["source_run_id"], elsewhere);
     let (s, _) = a
         .call(
             "POST",

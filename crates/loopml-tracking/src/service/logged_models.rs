@@ -138,9 +138,8 @@ impl TrackingService {
                         "The experiment {experiment_id} must be in the 'active' state."
                     )));
                 }
-                if let Some(r) = &source_run_id {
-                    sql::require_run(c, r)?;
-                }
+                // The source run is recorded as given, not looked up: `mlflow server` accepts a
+                // run it does not hold (one on another tracking server, or logged later).
                 let uri = format!("{}/models/{mid}/artifacts", artifact_base(&e.artifact_location));
                 let now = now_ms();
                 c.execute(
