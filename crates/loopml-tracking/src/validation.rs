@@ -134,20 +134,29 @@ pub fn decode_page_token(token: Option<&str>) -> Result<i64> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Ok(0);
     };
-    let bad = || {
-        Error::InvalidParameter(format!(
-            "Invalid page token, could not base64-decode: {token}"
-        ))
-    };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
-        .map_err(|_| bad())?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    offset_of(&token_json(token)?, token)
+}
+
+/// The offset of an offset token's JSON.
+fn offset_of(v: &serde_json::Value, token: &str) -> Result<i64> {
     v.get("offset")
         .and_then(serde_json::Value::as_i64)
         .filter(|o| *o >= 0)
         .ok_or_else(|| Error::InvalidParameter(format!("Invalid page token: {token}")))
+}
+
+/// The JSON inside a page token (base64, standard or URL-safe alphabet).
+fn token_json(token: &str) -> Result<serde_json::Value> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
+        .map_err(|_| {
+            Error::InvalidParameter(format!(
+                "Invalid page token, could not base64-decode: {token}"
+            ))
+        })?;
+    serde_json::from_slice(&raw)
+        .map_err(|_| Error::InvalidParameter(format!("Invalid page token: {token}")))
 }
 
 /// Encodes a runs-search page token: the sort-key values of the last run returned (keyset
@@ -175,17 +184,9 @@ pub fn decode_runs_page_token(token: Option<&str>) -> Result<crate::sql::RunsPag
         return Ok(RunsPage::Offset(0));
     };
     let bad = || Error::InvalidParameter(format!("Invalid page token: {token}"));
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
-        .map_err(|_| {
-            Error::InvalidParameter(format!(
-                "Invalid page token, could not base64-decode: {token}"
-            ))
-        })?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let v = token_json(token)?;
     if v.get("offset").is_some() {
-        return decode_page_token(Some(token)).map(RunsPage::Offset);
+        return offset_of(&v, token).map(RunsPage::Offset);
     }
     let after = v
         .get("after")
@@ -228,15 +229,7 @@ pub fn decode_history_token(token: Option<&str>) -> Result<Option<crate::sql::Hi
         return Ok(None);
     };
     let bad = || Error::InvalidParameter(format!("Invalid page token: {token}"));
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
-        .map_err(|_| {
-            Error::InvalidParameter(format!(
-                "Invalid page token, could not base64-decode: {token}"
-            ))
-        })?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let v = token_json(token)?;
     let after = v
         .get("after")
         .and_then(serde_json::Value::as_array)

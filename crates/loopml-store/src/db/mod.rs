@@ -350,22 +350,6 @@ impl Conn<'_> {
         }
     }
 
-    /// Runs different statements in order; returns each one's changed-row count. On
-    /// PostgreSQL they travel pipelined in one round trip; the first error (in statement
-    /// order) is returned, and the transaction then fails as a whole.
-    pub fn execute_each(
-        &self,
-        statements: &[(&str, &[Value<'_>])],
-    ) -> Result<Vec<usize>, StoreError> {
-        match &self.0 {
-            ConnInner::Sqlite(c) => statements
-                .iter()
-                .map(|(sql, params)| sqlite::execute(c, sql, params))
-                .collect(),
-            ConnInner::Postgres(s) => s.execute_each(statements),
-        }
-    }
-
     /// Runs these statements as the transaction's last writes, when nothing needs their
     /// row counts: on PostgreSQL they are held and sent pipelined with the COMMIT (one round
     /// trip for writes and commit; a later statement in the same transaction sends them

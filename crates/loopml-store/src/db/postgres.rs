@@ -520,45 +520,6 @@ impl Session<'_> {
         Ok(counts.into_iter().sum::<u64>() as usize)
     }
 
-    pub(super) fn execute_each(
-        &self,
-        statements: &[(&str, &[Value<'_>])],
-    ) -> Result<Vec<usize>, StoreError> {
-        self.flush(None)?;
-        let mut prepared = Vec::with_capacity(statements.len());
-        for (sql, params) in statements {
-            let stmt = self.statement(sql)?;
-            Self::check_arity(&stmt, params)?;
-            prepared.push(stmt);
-        }
-        let bound: Vec<Vec<&(dyn ToSql + Sync)>> =
-            statements.iter().map(|(_, p)| Self::params(p)).collect();
-        let client = &self.conn.client;
-        // All requests go out before any answer is awaited; every answer is awaited, and the
-        // first failure in statement order wins (later ones only say the transaction aborted).
-        let futs = prepared
-            .iter()
-            .zip(&bound)
-            .map(|(stmt, p)| client.execute(stmt, p));
-        let outcomes = self.wait(async move {
-            Ok::<_, tokio_postgres::Error>(futures::future::join_all(futs).await)
-        })?;
-        let mut counts = Vec::with_capacity(outcomes.len());
-        for o in outcomes {
-            match o {
-                Ok(n) => counts.push(n as usize),
-                Err(e) => {
-                    let err = map_pg(&e);
-                    if matches!(err, StoreError::Unavailable(_)) {
-                        self.broken.set(true);
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        Ok(counts)
-    }
-
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.wait(self.conn.client.batch_execute(sql))
     }

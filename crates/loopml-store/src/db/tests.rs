@@ -294,49 +294,6 @@ async fn execute_many_is_all_or_nothing() {
 }
 
 #[tokio::test]
-async fn execute_each_runs_in_order_and_fails_as_a_whole() {
-    each_backend(|db| async move {
-        let counts = db
-            .write(|c| {
-                c.execute_each(&[
-                    (
-                        "INSERT INTO t VALUES (?, ?), (?, ?)",
-                        &["a".into(), 1.into(), "b".into(), 2.into()],
-                    ),
-                    ("UPDATE t SET v = v + 10 WHERE k = ?", &["a".into()]),
-                    ("DELETE FROM t WHERE k = ?", &["none".into()]),
-                ])
-            })
-            .await
-            .unwrap();
-        assert_eq!(counts, vec![2, 1, 0]);
-        // The second statement breaks the unique key: the first one's row must not survive,
-        // and the error is the second statement's own, not "transaction aborted".
-        let err = db
-            .write(|c| {
-                c.execute_each(&[
-                    ("INSERT INTO t VALUES (?, ?)", &["c".into(), 3.into()]),
-                    ("INSERT INTO t VALUES (?, ?)", &["a".into(), 4.into()]),
-                    ("UPDATE t SET v = 0", &[]),
-                ])
-            })
-            .await
-            .unwrap_err();
-        assert!(err.is_unique_violation(), "{err:?}");
-        let rows: Vec<(String, i64)> = db
-            .read(|c| {
-                c.query("SELECT k, v FROM t ORDER BY k", &[], |r| {
-                    Ok((r.string(0)?, r.i64(1)?))
-                })
-            })
-            .await
-            .unwrap();
-        assert_eq!(rows, vec![("a".to_string(), 11), ("b".to_string(), 2)]);
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn writes_held_for_the_commit_land_or_fail_with_it() {
     each_backend(|db| async move {
         // Held writes land with the commit; a statement after them sees them (sent first).
