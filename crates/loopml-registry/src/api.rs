@@ -130,6 +130,18 @@ message! {
 }
 
 message! {
+    /// `/model-versions/get-artifact` (the UI's file preview).
+    VersionArtifact {
+        /// Model name.
+        name: Option<String> = "loopml_tracking::api::de::opt_string",
+        /// Version.
+        version: Option<String> = "loopml_tracking::api::de::opt_string",
+        /// File path inside the version's model.
+        path: Option<String> = "loopml_tracking::api::de::opt_string",
+    }
+}
+
+message! {
     /// `model-versions/transition-stage`.
     TransitionStage {
         /// Model name.

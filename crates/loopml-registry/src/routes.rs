@@ -597,6 +597,27 @@ fn registry_routes() -> Router<RegistryService> {
         .route("/webhooks/{id}/test", post(test_webhook))
 }
 
+/// `/model-versions/get-artifact?name=&version=&path=`: one file of a version's model, as the
+/// MLflow UI previews it (attachment, sniff-proof media type). The path is checked before the
+/// version is looked up, in mlflow server's words (`Invalid path`).
+async fn get_model_version_artifact(
+    State(s): State<RegistryService>,
+    r: Req<api::VersionArtifact>,
+) -> Result<Response> {
+    let r = body(r)?;
+    let path = required(r.path, "path")?;
+    let rel = loopml_tracking::ui::ui_artifact_path(&path)?;
+    let uri = s
+        .get_download_uri(required(r.name, "name")?, version(r.version)?)
+        .await?;
+    let root = loopml_tracking::routes::proxied_artifact_path(&uri).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "The model version's files at '{uri}' are not served by this server"
+        ))
+    })?;
+    Ok(loopml_tracking::ui::send_artifact(s.tracking().artifacts(), &root.join(&rel)).await?)
+}
+
 /// Query of the lineage and model-card endpoints: a `models:/` URI, or a name and version.
 #[derive(Debug, Deserialize)]
 pub struct ModelQuery {
@@ -686,5 +707,9 @@ pub fn router(service: RegistryService) -> Router {
         r = r.nest(&format!("{prefix}/2.0/mlflow"), registry_routes());
     }
     r.nest("/api/2.0/loopml/registry", loopml_routes())
+        .route(
+            "/model-versions/get-artifact",
+            get(get_model_version_artifact),
+        )
         .with_state(service)
 }

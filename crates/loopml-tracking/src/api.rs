@@ -146,11 +146,25 @@ fn invalid_field(
         && let Some(value) = json().and_then(|v| v.get(&field).cloned())
     {
         return Error::InvalidParameter(format!(
-            "Invalid value {value} for parameter '{field}' supplied. See the API docs for more \
-             information about request parameters."
+            "Invalid value {value} for parameter '{field}' supplied:  Hint: Value was of type \
+             '{}'. See the API docs for more information about request parameters.",
+            python_type(&value)
         ));
     }
     bad_request(inner)
+}
+
+/// The Python type name mlflow server's messages give a JSON value (`str`, `int`, …).
+fn python_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "NoneType",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => "int",
+        serde_json::Value::Number(_) => "float",
+        serde_json::Value::String(_) => "str",
+        serde_json::Value::Array(_) => "list",
+        serde_json::Value::Object(_) => "dict",
+    }
 }
 
 /// Parses a request message from JSON text.
@@ -166,6 +180,11 @@ fn from_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
     let copy = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| invalid_field(e, || Some(copy)))
+}
+
+/// Parses a request message from a query string alone (for routes whose body is data).
+pub fn from_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, Error> {
+    from_json_value(query_to_json(query))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {

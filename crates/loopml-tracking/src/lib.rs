@@ -8,9 +8,11 @@ pub mod error;
 pub mod filter;
 pub mod model;
 mod names;
+pub mod pyjson;
 pub mod routes;
 mod service;
 mod sql;
+pub mod ui;
 pub mod validation;
 
 pub use error::{Error, Result};

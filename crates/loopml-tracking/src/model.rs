@@ -183,6 +183,19 @@ pub struct Dataset {
     pub profile: Option<String>,
 }
 
+/// One dataset an experiment's runs used, as the MLflow UI's dataset filter lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSummary {
+    /// Experiment id.
+    pub experiment_id: i64,
+    /// Dataset name.
+    pub name: String,
+    /// Dataset digest.
+    pub digest: String,
+    /// The input's `mlflow.data.context` tag ("training", "eval", …), if it has one.
+    pub context: Option<String>,
+}
+
 /// A dataset used by a run, with its input tags (e.g. `mlflow.data.context`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetInput {

@@ -57,11 +57,21 @@ fn experiment_id(v: Option<String>) -> Result<i64> {
 
 /// Wire `{key, value}` pairs into domain pairs (a missing key is an error).
 pub fn key_values(items: Vec<WireKeyValue>) -> Result<Vec<KeyValue>> {
+    key_values_of(items, None)
+}
+
+/// Like [`key_values`], naming a missing key by its place in the request (`params[2].key`),
+/// as mlflow server does for log-batch.
+fn key_values_of(items: Vec<WireKeyValue>, field: Option<&str>) -> Result<Vec<KeyValue>> {
     items
         .into_iter()
-        .map(|kv| {
+        .enumerate()
+        .map(|(i, kv)| {
             Ok(KeyValue {
-                key: kv.key.ok_or_else(|| Error::missing("key"))?,
+                key: kv.key.ok_or_else(|| match field {
+                    Some(f) => Error::missing(&format!("{f}[{i}].key")),
+                    None => Error::missing("key"),
+                })?,
                 value: kv.value.unwrap_or_default(),
             })
         })
@@ -283,7 +293,11 @@ async fn search_runs(
     }))
 }
 
+/// One metric of a request; `at` places it in the request for "missing value" messages
+/// (`""` for log-metric, `metrics[3].` for log-batch).
+#[allow(clippy::too_many_arguments)] // the wire fields of two request messages, side by side
 fn logged_metric(
+    at: &str,
     key: Option<String>,
     value: Option<&serde_json::Value>,
     timestamp: Option<i64>,
@@ -292,9 +306,12 @@ fn logged_metric(
     dataset_name: Option<String>,
     dataset_digest: Option<String>,
 ) -> Result<LoggedMetric> {
-    let key = key.ok_or_else(|| Error::missing("key"))?;
+    let key = key.ok_or_else(|| Error::missing(&format!("{at}key")))?;
+    if value.is_none() {
+        return Err(Error::missing(&format!("{at}value")));
+    }
     let value = parse_metric_value(&key, value)?;
-    let timestamp = timestamp.ok_or_else(|| Error::missing("timestamp"))?;
+    let timestamp = timestamp.ok_or_else(|| Error::missing(&format!("{at}timestamp")))?;
     Ok(LoggedMetric {
         metric: Metric {
             key,
@@ -314,6 +331,7 @@ async fn log_metric(
 ) -> Result<Response> {
     let id = run_id(r.run_id, r.run_uuid)?;
     let m = logged_metric(
+        "",
         r.key,
         r.value.as_ref(),
         r.timestamp,
@@ -390,8 +408,10 @@ async fn log_batch(
     let metrics = r
         .metrics
         .into_iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             logged_metric(
+                &format!("metrics[{i}]."),
                 m.key,
                 m.value.as_ref(),
                 m.timestamp,
@@ -404,8 +424,8 @@ async fn log_batch(
         .collect::<Result<Vec<_>>>()?;
     let batch = Batch {
         metrics,
-        params: key_values(r.params)?,
-        tags: key_values(r.tags)?,
+        params: key_values_of(r.params, Some("params"))?,
+        tags: key_values_of(r.tags, Some("tags"))?,
     };
     s.log_batch(id, batch).await?;
     Ok(empty())
@@ -463,12 +483,16 @@ async fn log_model(
     State(s): State<TrackingService>,
     Mlflow(r): Mlflow<api::LogModel>,
 ) -> Result<Response> {
-    // Legacy endpoint: validate and accept; MLflow 3 records models as logged models.
+    // MLflow 2's record of a logged model (the client still sends it from log_model): kept in
+    // the run's `mlflow.log-model.history` tag, which the UI and older tools read.
     let id = required(r.run_id, "run_id")?;
     let body = required(r.model_json, "model_json")?;
-    serde_json::from_str::<serde_json::Value>(&body)
-        .map_err(|e| Error::InvalidParameter(format!("model_json is not valid JSON: {e}")))?;
-    s.get_run(id).await?;
+    let model = serde_json::from_str::<serde_json::Value>(&body).map_err(|_| {
+        Error::InvalidParameter(format!(
+            "Malformed model info. \n {body} \n is not a valid JSON."
+        ))
+    })?;
+    s.record_logged_model(id, model).await?;
     Ok(empty())
 }
 
@@ -506,16 +530,13 @@ async fn get_metric_history_bulk_interval(
     State(s): State<TrackingService>,
     Mlflow(r): Mlflow<api::GetHistoryBulk>,
 ) -> Result<Response> {
-    let mut ids = r.run_ids;
-    ids.extend(r.run_id);
-    let key = required(r.metric_key, "metric_key")?;
     let points = s
         .metric_history_bulk_interval(
-            ids,
-            key,
+            r.run_ids,
+            r.metric_key,
             r.start_step,
             r.end_step,
-            r.max_results.unwrap_or(320),
+            r.max_results,
         )
         .await?;
     Ok(json(&BulkHistory {
@@ -1001,8 +1022,8 @@ async fn list_run_artifacts(
     Mlflow(r): Mlflow<api::ListRunArtifacts>,
 ) -> Result<Response> {
     let id = run_id(r.run_id, r.run_uuid)?;
+    let rel = crate::ui::ui_artifact_path(r.path.as_deref().unwrap_or(""))?;
     let run = s.get_run(id).await?;
-    let rel = ArtifactPath::parse(r.path.as_deref().unwrap_or(""))?;
     let mut files = Vec::new();
     if let Some(root) = proxied_artifact_path(&run.info.artifact_uri) {
         for e in s.artifacts().list(&root.join(&rel)).await? {
@@ -1078,10 +1099,6 @@ fn tracking_routes() -> Router<TrackingService> {
             "/metrics/get-history-bulk-interval",
             get(get_metric_history_bulk_interval),
         )
-        .route(
-            "/metrics/get-history-bulk",
-            get(get_metric_history_bulk_interval),
-        )
         .route("/logged-models", post(create_logged_model))
         .route("/logged-models/search", post(search_logged_models))
         .route(
@@ -1098,6 +1115,7 @@ fn tracking_routes() -> Router<TrackingService> {
         )
         .route("/artifacts/list", get(list_run_artifacts))
         .layer(DefaultBodyLimit::max(api::MAX_JSON_BODY))
+        .merge(crate::ui::api_routes())
 }
 
 fn artifact_routes() -> Router<TrackingService> {
@@ -1130,7 +1148,7 @@ pub fn router(service: TrackingService) -> Router {
                 get(server_info),
             );
     }
-    r.with_state(service)
+    r.merge(crate::ui::root_routes()).with_state(service)
 }
 
 #[cfg(test)]

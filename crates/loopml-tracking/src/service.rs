@@ -1,7 +1,7 @@
 //! [`TrackingService`]: the tracking operations as plain async methods. Input is validated
 //! before any write, and every write is one transaction, so a rejected request changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use loopml_store::{ArtifactStore, Conn, Database, StoreError, Value};
@@ -9,8 +9,8 @@ use loopml_store::{ArtifactStore, Conn, Database, StoreError, Value};
 use crate::error::{Error, Result};
 use crate::filter::{parse_filter, parse_order_by};
 use crate::model::{
-    Dataset, Experiment, KeyValue, LifecycleStage, LoggedMetric, LoggedModel, LoggedModelStatus,
-    Metric, Page, Run, RunInfo, RunStatus, ViewType,
+    Dataset, DatasetSummary, Experiment, KeyValue, LifecycleStage, LoggedMetric, LoggedModel,
+    LoggedModelStatus, Metric, Page, Run, RunInfo, RunStatus, ViewType,
 };
 use crate::sql::{self, ModelOrder};
 use crate::validation::{self as v, decode_page_token, encode_page_token};
@@ -22,6 +22,8 @@ mod logged_models;
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
 /// Tag that carries a run's user.
 pub const USER_TAG: &str = "mlflow.user";
+/// The run tag listing the models logged to it (MLflow 2's `log_model` record).
+pub const LOG_MODEL_HISTORY_TAG: &str = "mlflow.log-model.history";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -70,6 +72,16 @@ pub fn parse_metric_value(key: &str, raw: Option<&serde_json::Value>) -> Result<
 
 /// Upper bound on a GET of metric history when the client does not page.
 const MAX_HISTORY_UNPAGED: i64 = 10_000_000;
+/// Most runs one bulk metric-history request may name.
+const MAX_BULK_RUNS: usize = 100;
+/// Most points `get-history-bulk` returns in all.
+const MAX_BULK_HISTORY: i64 = 25_000;
+/// Most points per run `get-history-bulk-interval` returns (and its default).
+const MAX_SAMPLED_POINTS: i64 = 2_500;
+/// Most experiments one dataset search may name.
+const MAX_DATASET_SEARCH_EXPERIMENTS: usize = 20;
+/// Most dataset summaries one search returns.
+const MAX_DATASET_SUMMARIES: i64 = 1_000;
 
 /// The tracking service: experiments, runs, metrics, inputs, logged models and artifacts.
 #[derive(Clone, Debug)]
@@ -524,6 +536,88 @@ impl TrackingService {
             .map(|(run_id, looked_up)| series.remember(&run_id, looked_up))
     }
 
+    /// Appends a model's summary to the run's `mlflow.log-model.history` tag, as mlflow
+    /// server's `runs/log-model` does: `run_id`, `artifact_path`, `utc_time_created`,
+    /// `model_uuid` and each flavor without its `config`, in Python's `json.dumps` layout.
+    pub async fn record_logged_model(
+        &self,
+        run_id: String,
+        model: serde_json::Value,
+    ) -> Result<()> {
+        v::validate_run_id(&run_id)?;
+        let serde_json::Value::Object(m) = model else {
+            return Err(Error::InvalidParameter(
+                "Model json must be a JSON object.".into(),
+            ));
+        };
+        let mut missing: Vec<&str> = ["artifact_path", "flavors", "utc_time_created", "run_id"]
+            .into_iter()
+            .filter(|k| !m.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            let names: Vec<String> = missing.iter().map(|k| format!("'{k}'")).collect();
+            return Err(Error::InvalidParameter(format!(
+                "Model json is missing mandatory fields: {{{}}}",
+                names.join(", ")
+            )));
+        }
+        let mut pairs: Vec<(&str, serde_json::Value)> = Vec::new();
+        for key in ["run_id", "artifact_path", "utc_time_created", "model_uuid"] {
+            if let Some(v) = m.get(key) {
+                pairs.push((key, v.clone()));
+            }
+        }
+        let flavors = match m.get("flavors") {
+            Some(serde_json::Value::Object(f)) => serde_json::Value::Object(
+                f.iter()
+                    .map(|(name, conf)| {
+                        let conf = match conf {
+                            serde_json::Value::Object(c) => serde_json::Value::Object(
+                                c.iter()
+                                    .filter(|(k, _)| k.as_str() != "config")
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
+                            ),
+                            other => other.clone(),
+                        };
+                        (name.clone(), conf)
+                    })
+                    .collect(),
+            ),
+            Some(other) => other.clone(),
+            None => serde_json::Value::Null,
+        };
+        pairs.push(("flavors", flavors));
+        let entry = crate::pyjson::dumps_object(&pairs);
+        self.db
+            .write(move |c| {
+                sql::require_active_run(c, &run_id)?;
+                let previous: Option<String> = c.query_opt(
+                    "SELECT value FROM tags WHERE run_uuid = ? AND key = ?",
+                    &[(&run_id).into(), LOG_MODEL_HISTORY_TAG.into()],
+                    |r| r.string(0),
+                )?;
+                // The earlier entries are kept as they were written: their text is spliced,
+                // not re-encoded, so key order and number forms survive.
+                let value = match previous.as_deref().map(str::trim) {
+                    Some(p) if p.starts_with('[') && p.ends_with(']') && p.len() > 2 => {
+                        format!("{}, {entry}]", &p[..p.len() - 1])
+                    }
+                    _ => format!("[{entry}]"),
+                };
+                if value.len() > v::MAX_TAG_VALUE_LEN {
+                    return Err(Error::InvalidParameter(format!(
+                        "'{LOG_MODEL_HISTORY_TAG}' would exceed the maximum tag value length of \
+                         {} characters; the model is logged, its history tag is not extended.",
+                        v::MAX_TAG_VALUE_LEN
+                    )));
+                }
+                set_run_tag(c, &run_id, LOG_MODEL_HISTORY_TAG, &value)
+            })
+            .await
+    }
+
     /// Deletes a run tag.
     pub async fn delete_tag(&self, run_id: String, key: String) -> Result<()> {
         v::validate_run_id(&run_id)?;
@@ -648,69 +742,150 @@ impl TrackingService {
             .await
     }
 
-    /// Metric history of several runs between two steps, sampled to at most `max_results`
-    /// points per run (first and last step kept), for charts.
-    pub async fn metric_history_bulk_interval(
+    /// Whole histories of one metric for up to 100 runs (`get-history-bulk`, the MLflow UI's
+    /// older chart route), ordered by run id, timestamp, step and value, at most `max_results`
+    /// points in all (25,000 when absent, as in mlflow server). Runs this server does not hold
+    /// contribute no points.
+    pub async fn metric_history_bulk(
         &self,
-        run_ids: Vec<String>,
-        key: String,
-        start_step: Option<i64>,
-        end_step: Option<i64>,
-        max_results: i64,
+        mut run_ids: Vec<String>,
+        key: Option<String>,
+        max_results: Option<i64>,
     ) -> Result<Vec<(String, Metric)>> {
-        if run_ids.is_empty() || run_ids.len() > 100 {
+        if run_ids.is_empty() {
             return Err(Error::InvalidParameter(
-                "GetMetricHistoryBulkInterval request must specify between 1 and 100 run_ids."
-                    .into(),
+                "GetMetricHistoryBulk request must specify at least one run_id.".into(),
             ));
         }
-        if !(1..=2500).contains(&max_results) {
-            return Err(Error::InvalidParameter(
-                "max_results must be between 1 and 2500.".into(),
-            ));
+        if run_ids.len() > MAX_BULK_RUNS {
+            return Err(Error::InvalidParameter(format!(
+                "GetMetricHistoryBulk request cannot specify more than {MAX_BULK_RUNS} run_ids. \
+                 Received {} run_ids.",
+                run_ids.len()
+            )));
         }
-        for r in &run_ids {
-            v::validate_run_id(r)?;
+        let key = key.ok_or_else(|| {
+            Error::InvalidParameter(
+                "GetMetricHistoryBulk request must specify a metric_key.".into(),
+            )
+        })?;
+        let max = max_results
+            .unwrap_or(MAX_BULK_HISTORY)
+            .min(MAX_BULK_HISTORY);
+        if max <= 0 {
+            return Ok(Vec::new());
         }
-        let lo = start_step.unwrap_or(i64::MIN);
-        let hi = end_step.unwrap_or(i64::MAX);
+        run_ids.sort();
+        run_ids.dedup();
         self.db
             .read(move |c| {
                 let mut out = Vec::new();
                 for run_id in &run_ids {
-                    sql::require_run(c, run_id)?;
-                    let points = match sql::metric_series_id(c, run_id, &key)? {
-                        Some(series) => sql::metric_points_between(c, series, &key, lo, hi)?,
-                        None => Vec::new(),
+                    let left = max - out.len() as i64;
+                    if left <= 0 {
+                        break;
+                    }
+                    let Some(series) = sql::metric_series_id(c, run_id, &key)? else {
+                        continue;
                     };
-                    let steps: Vec<i64> = {
-                        let mut s: Vec<i64> = points.iter().map(|p| p.step).collect();
-                        s.dedup();
-                        s
-                    };
-                    let keep: HashSet<i64> = if steps.len() as i64 <= max_results {
-                        steps.iter().copied().collect()
-                    } else {
-                        let n = max_results as usize;
-                        (0..n)
-                            .map(|i| {
-                                steps[if n == 1 {
-                                    0
-                                } else {
-                                    i * (steps.len() - 1) / (n - 1)
-                                }]
-                            })
-                            .collect()
-                    };
-                    out.extend(
-                        points
-                            .into_iter()
-                            .filter(|p| keep.contains(&p.step))
-                            .map(|p| (run_id.clone(), p)),
-                    );
+                    let mut rows = sql::metric_history_page(c, series, &key, None, left)?;
+                    rows.truncate(left as usize);
+                    out.extend(rows.into_iter().map(|(m, _)| (run_id.clone(), m)));
                 }
                 Ok(out)
             })
+            .await
+    }
+
+    /// Metric history of up to 100 runs for charts (`get-history-bulk-interval`): per run, at
+    /// most `max_results` points (2,500 when absent) sampled evenly over the points logged
+    /// between `start_step` and `end_step` (both or neither), ordered by step, timestamp and
+    /// value, always ending with the run's last point — mlflow server 3.17's sampling, which
+    /// stays bounded when many values share one step. Runs this server does not hold
+    /// contribute no points, as there.
+    pub async fn metric_history_bulk_interval(
+        &self,
+        run_ids: Vec<String>,
+        key: Option<String>,
+        start_step: Option<i64>,
+        end_step: Option<i64>,
+        max_results: Option<i64>,
+    ) -> Result<Vec<(String, Metric)>> {
+        if run_ids.is_empty() {
+            return Err(Error::missing("run_ids"));
+        }
+        if run_ids.len() > MAX_BULK_RUNS {
+            return Err(Error::InvalidParameter(format!(
+                "GetMetricHistoryBulkInterval request must specify at most {MAX_BULK_RUNS} \
+                 run_ids. Received {} run_ids.",
+                run_ids.len()
+            )));
+        }
+        let key = key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| Error::missing("metric_key"))?;
+        let max = max_results.unwrap_or(MAX_SAMPLED_POINTS);
+        if !(1..=MAX_SAMPLED_POINTS).contains(&max) {
+            return Err(Error::InvalidParameter(format!(
+                "max_results must be between 1 and {MAX_SAMPLED_POINTS}."
+            )));
+        }
+        let (lo, hi) = match (start_step, end_step) {
+            (Some(a), Some(b)) if a > b => {
+                return Err(Error::InvalidParameter(format!(
+                    "end_step must be greater than start_step. Found start_step={a} and \
+                     end_step={b}."
+                )));
+            }
+            (Some(a), Some(b)) => (a, b),
+            (None, None) => (i64::MIN, i64::MAX),
+            _ => {
+                return Err(Error::InvalidParameter(
+                    "If either start step or end step are specified, both must be specified."
+                        .into(),
+                ));
+            }
+        };
+        self.db
+            .read(move |c| {
+                let mut out = Vec::new();
+                for run_id in &run_ids {
+                    if let Some(series) = sql::metric_series_id(c, run_id, &key)? {
+                        let points = sql::metric_points_sampled(c, series, &key, lo, hi, max)?;
+                        out.extend(points.into_iter().map(|p| (run_id.clone(), p)));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Dataset summaries of experiments (`experiments/search-datasets`, the MLflow UI's
+    /// dataset filter): each distinct (experiment, name, digest, context) their runs used, the
+    /// context being the input's `mlflow.data.context` tag (absent when it has none); at most
+    /// 1,000 and 20 experiments at once, as in mlflow server.
+    pub async fn search_dataset_summaries(
+        &self,
+        experiment_ids: Vec<String>,
+    ) -> Result<Vec<DatasetSummary>> {
+        if experiment_ids.is_empty() {
+            return Err(Error::InvalidParameter(
+                "SearchDatasets request must specify at least one experiment_id.".into(),
+            ));
+        }
+        if experiment_ids.len() > MAX_DATASET_SEARCH_EXPERIMENTS {
+            return Err(Error::InvalidParameter(format!(
+                "SearchDatasets request cannot specify more than \
+                 {MAX_DATASET_SEARCH_EXPERIMENTS} experiment_ids. Received {} experiment_ids.",
+                experiment_ids.len()
+            )));
+        }
+        let ids = experiment_ids
+            .iter()
+            .map(|e| crate::validation::parse_experiment_id(e))
+            .collect::<Result<Vec<i64>>>()?;
+        self.db
+            .read(move |c| sql::dataset_summaries(c, &ids, MAX_DATASET_SUMMARIES))
             .await
     }
 }

@@ -8,8 +8,8 @@ use loopml_store::{Conn, Row, StoreError, Value};
 use crate::error::{Error, Result};
 use crate::filter::{Clause, Entity, Literal, Op, OrderBy};
 use crate::model::{
-    Dataset, DatasetInput, Experiment, KeyValue, LifecycleStage, LoggedModel, LoggedModelStatus,
-    Metric, ModelMetric, Run, RunInfo, RunStatus,
+    Dataset, DatasetInput, DatasetSummary, Experiment, KeyValue, LifecycleStage, LoggedModel,
+    LoggedModelStatus, Metric, ModelMetric, Run, RunInfo, RunStatus,
 };
 
 /// `?, ?, ?` with `n` placeholders.
@@ -1423,25 +1423,89 @@ pub fn metric_history_page(
     })
 }
 
-/// Every point of a series between two steps, in step order.
-pub fn metric_points_between(
+/// Points of a series between two steps (inclusive), sampled to at most `max` rows: the rows
+/// in (step, timestamp, value) order are cut into `max` even buckets (NTILE) and each bucket's
+/// first row is kept; the series' last row in that range always ends the sample (replacing
+/// the final pick when there are already `max`). Fewer rows than `max`: all of them.
+pub fn metric_points_sampled(
     c: &Conn<'_>,
     series_id: i64,
     key: &str,
     lo: i64,
     hi: i64,
+    max: i64,
 ) -> Result<Vec<Metric>> {
-    Ok(c.query(
+    let row = |r: &Row<'_>| {
+        Ok(Metric {
+            key: key.to_string(),
+            timestamp: r.i64(0)?,
+            step: r.i64(1)?,
+            value: metric_value(r, 2, 3)?,
+        })
+    };
+    // NTILE's count is written into the SQL: PostgreSQL types it `integer`, which a bound
+    // 64-bit parameter does not fit. `max` is a validated small number.
+    let sampled = format!(
+        "SELECT timestamp, step, value, is_nan FROM ( \
+           SELECT timestamp, step, value, is_nan, ROW_NUMBER() OVER ( \
+             PARTITION BY bucket ORDER BY step, timestamp, value, is_nan) AS rn FROM ( \
+               SELECT timestamp, step, value, is_nan, NTILE({}) OVER ( \
+                 ORDER BY step, timestamp, value, is_nan) AS bucket \
+               FROM metric_points WHERE series_id = ? AND step >= ? AND step <= ?) b) r \
+         WHERE rn = 1 ORDER BY step, timestamp, value, is_nan",
+        max.clamp(1, i64::from(i32::MAX))
+    );
+    let mut rows = c.query(&sampled, &[series_id.into(), lo.into(), hi.into()], row)?;
+    let last = c.query_opt(
         "SELECT timestamp, step, value, is_nan FROM metric_points WHERE series_id = ? \
-         AND step >= ? AND step <= ? ORDER BY step, timestamp",
+         AND step >= ? AND step <= ? ORDER BY step DESC, timestamp DESC, value DESC, \
+         is_nan DESC LIMIT 1",
         &[series_id.into(), lo.into(), hi.into()],
-        |r| {
-            Ok(Metric {
-                key: key.to_string(),
-                timestamp: r.i64(0)?,
-                step: r.i64(1)?,
-                value: metric_value(r, 2, 3)?,
-            })
-        },
-    )?)
+        row,
+    )?;
+    if let Some(last) = last {
+        let same = |m: &Metric| {
+            m.step == last.step
+                && m.timestamp == last.timestamp
+                && (m.value == last.value || (m.value.is_nan() && last.value.is_nan()))
+        };
+        match rows.last() {
+            Some(m) if same(m) => {}
+            _ if rows.len() as i64 >= max => {
+                if let Some(end) = rows.last_mut() {
+                    *end = last;
+                }
+            }
+            _ => rows.push(last),
+        }
+    }
+    Ok(rows)
+}
+
+/// Distinct (experiment, dataset name, digest, context) of the runs' dataset inputs in
+/// `experiment_ids`, at most `limit`.
+pub fn dataset_summaries(
+    c: &Conn<'_>,
+    experiment_ids: &[i64],
+    limit: i64,
+) -> Result<Vec<DatasetSummary>> {
+    let sql = format!(
+        "SELECT DISTINCT d.experiment_id, d.name, d.digest, t.value FROM datasets d \
+         JOIN run_dataset_inputs i ON i.dataset_uuid = d.dataset_uuid \
+         LEFT JOIN run_dataset_input_tags t ON t.run_uuid = i.run_uuid \
+           AND t.dataset_uuid = i.dataset_uuid AND t.key = 'mlflow.data.context' \
+         WHERE d.experiment_id IN ({}) ORDER BY d.experiment_id, d.name, d.digest, t.value \
+         LIMIT ?",
+        placeholders(experiment_ids.len())
+    );
+    let mut params: Vec<Value<'_>> = experiment_ids.iter().map(|&e| e.into()).collect();
+    params.push(limit.into());
+    Ok(c.query(&sql, &params, |r| {
+        Ok(DatasetSummary {
+            experiment_id: r.i64(0)?,
+            name: r.string(1)?,
+            digest: r.string(2)?,
+            context: r.opt_string(3)?,
+        })
+    })?)
 }

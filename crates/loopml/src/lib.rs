@@ -269,7 +269,30 @@ async fn loopml_version() -> impl IntoResponse {
     }))
 }
 
-async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+/// No route: a path with repeated slashes (`//model-versions/get-artifact`) is sent on to its
+/// merged form with a 308, as mlflow server's router (werkzeug) does; anything else is
+/// `ENDPOINT_NOT_FOUND`.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    let path = uri.path();
+    if path.contains("//") {
+        let mut merged = String::with_capacity(path.len());
+        for ch in path.chars() {
+            if !(ch == '/' && merged.ends_with('/')) {
+                merged.push(ch);
+            }
+        }
+        if let Some(q) = uri.query() {
+            merged.push('?');
+            merged.push_str(q);
+        }
+        if let Ok(location) = header::HeaderValue::from_str(&merged) {
+            return (
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+                .into_response();
+        }
+    }
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "application/json")],
@@ -279,6 +302,7 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
         })
         .to_string(),
     )
+        .into_response()
 }
 
 /// What [`build_app`] returns besides the router: the services, for embedding and tests.

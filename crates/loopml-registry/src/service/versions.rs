@@ -56,8 +56,10 @@ impl RegistryService {
         }
         if has_relative_parts(source) {
             return Err(Error::InvalidParameter(format!(
-                "Invalid model version source: '{source}'. Relative paths ('..') are not \
-                 allowed."
+                "Invalid model version source: '{source}'. If supplying a source as an http, \
+                 https, local file path, ftp, objectstore, or mlflow-artifacts uri, an absolute \
+                 path must be provided without relative path references present. Please provide \
+                 an absolute path."
             )));
         }
         let scheme = source
@@ -163,9 +165,12 @@ impl RegistryService {
                 Ok((source.to_string(), source.to_string(), run_id, model_id))
             }
             Some("file") | None => Err(Error::InvalidParameter(format!(
-                "Invalid model version source: '{source}'. Local paths cannot be used as model \
-                 version sources on this server: log the model to the run (or as a logged \
-                 model) and register runs:/<run_id>/<path> or models:/<model_id>."
+                "Invalid model version source: '{source}'. To use a local path as a model \
+                 version source, the run_id request parameter has to be specified and the local \
+                 path has to be contained within the artifact directory of the run specified by \
+                 the run_id. This server keeps every run's artifacts behind its artifact proxy \
+                 (mlflow-artifacts:/), so register runs:/<run_id>/<path> or models:/<model_id> \
+                 instead."
             ))),
             // Object stores and other remote locations are recorded as given.
             Some(_) => Ok((source.to_string(), source.to_string(), run_id, model_id)),
@@ -312,7 +317,9 @@ impl RegistryService {
         list.push(entry);
         let tag = KeyValue {
             key: TAG.into(),
-            value: serde_json::Value::Array(list).to_string(),
+            // Python's json.dumps layout, as mlflow server writes it: the client appends to
+            // this text and tools compare it.
+            value: loopml_tracking::pyjson::dumps(&serde_json::Value::Array(list)),
         };
         if let Err(e) = tracking
             .set_logged_model_kvs(model_id.to_string(), vec![tag], vec![])
