@@ -366,3 +366,164 @@ def test_model_versions_tag_of_a_logged_model_is_python_json(client, server):
     client.create_model_version(name, f"models:/{lm.model_id}", run_id=rid, model_id=lm.model_id)
     tag = mlflow.get_logged_model(lm.model_id).tags["mlflow.modelVersions"]
     assert tag == json.dumps([{"name": name, "version": 1}])
+
+
+# ------------------------------------------------------------------ GraphQL (the MLflow UI's queries)
+
+
+def graphql(server, query, **extra):
+    r = requests.post(
+        server.url + "/graphql",
+        json={"query": query, **extra},
+        headers={"content-type": "application/json; charset=utf-8"},
+        timeout=30,
+    )
+    return r
+
+
+def test_graphql_echo_and_errors(server):
+    r = graphql(server, 'query testQuery {test(inputString: "abc") { output }}', operationName="testQuery")
+    assert r.status_code == 200 and r.json() == {"data": {"test": {"output": "abc"}}, "errors": None}
+    r = graphql(server, "query { nope }").json()
+    assert r["data"] is None and r["errors"] == ["Cannot query field 'nope' on type 'Query'."]
+    r = graphql(server, 'query { mlflowGetRun(input: {runId: "nope"}) { run { info { runId } } } }').json()
+    assert r["data"] == {"mlflowGetRun": None} and "not found" in r["errors"][0]
+    many = " ".join(f'a{i}: test(inputString: "x") {{ output }}' for i in range(11))
+    r = graphql(server, "query { " + many + " }").json()
+    assert r["data"] is None and "at most 10 root fields" in r["errors"][0]
+
+
+def test_graphql_experiment_and_run_with_its_experiment_and_versions(client, server):
+    name = unique("gql")
+    client.create_registered_model(name)
+    exp = client.create_experiment(name)
+    run = client.create_run(exp)
+    rid = run.info.run_id
+    client.create_model_version(name, f"runs:/{rid}/model", rid)
+    r = graphql(
+        server,
+        'query q { mlflowGetExperiment(input: {experimentId: "' + exp + '"}) { experiment { name } } }',
+    ).json()
+    assert r == {"data": {"mlflowGetExperiment": {"experiment": {"name": name}}}, "errors": None}
+    query = (
+        'query testQuery @component(name: "Test") { mlflowGetRun(input: {runId: "%s"}) '
+        "{ run { info { status startTime } experiment { name } modelVersions { name version } } } }"
+    ) % rid
+    r = graphql(server, query, operationName="testQuery").json()
+    assert r["errors"] is None
+    got = r["data"]["mlflowGetRun"]["run"]
+    assert got["info"]["status"] == run.info.status
+    assert got["info"]["startTime"] == str(run.info.start_time)  # 64-bit integers are strings
+    assert got["experiment"]["name"] == name
+    assert got["modelVersions"] == [{"name": name, "version": "1"}]
+
+
+def test_graphql_chart_history_and_nan(client, server):
+    exp = client.create_experiment(unique("gqlm"))
+    rid = client.create_run(exp).info.run_id
+    for i in range(10):
+        client.log_metric(rid, "metric_0", i, step=i)
+    client.log_metric(rid, "nan_metric", float("nan"), step=0)
+    query = (
+        'query { mlflowGetMetricHistoryBulkInterval(input: {runIds: ["%s"], metricKey: "metric_0"}) '
+        "{ metrics { key timestamp value step } } }"
+    ) % rid
+    r = graphql(server, query).json()
+    metrics = r["data"]["mlflowGetMetricHistoryBulkInterval"]["metrics"]
+    assert [m["value"] for m in metrics] == [float(i) for i in range(10)]
+    assert [m["step"] for m in metrics] == [str(i) for i in range(10)]
+    # A NaN metric is null in the run's data (GraphQL's Float cannot hold it).
+    run = graphql(
+        server,
+        'query { mlflowGetRun(input: {runId: "%s"}) { run { data { metrics { key value } } } } }' % rid,
+    ).json()
+    assert run["errors"] is None
+    values = {m["key"]: m["value"] for m in run["data"]["mlflowGetRun"]["run"]["data"]["metrics"]}
+    assert values == {"metric_0": 9.0, "nan_metric": None}
+
+
+def test_graphql_search_runs_newest_first(client, server):
+    exp = client.create_experiment(unique("gqls"))
+    first = client.create_run(exp).info.run_id
+    second = client.create_run(exp).info.run_id
+    query = (
+        'mutation testMutation { mlflowSearchRuns(input: { experimentIds: ["%s"] }) '
+        "{ runs { info { runId } } } }"
+    ) % exp
+    r = graphql(server, query, operationName="testMutation").json()
+    assert r["data"]["mlflowSearchRuns"]["runs"] == [
+        {"info": {"runId": second}},
+        {"info": {"runId": first}},
+    ]
+
+
+def test_graphql_artifacts_with_fragments(client, server, tmp_path):
+    exp = client.create_experiment(unique("gqla"))
+    rid = client.create_run(exp).info.run_id
+    f = tmp_path / "test.txt"
+    f.write_text("hello world")
+    client.log_artifact(rid, str(f))
+    client.log_artifact(rid, str(f), "testDir")
+    query = (
+        "fragment FilesFragment on MlflowListArtifactsResponse { files { path isDir fileSize } }\n"
+        'query testQuery { file: mlflowListArtifacts(input: { runId: "%s" }) { ...FilesFragment } '
+        'subdir: mlflowListArtifacts(input: { runId: "%s", path: "testDir" }) { ...FilesFragment } }'
+    ) % (rid, rid)
+    r = graphql(server, query, operationName="testQuery").json()
+    assert r["data"]["file"]["files"] == [
+        {"path": "test.txt", "isDir": False, "fileSize": "11"},
+        {"path": "testDir", "isDir": True, "fileSize": "0"},
+    ]
+    assert r["data"]["subdir"]["files"] == [{"path": "testDir/test.txt", "isDir": False, "fileSize": "11"}]
+
+
+def test_graphql_search_datasets(client, server):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    exp = client.create_experiment(unique("gqld"))
+    rid = client.create_run(exp).info.run_id
+    client.log_inputs(
+        rid,
+        [
+            DatasetInput(Dataset("ds-1", "12345", "script", "test"), tags=[]),
+            DatasetInput(
+                Dataset("ds-2", "12346", "script", "test"),
+                tags=[InputTag("mlflow.data.context", "training")],
+            ),
+        ],
+    )
+    query = (
+        'mutation { mlflowSearchDatasets(input: {experimentIds: ["%s"]}) '
+        "{ datasetSummaries { experimentId name digest context } } }"
+    ) % exp
+    r = graphql(server, query).json()
+    got = sorted(r["data"]["mlflowSearchDatasets"]["datasetSummaries"], key=lambda d: d["digest"])
+    assert got == [
+        {"experimentId": exp, "name": "ds-1", "digest": "12345", "context": ""},
+        {"experimentId": exp, "name": "ds-2", "digest": "12346", "context": "training"},
+    ]
+
+
+def test_graphql_variables(client, server):
+    exp = client.create_experiment(unique("gqlv"))
+    r = graphql(
+        server,
+        "query q($id: String) { mlflowGetExperiment(input: {experimentId: $id}) { experiment { name } } }",
+        variables={"id": exp},
+    ).json()
+    assert r["errors"] is None and r["data"]["mlflowGetExperiment"]["experiment"]["name"].startswith("gqlv")
+
+
+@pytest.mark.skipif(
+    bool(__import__("os").environ.get("COMPAT_EXTERNAL_URL")),
+    reason="mlflow server answers a batch with an HTML 500; loopml refuses it with a 400",
+)
+def test_graphql_batch_is_refused_and_the_server_stays_up(server):
+    one = {"query": '{ test(inputString: "x") { output } }'}
+    r = requests.post(server.url + "/graphql", json=[one] * 1000, timeout=30)
+    assert r.status_code == 400 and r.json()["data"] is None
+    assert "batching is not supported" in r.json()["errors"][0]
+    deep = "{ mlflowGetRun(input: {runId: \"x\"}) { run { " + "data { " * 12 + "}" * 14
+    r = graphql(server, deep)
+    assert r.status_code in (200, 400) and r.json()["data"] is None
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200

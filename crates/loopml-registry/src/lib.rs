@@ -7,6 +7,7 @@
 pub mod api;
 pub mod card;
 pub mod error;
+pub mod graphql;
 pub mod lineage;
 pub mod model;
 pub mod routes;

@@ -711,5 +711,11 @@ pub fn router(service: RegistryService) -> Router {
             "/model-versions/get-artifact",
             get(get_model_version_artifact),
         )
+        .route(
+            "/graphql",
+            get(crate::graphql::get_graphql)
+                .post(crate::graphql::post_graphql)
+                .layer(axum::extract::DefaultBodyLimit::max(256 * 1024)),
+        )
         .with_state(service)
 }

@@ -17,7 +17,7 @@ pub mod validation;
 
 pub use error::{Error, Result};
 pub use routes::router;
-pub use service::{Batch, ModelSearch, NewDatasetInput, TrackingService, now_ms};
+pub use service::{Batch, ModelSearch, NewDatasetInput, TrackingService, now_ms, parse_view_type};
 
 /// The `mlflow server` version whose REST API loopml implements, reported at `/version`: the
 /// MLflow client gates features on it (it sends traces only to servers of 3.4 or later).

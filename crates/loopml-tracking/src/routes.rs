@@ -1022,8 +1022,20 @@ async fn list_run_artifacts(
     Mlflow(r): Mlflow<api::ListRunArtifacts>,
 ) -> Result<Response> {
     let id = run_id(r.run_id, r.run_uuid)?;
-    let rel = crate::ui::ui_artifact_path(r.path.as_deref().unwrap_or(""))?;
-    let run = s.get_run(id).await?;
+    Ok(json(
+        &run_artifact_listing(&s, id, r.path.as_deref()).await?,
+    ))
+}
+
+/// `artifacts/list` of a run as JSON (`{root_uri, files: [{path, is_dir, file_size}]}`, paths
+/// relative to the run's root), for the REST route and the UI's GraphQL query.
+pub async fn run_artifact_listing(
+    s: &TrackingService,
+    run_id: String,
+    path: Option<&str>,
+) -> Result<serde_json::Value> {
+    let rel = crate::ui::ui_artifact_path(path.unwrap_or(""))?;
+    let run = s.get_run(run_id).await?;
     let mut files = Vec::new();
     if let Some(root) = proxied_artifact_path(&run.info.artifact_uri) {
         for e in s.artifacts().list(&root.join(&rel)).await? {
@@ -1039,10 +1051,11 @@ async fn list_run_artifacts(
             });
         }
     }
-    Ok(json(&RunFilesResponse {
+    serde_json::to_value(RunFilesResponse {
         root_uri: run.info.artifact_uri.clone(),
         files,
-    }))
+    })
+    .map_err(|e| Error::InvalidParameter(format!("could not encode the listing: {e}")))
 }
 
 async fn server_info() -> Response {
