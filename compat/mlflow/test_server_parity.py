@@ -527,3 +527,52 @@ def test_graphql_batch_is_refused_and_the_server_stays_up(server):
     r = graphql(server, deep)
     assert r.status_code in (200, 400) and r.json()["data"] is None
     assert requests.get(server.url + "/health", timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------ logged models
+
+
+def test_logged_model_files_for_the_ui(client, server, tmp_path):
+    exp = client.create_experiment(unique("lmfiles"))
+    lm = client.create_logged_model(exp, name="m")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "sub" / "w.bin").write_bytes(b"\x00\x01")
+    client.log_model_artifacts(lm.model_id, str(tmp_path))
+    base = f"/ajax-api/2.0/mlflow/logged-models/{lm.model_id}/artifacts"
+    r = get(server, base + "/files", artifact_file_path="MLmodel")
+    assert r.status_code == 200 and r.text == "flavors: {}\n"
+    assert get(server, base + "/files", artifact_file_path="../x").json()["message"] == "Invalid path"
+    listing = get(server, f"/api/2.0/mlflow/logged-models/{lm.model_id}/artifacts/directories")
+    assert listing.status_code == 200, listing.text
+    files = {f["path"]: f for f in listing.json()["files"]}
+    assert set(files) == {"MLmodel", "sub"} and files["sub"]["is_dir"] is True
+    assert listing.json()["root_uri"] == lm.artifact_location
+    sub = get(
+        server,
+        f"/api/2.0/mlflow/logged-models/{lm.model_id}/artifacts/directories",
+        artifact_directory_path="sub",
+    ).json()
+    assert [(f["path"], int(f["file_size"])) for f in sub["files"]] == [("sub/w.bin", 2)]
+
+
+def test_logged_model_search_orders_by_latest_metric_then_newest(client, server):
+    from mlflow.entities import Metric
+
+    exp = client.create_experiment(unique("lmorder"))
+    rid = client.create_run(exp).info.run_id
+    models = [client.create_logged_model(exp, name=f"m{i}") for i in range(3)]
+    # m0: latest acc 0.5 (an older, higher value does not count); m1: 0.9 on two datasets; m2: none.
+    client.log_batch(
+        rid,
+        metrics=[
+            Metric("acc", 0.99, 1, 0, model_id=models[0].model_id),
+            Metric("acc", 0.5, 2, 1, model_id=models[0].model_id),
+            Metric("acc", 0.9, 1, 0, model_id=models[1].model_id, dataset_name="a", dataset_digest="1"),
+            Metric("acc", 0.9, 2, 0, model_id=models[1].model_id, dataset_name="b", dataset_digest="2"),
+        ],
+    )
+    found = client.search_logged_models([exp], order_by=[{"field_name": "metrics.acc", "ascending": False}])
+    assert [m.name for m in found] == ["m1", "m0", "m2"]
+    newest_first = client.search_logged_models([exp])
+    assert [m.name for m in newest_first] == ["m2", "m1", "m0"]

@@ -1022,20 +1022,25 @@ pub fn search_models_sql(
     for (i, o) in order.iter().enumerate() {
         let dir = if o.ascending { "ASC" } else { "DESC" };
         if let Some(key) = o.field.strip_prefix("metrics.") {
-            let mut cond = format!("o{i}.model_id = m.model_id AND o{i}.key = ?");
+            // Each model's latest value of the metric (newest timestamp, then step), on the
+            // dataset when one is named, as mlflow server orders: one row per model, so a
+            // metric logged on several datasets cannot repeat a model in the page.
+            let mut scope = String::from("key = ?");
             join_params.push(Value::from(key.to_string()));
             if let Some(n) = &o.dataset_name {
-                cond.push_str(&format!(" AND o{i}.dataset_name = ?"));
+                scope.push_str(" AND dataset_name = ?");
                 join_params.push(Value::from(n.clone()));
             }
             if let Some(d) = &o.dataset_digest {
-                cond.push_str(&format!(" AND o{i}.dataset_digest = ?"));
+                scope.push_str(" AND dataset_digest = ?");
                 join_params.push(Value::from(d.clone()));
             }
             joins.push_str(&format!(
-                " LEFT JOIN (SELECT model_id, key, dataset_name, dataset_digest, MAX(value) AS \
-                 value FROM logged_model_metrics WHERE is_nan = 0 GROUP BY model_id, key, \
-                 dataset_name, dataset_digest) o{i} ON {cond}"
+                " LEFT JOIN (SELECT model_id, value FROM (SELECT model_id, \
+                 CASE WHEN is_nan = 0 THEN value END AS value, ROW_NUMBER() OVER (PARTITION BY \
+                 model_id ORDER BY timestamp DESC, step DESC, run_uuid ASC) AS rn \
+                 FROM logged_model_metrics WHERE {scope}) t{i} WHERE rn = 1) o{i} \
+                 ON o{i}.model_id = m.model_id"
             ));
             order_sql.push(format!("(o{i}.value IS NULL), o{i}.value {dir}"));
         } else {
@@ -1045,8 +1050,18 @@ pub fn search_models_sql(
             order_sql.push(format!("({col} IS NULL), {col} {dir}"));
         }
     }
-    order_sql.push("m.creation_time DESC".into());
-    order_sql.push("m.model_id ASC".into());
+    // mlflow server's tie-breakers, each unless the caller ordered by it already.
+    if !order.iter().any(|o| {
+        matches!(
+            o.field.as_str(),
+            "creation_time" | "creation_timestamp" | "creation_timestamp_ms"
+        )
+    }) {
+        order_sql.push("m.creation_time DESC".into());
+    }
+    if !order.iter().any(|o| o.field == "model_id") {
+        order_sql.push("m.model_id ASC".into());
+    }
 
     let mut params: Vec<Value<'static>> = experiment_ids.iter().map(|i| Value::Int(*i)).collect();
     let mut wheres = vec![

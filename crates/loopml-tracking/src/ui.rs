@@ -1,10 +1,11 @@
 //! Routes `mlflow server` serves for its web UI and the client's older helpers, beside the
 //! REST API proper: `/get-artifact`, `upload-artifact`, `experiments/search-datasets`,
-//! `metrics/get-history-bulk`, `runs/create-promptlab-run` and `gateway-proxy`.
+//! `metrics/get-history-bulk`, `runs/create-promptlab-run`, `gateway-proxy` and a logged
+//! model's `artifacts/files` and `artifacts/directories`.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -551,6 +552,67 @@ fn promptlab_files(
     ]
 }
 
+#[derive(Debug, Deserialize)]
+struct ModelFileQuery {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    artifact_file_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelDirQuery {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    artifact_directory_path: Option<String>,
+}
+
+/// `logged-models/{id}/artifacts/files?artifact_file_path=`: one file of a logged model, as
+/// the UI previews it.
+async fn get_logged_model_artifact(
+    State(s): State<TrackingService>,
+    Path(model_id): Path<String>,
+    Mlflow(q): Mlflow<ModelFileQuery>,
+) -> Result<Response> {
+    let path = q
+        .artifact_file_path
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidParameter(
+                "Request must include the \"artifact_file_path\" query parameter.".into(),
+            )
+        })?;
+    let rel = ui_artifact_path(&path)?;
+    let model = s.get_logged_model(model_id, false).await?;
+    send_artifact(s.artifacts(), &run_artifact(&model.artifact_uri, &rel)?).await
+}
+
+/// `logged-models/{id}/artifacts/directories?artifact_directory_path=`: one level of a logged
+/// model's files, `{root_uri, files: [{path, is_dir, file_size}]}` with paths from its root.
+async fn list_logged_model_artifacts(
+    State(s): State<TrackingService>,
+    Path(model_id): Path<String>,
+    Mlflow(q): Mlflow<ModelDirQuery>,
+) -> Result<Response> {
+    let rel = ui_artifact_path(q.artifact_directory_path.as_deref().unwrap_or(""))?;
+    let model = s.get_logged_model(model_id, false).await?;
+    let mut files = Vec::new();
+    if let Some(root) = proxied_artifact_path(&model.artifact_uri) {
+        for e in s.artifacts().list(&root.join(&rel)).await? {
+            let path = if rel.is_root() {
+                e.name
+            } else {
+                format!("{rel}/{}", e.name)
+            };
+            let mut f = json!({ "path": path, "is_dir": e.is_dir });
+            if let Some(size) = e.size {
+                f["file_size"] = json!(size);
+            }
+            files.push(f);
+        }
+    }
+    Ok(json_response(
+        &json!({ "root_uri": model.artifact_uri, "files": files }),
+    ))
+}
+
 /// `gateway-proxy`: with no deployments server configured (`MLFLOW_DEPLOYMENTS_TARGET`),
 /// mlflow server answers an empty endpoint list, and so does loopml.
 async fn gateway_proxy() -> Response {
@@ -565,6 +627,14 @@ pub fn api_routes() -> Router<TrackingService> {
         .route("/runs/create-promptlab-run", post(create_promptlab_run))
         .route("/upload-artifact", upload_route())
         .route("/gateway-proxy", get(gateway_proxy).post(gateway_proxy))
+        .route(
+            "/logged-models/{id}/artifacts/files",
+            get(get_logged_model_artifact),
+        )
+        .route(
+            "/logged-models/{id}/artifacts/directories",
+            get(list_logged_model_artifacts),
+        )
 }
 
 /// The UI routes at the server's root (`/get-artifact`).
