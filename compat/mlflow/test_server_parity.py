@@ -576,3 +576,129 @@ def test_logged_model_search_orders_by_latest_metric_then_newest(client, server)
     assert [m.name for m in found] == ["m1", "m0", "m2"]
     newest_first = client.search_logged_models([exp])
     assert [m.name for m in newest_first] == ["m2", "m1", "m0"]
+
+
+# ------------------------------------------------------------------ registry flows (test_model_registry.py)
+
+
+def _now():
+    import time
+
+    return int(time.time() * 1000)
+
+
+def test_registry_timestamps_follow_mlflow(client):
+    import time
+
+    name = unique("ts")
+    client.create_registered_model(name)
+    created = client.get_registered_model(name).creation_timestamp
+    rid = __import__("uuid").uuid4().hex
+    time.sleep(0.01)
+    t1 = _now()
+    client.create_model_version(name, f"runs:/{rid}/model", rid)
+    rm = client.get_registered_model(name)
+    assert rm.creation_timestamp == created and rm.last_updated_timestamp >= t1  # a new version
+    time.sleep(0.01)
+    t2 = _now()
+    client.transition_model_version_stage(name, "1", "Staging")
+    assert client.get_registered_model(name).last_updated_timestamp >= t2  # a stage change
+    assert client.get_model_version(name, "1").last_updated_timestamp >= t2
+    time.sleep(0.01)
+    t3 = _now()
+    client.update_model_version(name, "1", description="d")
+    assert client.get_model_version(name, "1").last_updated_timestamp >= t3
+    assert client.get_registered_model(name).last_updated_timestamp < t3  # not a description
+
+
+def test_model_version_search_orders_and_filters(client):
+    import time
+
+    prefix = unique("mvs")
+    names = [f"{prefix}{i:02}" for i in range(4)]
+    rid = __import__("uuid").uuid4().hex
+    for n in names:
+        client.create_registered_model(n)
+    made = []
+    for n in names + names[:2]:
+        time.sleep(0.002)
+        made.append(client.create_model_version(n, f"runs:/{rid}/model", rid))
+    found = client.search_model_versions(f"name LIKE '{prefix}%'")
+    assert [(m.name, m.version) for m in found] == [(m.name, m.version) for m in reversed(made)]
+    by_name = client.search_model_versions(f"name LIKE '{prefix}%'", order_by=["name DESC"])
+    assert [(m.name, m.version) for m in by_name] == sorted(
+        [(m.name, m.version) for m in made], reverse=True
+    )
+    by_number = client.search_model_versions(f"name LIKE '{prefix}%'", order_by=["version_number DESC"])
+    assert [(m.name, m.version) for m in by_number] == sorted(
+        [(m.name, m.version) for m in made], key=lambda p: (-int(p[1]), p[0])
+    )
+    pages, token = [], None
+    while True:
+        page = client.search_model_versions(f"name LIKE '{prefix}%'", max_results=4, page_token=token)
+        pages.extend((m.name, m.version) for m in page)
+        token = page.token
+        if not token:
+            break
+    assert pages == [(m.name, m.version) for m in reversed(made)]
+    other = __import__("uuid").uuid4().hex
+    client.create_model_version(names[0], f"runs:/{other}/another", other)
+    assert [m.version for m in client.search_model_versions(f"source_path = 'runs:/{other}/another'")] == ["3"]
+    assert [m.version for m in client.search_model_versions(f"run_id = '{other}'")] == ["3"]
+
+
+def test_model_version_errors_and_numbers(client):
+    from mlflow.exceptions import MlflowException
+
+    name = unique("mve")
+    client.create_registered_model(name)
+    rid = __import__("uuid").uuid4().hex
+    for _ in range(3):
+        client.create_model_version(name, f"runs:/{rid}/model", rid)
+    with pytest.raises(MlflowException, match="Parameter 'version' must be an integer, got 'something not correct'."):
+        client.get_model_version(name=name, version="something not correct")
+    client.delete_model_version(name, "1")
+    with pytest.raises(MlflowException, match=r"Model Version .+ not found"):
+        client.delete_model_version(name, "1")
+    with pytest.raises(MlflowException, match=r"Model Version .+ not found"):
+        client.update_model_version(name=name, version=1, description="x")
+    with pytest.raises(MlflowException, match=r"Model Version .+ not found"):
+        client.transition_model_version_stage(name=name, version=1, stage="Staging")
+    client.delete_model_version(name, "3")
+    assert client.create_model_version(name, f"runs:/{rid}/model", rid).version == "4"
+    client.rename_registered_model(name, name + "-2")
+    with pytest.raises(MlflowException, match=f"Registered Model with name={name} not found"):
+        client.get_registered_model(name)
+
+
+def test_latest_versions_per_stage(client):
+    name = unique("latest")
+    client.create_registered_model(name)
+    rid = __import__("uuid").uuid4().hex
+    for version, stage in [("1", "Archived"), ("2", "Production"), ("3", "Archived"), ("4", "Production"), ("5", "Staging"), ("6", "Staging"), ("7", "None")]:
+        assert client.create_model_version(name, f"runs:/{rid}/model", rid).version == version
+        if stage != "None":
+            client.transition_model_version_stage(name, version, stage=stage)
+
+    def latest(stages):
+        return {m.current_stage: m.version for m in client.get_latest_versions(name, stages)}
+
+    assert latest(["None"]) == {"None": "7"}
+    assert latest(["None", "Staging"]) == {"None": "7", "Staging": "6"}
+    everything = {"Production": "4", "Staging": "6", "Archived": "3", "None": "7"}
+    assert latest(None) == everything and latest([]) == everything
+
+
+def test_copy_model_version_keeps_what_mlflow_keeps(client):
+    name = unique("copy")
+    client.create_registered_model(name)
+    rid = __import__("uuid").uuid4().hex
+    src = client.create_model_version(name, f"runs:/{rid}/model", rid, description="dummy", tags={"hello": "world"})
+    client.set_registered_model_alias(name, "test_alias", "1")
+    copy = client.copy_model_version(f"models:/{name}@test_alias", name)
+    assert copy.version == "2"
+    got = client.get_model_version(name, "2")
+    assert got.source == f"models:/{name}/1"
+    assert got.description == "dummy" and got.run_id == rid and got.tags == {"hello": "world"}
+    assert client.get_model_version_download_uri(name, "2") == src.source
+    assert client.get_model_version_download_uri(name, "1") == src.source
