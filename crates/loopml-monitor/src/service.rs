@@ -391,6 +391,33 @@ impl MonitorService {
                 }
             }
         }
+        let errored: Vec<(String, String)> = eval
+            .results
+            .iter()
+            .filter(|r| r.status == "error")
+            .map(|r| {
+                let p = json!({
+                    "monitor": spec.name,
+                    "deployment": spec.deployment,
+                    "check": r.check,
+                    "kind": r.kind,
+                    "status": "error",
+                    "value": null,
+                    "threshold": null,
+                    "message": format!(
+                        "the check could not be evaluated {} times in a row; last error: {}",
+                        spec.error_after(),
+                        r.message
+                    ),
+                    "evaluated_at": eval.evaluated_at,
+                    "window_start": eval.window_start,
+                    "window_end": eval.window_end,
+                    "rows": eval.rows,
+                });
+                (r.check.clone(), p.to_string())
+            })
+            .collect();
+        let error_after = i64::from(spec.error_after());
         let payloads: Vec<(String, String)> = breached
             .iter()
             .map(|r| {
@@ -468,6 +495,46 @@ impl MonitorService {
                     )?;
                     ids.extend(id);
                 }
+                // A check that errored `error_after` times in a row alerts on its own; such an
+                // alert never starts the pipeline: retraining does not mend a broken check.
+                let mut error_ids = Vec::new();
+                if error_after > 0 {
+                    for (check, payload) in &errored {
+                        let statuses = c.query(
+                            "SELECT status FROM monitor_results WHERE monitor = ?1 AND \
+                             check_name = ?2 ORDER BY evaluated_at DESC, id DESC LIMIT ?3",
+                            &[monitor.as_str().into(), check.as_str().into(), error_after.into()],
+                            |r| r.string(0),
+                        )?;
+                        if (statuses.len() as i64) < error_after
+                            || statuses.iter().any(|s| s != "error")
+                        {
+                            continue;
+                        }
+                        let recent = c.query_opt(
+                            "SELECT MAX(created_at) FROM monitor_alerts WHERE monitor = ?1 AND check_name = ?2",
+                            &[monitor.as_str().into(), check.as_str().into()],
+                            |r| r.opt_i64(0),
+                        )?;
+                        if recent.flatten().is_some_and(|t| at - t < cooldown_ms) {
+                            continue;
+                        }
+                        let id = c.query_opt(
+                            "INSERT INTO monitor_alerts (monitor, check_name, created_at, status, \
+                             next_attempt, payload, pipeline) VALUES (?1, ?2, ?3, 'pending', ?3, ?4, ?5) \
+                             RETURNING id",
+                            &[
+                                monitor.as_str().into(),
+                                check.as_str().into(),
+                                at.into(),
+                                payload.as_str().into(),
+                                "not started: the check could not be evaluated (an error, not a breach)".into(),
+                            ],
+                            |r| r.i64(0),
+                        )?;
+                        error_ids.extend(id);
+                    }
+                }
                 // One evaluation starts one pipeline run, however many checks it breached: the
                 // first alert carries the trigger, the others say where it went.
                 if has_pipeline && let Some((first, rest)) = ids.split_first() {
@@ -481,6 +548,7 @@ impl MonitorService {
                         )?;
                     }
                 }
+                ids.extend(error_ids);
                 Ok::<_, Error>(ids)
             })
             .await?;

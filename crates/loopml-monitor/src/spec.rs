@@ -16,6 +16,7 @@
 //! alerts:
 //!   webhooks: [http://hooks.example/alert]
 //!   cooldown: 10m
+//!   error_after: 3                  # a check that errors 3 times in a row alerts (0: never)
 //!   pipeline: {file: pipeline.yaml, params: {rows: "5000"}}
 //! ```
 
@@ -230,6 +231,10 @@ pub struct AlertSpec {
     /// A pipeline run on each alert, with the window as a dataset version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineTrigger>,
+    /// A check that could not be evaluated this many times in a row raises an alert of its own
+    /// (status `error`; it never starts the pipeline). Default 3; 0 turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_after: Option<u32>,
 }
 
 /// A pipeline to run when an alert fires.
@@ -452,7 +457,12 @@ impl MonitorSpec {
             .and_then(|i| parse_duration(i).ok())
     }
 
-    /// The alert cooldown.
+    /// How many `error` results of a check in a row raise an alert (0: never).
+    pub fn error_after(&self) -> u32 {
+        self.alerts.error_after.unwrap_or(3)
+    }
+
+    /// No new alert for the same check within this time.
     pub fn cooldown(&self) -> Duration {
         self.alerts
             .cooldown

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::cache::{self, KeyInput, LockEntry, LockFile};
 use crate::exec::{Exit, StepLog, run_command};
-use crate::spec::{Direction, Kind, Pipeline, Step, StepKind};
+use crate::spec::{ChampionWithoutMetric, Direction, Kind, Pipeline, Step, StepKind};
 use crate::template::{self, Piece};
 use crate::tracker::{DatasetInput, RunInfo, Tracker, now_ms};
 use crate::{Error, Result};
@@ -257,6 +257,7 @@ enum Resolved {
         metric: String,
         margin: f64,
         direction: Direction,
+        champion_without_metric: ChampionWithoutMetric,
     },
     Promote {
         model: String,
@@ -301,6 +302,7 @@ impl Resolved {
                 metric,
                 margin,
                 direction,
+                champion_without_metric,
             } => kv(&[
                 ("model", model),
                 ("alias", alias),
@@ -312,6 +314,13 @@ impl Resolved {
                     match direction {
                         Direction::Max => "max",
                         Direction::Min => "min",
+                    },
+                ),
+                (
+                    "champion_without_metric",
+                    match champion_without_metric {
+                        ChampionWithoutMetric::Reject => "reject",
+                        ChampionWithoutMetric::Pass => "pass",
                     },
                 ),
             ]),
@@ -1019,6 +1028,7 @@ fn resolve(
             metric: r("gate.metric", &g.metric)?,
             margin: g.margin,
             direction: g.direction,
+            champion_without_metric: g.champion_without_metric,
         },
         StepKind::Promote(pr) => Resolved::Promote {
             model: r("promote.model", &pr.model)?,
@@ -1082,6 +1092,7 @@ async fn attempt_step(
             metric,
             margin,
             direction,
+            champion_without_metric,
         } => {
             let g = builtin::GateArgs {
                 model,
@@ -1090,6 +1101,7 @@ async fn attempt_step(
                 metric,
                 margin: *margin,
                 direction: *direction,
+                champion_without_metric: *champion_without_metric,
             };
             builtin::gate(ctx, &g, run, log).await
         }

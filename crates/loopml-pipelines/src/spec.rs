@@ -159,6 +159,17 @@ pub enum Direction {
     Min,
 }
 
+/// What a gate does when the champion has no value for its metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChampionWithoutMetric {
+    /// Reject the challenger: there is nothing to compare it with (the default).
+    #[default]
+    Reject,
+    /// Pass the challenger, as if there were no champion.
+    Pass,
+}
+
 /// A `gate` step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,6 +189,9 @@ pub struct GateSpec {
     /// Which way the metric improves.
     #[serde(default)]
     pub direction: Direction,
+    /// When the champion has no value for `metric`: `reject` (default) or `pass`.
+    #[serde(default)]
+    pub champion_without_metric: ChampionWithoutMetric,
 }
 
 /// A `promote` step.

@@ -7,6 +7,8 @@ use clap::Subcommand;
 use serde_json::Value;
 
 const MONITORS: &str = "/api/2.0/loopml/monitors";
+/// `monitor evaluate`'s exit status when a check could not be evaluated.
+const EXIT_CHECK_ERROR: i32 = 3;
 
 /// Monitor subcommands.
 #[derive(Debug, Subcommand)]
@@ -29,7 +31,8 @@ pub enum MonitorCommand {
         #[command(flatten)]
         server: crate::ServerUrl,
     },
-    /// Evaluate a monitor now; exits 1 when a check is breached.
+    /// Evaluate a monitor now; exits 1 when a check is breached, 3 when a check could not be
+    /// evaluated (error), 2 when the command itself failed.
     Evaluate {
         /// Monitor name
         name: String,
@@ -185,11 +188,14 @@ pub fn run(cmd: MonitorCommand) -> anyhow::Result<i32> {
             )?;
             let v = parse(&body)?;
             let e = &v["evaluation"];
-            let breached = e["results"]
+            let statuses: Vec<&serde_json::Value> = e["results"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|r| r["status"] == "breach");
+                .map(|r| &r["status"])
+                .collect();
+            let breached = statuses.iter().any(|s| *s == "breach");
+            let errored = statuses.iter().any(|s| *s == "error");
             if json {
                 loopml::client::print_out(&format!("{body}\n"))?;
             } else {
@@ -212,7 +218,13 @@ pub fn run(cmd: MonitorCommand) -> anyhow::Result<i32> {
                 }
                 loopml::client::print_out(&out)?;
             }
-            Ok(i32::from(breached))
+            // 3: a check could not be evaluated (its result is not to be trusted, breach or
+            // not); 1: a check breached; 2 stays the command's own failure.
+            Ok(if errored {
+                EXIT_CHECK_ERROR
+            } else {
+                i32::from(breached)
+            })
         }
         MonitorCommand::Results {
             name,

@@ -394,5 +394,52 @@ fn monitors_catch_drift_and_bad_performance_and_alerts_survive_a_down_webhook() 
         out.contains("performance_accuracy") && out.contains("delivered"),
         "{out}"
     );
+
+    // A check that cannot be evaluated is not a pass: `monitor evaluate` exits 3, and after
+    // `error_after` errors in a row the check raises an alert of its own, which never starts
+    // the pipeline.
+    let broken = "name: broken\ndeployment: watched\nreference: iris-ref@1\ntarget: species\n\
+                  window: {rows: 200}\nmin_rows: 100\nchecks:\n\
+                  \x20 - performance: {metric: accuracy, prediction: no_such_column, min: 0.8}\n\
+                  alerts:\n  error_after: 2\n  cooldown: 1s\n";
+    let r = http(port, "POST", "/api/2.0/loopml/monitors", &[], broken);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (code, out, err) = cli(port, &["monitor", "evaluate", "broken"]);
+    assert_eq!(code, 3, "an errored check exits 3: {out}{err}");
+    assert!(
+        out.contains("error") && !out.contains("ALERT"),
+        "one error is not yet an alert: {out}"
+    );
+    let (code, out, err) = cli(port, &["monitor", "evaluate", "broken"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("ALERT"),
+        "the second error in a row alerts: {out}"
+    );
+    let alerts = http(
+        port,
+        "GET",
+        "/api/2.0/loopml/alerts?monitor=broken",
+        &[],
+        "",
+    )
+    .json();
+    let alerts = alerts["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["payload"]["status"], "error", "{alerts:?}");
+    assert!(
+        alerts[0]["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be evaluated 2 times in a row"),
+        "{alerts:?}"
+    );
+    assert!(
+        alerts[0]["pipeline"]
+            .as_str()
+            .unwrap()
+            .starts_with("not started"),
+        "{alerts:?}"
+    );
     server.stop();
 }

@@ -424,3 +424,62 @@ steps:
         "FAILED"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_champion_without_the_metric_rejects_unless_told_to_pass() {
+    let data = tempfile::tempdir().unwrap();
+    let srv = start(data.path(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.py"), TRAIN_PY).unwrap();
+    let write = |name: &str, body: &str| {
+        std::fs::write(dir.path().join(name), body).unwrap();
+        Pipeline::load(&dir.path().join(name)).unwrap()
+    };
+    // v1 becomes the champion without ever logging roc_auc.
+    let first = write(
+        "first.yaml",
+        r#"name: first
+steps:
+  - {name: train, run: python3 train.py accuracy 0.7, inputs: [train.py]}
+  - {name: register, needs: [train], register: {model: churn, from: train}}
+  - {name: promote, needs: [register], promote: {model: churn, version: register}}
+"#,
+    );
+    let gated = |extra: &str| {
+        format!(
+            r#"name: gated
+steps:
+  - {{name: train, run: python3 train.py roc_auc 0.8, inputs: [train.py], cache: false}}
+  - {{name: register, needs: [train], register: {{model: churn, from: train}}}}
+  - {{name: gate, needs: [register], gate: {{model: churn, challenger: register, metric: roc_auc{extra}}}}}
+  - {{name: promote, needs: [gate], promote: {{model: churn, version: register}}}}
+"#
+        )
+    };
+    let opts = RunOptions {
+        tracking_uri: Some(srv.url()),
+        ..Default::default()
+    };
+    let r = loopml_pipelines::run(&first, &opts).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded, "{r:#?}");
+    assert_eq!(srv.champion().as_deref(), Some("1"));
+
+    // By default there is nothing to compare with: the challenger is rejected, saying why.
+    let strict = write("strict.yaml", &gated(""));
+    let r = loopml_pipelines::run(&strict, &opts).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Rejected, "{r:#?}");
+    let m = r.step("gate").unwrap().message.clone().unwrap_or_default();
+    assert!(
+        m.contains("the champion `churn@champion` (version 1) has no metric `roc_auc`")
+            && m.contains("champion_without_metric: pass"),
+        "{m}"
+    );
+    assert_eq!(status(&r, "promote"), StepStatus::Skipped);
+    assert_eq!(srv.champion().as_deref(), Some("1"));
+
+    // The old behaviour, asked for: the challenger passes and is promoted.
+    let lenient = write("lenient.yaml", &gated(", champion_without_metric: pass"));
+    let r = loopml_pipelines::run(&lenient, &opts).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded, "{r:#?}");
+    assert_eq!(srv.champion().as_deref(), Some("3"));
+}

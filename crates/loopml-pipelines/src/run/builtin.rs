@@ -118,6 +118,7 @@ pub(super) struct GateArgs<'a> {
     pub(super) metric: &'a str,
     pub(super) margin: f64,
     pub(super) direction: Direction,
+    pub(super) champion_without_metric: ChampionWithoutMetric,
 }
 
 pub(super) async fn gate(
@@ -180,11 +181,27 @@ pub(super) async fn gate(
             "version {} already is `{model}@{alias}`",
             ch.version
         )),
-        (Some(c), None) => Ok(format!(
-            "the champion (version {}) has no metric `{metric}`, so version {} passes \
-             ({metric} = {cv})",
-            c.version, ch.version
-        )),
+        (Some(c), None) => {
+            outputs.insert("champion".into(), c.version.clone());
+            let from = c.run_id.as_deref().map_or_else(
+                || "it has no source run".to_string(),
+                |r| format!("its run {r} did not log it"),
+            );
+            match g.champion_without_metric {
+                ChampionWithoutMetric::Pass => Ok(format!(
+                    "the champion (version {}) has no metric `{metric}` ({from}); \
+                     `champion_without_metric: pass`, so version {} passes ({metric} = {cv})",
+                    c.version, ch.version
+                )),
+                ChampionWithoutMetric::Reject => Err(format!(
+                    "the champion `{model}@{alias}` (version {}) has no metric `{metric}` \
+                     ({from}), so version {} ({metric} = {cv}) cannot be compared with it: \
+                     REJECT (log `{metric}` for the champion, gate on a shared dataset, or set \
+                     `champion_without_metric: pass`)",
+                    c.version, ch.version
+                )),
+            }
+        }
         (Some(c), Some(pv)) => {
             outputs.insert("champion".into(), c.version.clone());
             outputs.insert("champion_value".into(), pv.to_string());
