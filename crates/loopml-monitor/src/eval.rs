@@ -99,6 +99,48 @@ impl std::fmt::Debug for Evaluator {
     }
 }
 
+/// A local copy of the dataset version `reference` (`NAME@N` or `NAME`), downloaded once into
+/// `work_dir/references` and kept by digest.
+pub async fn local_copy(
+    datasets: &loopml_data::versions::DatasetStore,
+    work_dir: &Path,
+    reference: &str,
+) -> Result<PathBuf> {
+    let (name, version) = loopml_data::versions::parse_reference(reference)
+        .map_err(|e| Error::Invalid(format!("dataset {reference}: {e}")))?;
+    let v = datasets.get(&name, version).await.map_err(|e| match e {
+        loopml_data::Error::NotFound(m) => Error::NotFound(format!(
+            "dataset {reference}: {m} (add it with `loopml data add`)"
+        )),
+        other => Error::from(other),
+    })?;
+    let dir = work_dir.join("references");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| Error::Evaluation(format!("{}: {e}", dir.display())))?;
+    let file = dir.join(format!("{}.{}", v.digest, v.format));
+    if !file.exists() {
+        let tmp = dir.join(format!(
+            ".{}.{}.{}.part",
+            v.digest,
+            v.format,
+            uuid_like()
+        ));
+        datasets.download(&v, &tmp).await?;
+        tokio::fs::rename(&tmp, &file)
+            .await
+            .map_err(|e| Error::Evaluation(format!("{}: {e}", file.display())))?;
+    }
+    Ok(file)
+}
+
+/// A name part unique to this call (two downloads of one version never share a temp file).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
 fn now_ms() -> i64 {
     loopml_serving::infer_log::now_us() / 1000
 }
@@ -106,31 +148,7 @@ fn now_ms() -> i64 {
 impl Evaluator {
     /// The reference dataset version's file, downloaded once per content digest.
     pub async fn reference_file(&self, reference: &str) -> Result<PathBuf> {
-        let (name, version) = loopml_data::versions::parse_reference(reference)
-            .map_err(|e| Error::Invalid(format!("reference: {e}")))?;
-        let v = self
-            .datasets
-            .get(&name, version)
-            .await
-            .map_err(|e| match e {
-                loopml_data::Error::NotFound(m) => Error::NotFound(format!(
-                    "reference dataset {reference}: {m} (add it with `loopml data add`)"
-                )),
-                other => Error::from(other),
-            })?;
-        let dir = self.work_dir.join("references");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| Error::Evaluation(format!("{}: {e}", dir.display())))?;
-        let file = dir.join(format!("{}.{}", v.digest, v.format));
-        if !file.exists() {
-            let tmp = dir.join(format!(".{}.{}.part", v.digest, v.format));
-            self.datasets.download(&v, &tmp).await?;
-            tokio::fs::rename(&tmp, &file)
-                .await
-                .map_err(|e| Error::Evaluation(format!("{}: {e}", file.display())))?;
-        }
-        Ok(file)
+        local_copy(&self.datasets, &self.work_dir, reference).await
     }
 
     /// Reads the window: answered (non-shadow) predictions, with feedback joined.
@@ -481,7 +499,8 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::Evaluation(format!("{}: {e}", path.display())))
 }
 
-fn as_strings(col: &ArrayRef) -> Result<Vec<Option<String>>> {
+/// A column's values as labels (`1`, `1.0` and `true` alike).
+pub(crate) fn as_strings(col: &ArrayRef) -> Result<Vec<Option<String>>> {
     let s = cast(col, &DataType::Utf8)
         .map_err(|e| Error::Evaluation(format!("reading labels: {e}")))?;
     Ok(s.as_string::<i32>()
@@ -491,7 +510,7 @@ fn as_strings(col: &ArrayRef) -> Result<Vec<Option<String>>> {
 }
 
 /// `1`, `1.0` and `true` are the same label.
-fn normalise_label(v: &str) -> String {
+pub(crate) fn normalise_label(v: &str) -> String {
     let t = v.trim();
     match t.parse::<f64>() {
         Ok(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
@@ -503,7 +522,8 @@ fn normalise_label(v: &str) -> String {
     }
 }
 
-fn as_numbers(col: &ArrayRef) -> Result<Vec<Option<f64>>> {
+/// A column's values as numbers (text parsed, other values absent).
+pub(crate) fn as_numbers(col: &ArrayRef) -> Result<Vec<Option<f64>>> {
     let f = match col.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 => {
             let s = cast(col, &DataType::Utf8)
@@ -657,7 +677,7 @@ fn performance(name: &str, p: &Performance, batch: &RecordBatch) -> Result<Check
 }
 
 /// ROC AUC by ranks (Mann–Whitney U, ties averaged).
-fn roc_auc(pairs: &[(bool, f64)]) -> f64 {
+pub(crate) fn roc_auc(pairs: &[(bool, f64)]) -> f64 {
     let mut idx: Vec<usize> = (0..pairs.len()).collect();
     idx.sort_by(|&a, &b| pairs[a].1.total_cmp(&pairs[b].1));
     let mut ranks = vec![0.0; pairs.len()];

@@ -3,6 +3,7 @@
 //! feedback, model performance — stored as a time series per monitor and check, exported as
 //! Prometheus gauges, with alerts delivered from an outbox to webhooks and pipeline triggers.
 
+pub mod compare;
 pub mod error;
 pub mod eval;
 pub mod routes;

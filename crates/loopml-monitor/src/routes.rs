@@ -17,7 +17,7 @@ use crate::spec::MonitorSpec;
 
 /// An error answered in MLflow's shape.
 #[derive(Debug)]
-pub struct ApiError(Error);
+pub struct ApiError(pub(crate) Error);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::cache::{self, KeyInput, LockEntry, LockFile};
 use crate::exec::{Exit, StepLog, run_command};
-use crate::spec::{ChampionWithoutMetric, Direction, Kind, Pipeline, Step, StepKind};
+use crate::spec::{ChampionWithoutMetric, Direction, Kind, Pipeline, ScoreOn, Step, StepKind};
 use crate::template::{self, Piece};
 use crate::tracker::{DatasetInput, RunInfo, Tracker, now_ms};
 use crate::{Error, Result};
@@ -258,6 +258,7 @@ enum Resolved {
         margin: f64,
         direction: Direction,
         champion_without_metric: ChampionWithoutMetric,
+        score_on: Option<ScoreOn>,
     },
     Promote {
         model: String,
@@ -303,6 +304,7 @@ impl Resolved {
                 margin,
                 direction,
                 champion_without_metric,
+                score_on,
             } => kv(&[
                 ("model", model),
                 ("alias", alias),
@@ -323,7 +325,15 @@ impl Resolved {
                         ChampionWithoutMetric::Pass => "pass",
                     },
                 ),
-            ]),
+            ])
+            .into_iter()
+            .chain(score_on.as_ref().map(|o| {
+                (
+                    "score_on".to_string(),
+                    serde_json::to_string(o).unwrap_or_default(),
+                )
+            }))
+            .collect(),
             Resolved::Promote {
                 model,
                 alias,
@@ -1029,6 +1039,14 @@ fn resolve(
             margin: g.margin,
             direction: g.direction,
             champion_without_metric: g.champion_without_metric,
+            score_on: match &g.score_on {
+                Some(on) => Some(ScoreOn {
+                    dataset: r("gate.score_on.dataset", &on.dataset)?,
+                    label: r("gate.score_on.label", &on.label)?,
+                    ..on.clone()
+                }),
+                None => None,
+            },
         },
         StepKind::Promote(pr) => Resolved::Promote {
             model: r("promote.model", &pr.model)?,
@@ -1093,6 +1111,7 @@ async fn attempt_step(
             margin,
             direction,
             champion_without_metric,
+            score_on,
         } => {
             let g = builtin::GateArgs {
                 model,
@@ -1102,6 +1121,7 @@ async fn attempt_step(
                 margin: *margin,
                 direction: *direction,
                 champion_without_metric: *champion_without_metric,
+                score_on: score_on.as_ref(),
             };
             builtin::gate(ctx, &g, run, log).await
         }

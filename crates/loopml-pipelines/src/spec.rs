@@ -170,6 +170,40 @@ pub enum ChampionWithoutMetric {
     Pass,
 }
 
+/// Where a fair gate scores champion and challenger: one dataset version, the same rows for
+/// both, through the server's ONNX runtime (`POST /api/2.0/loopml/models/compare`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreOn {
+    /// Dataset version, `NAME@N` or `NAME` (latest); may use `${…}` references.
+    pub dataset: String,
+    /// Its truth column.
+    pub label: String,
+    /// Columns given to the models (default: all but `label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+    /// Output column of the predicted label/value (default: `out_label`, `out_output_label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
+    /// Output column of the positive class's score, for roc_auc (default:
+    /// `out_probabilities_<positive>`, `out_output_probability_<positive>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<String>,
+    /// The positive class (default `1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
+    /// Fewer labelled rows than this: the challenger is rejected (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rows: Option<usize>,
+    /// Also require the paired-bootstrap bound of the improvement at this confidence (e.g.
+    /// 0.95) to clear `margin`, so a gate on few rows does not promote on noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Bootstrap resamples (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resamples: Option<usize>,
+}
+
 /// A `gate` step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +226,10 @@ pub struct GateSpec {
     /// When the champion has no value for `metric`: `reject` (default) or `pass`.
     #[serde(default)]
     pub champion_without_metric: ChampionWithoutMetric,
+    /// Score both versions on one dataset version instead of comparing the latest value each
+    /// version's own run logged (which may come from different data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_on: Option<ScoreOn>,
 }
 
 /// A `promote` step.
@@ -818,6 +856,18 @@ impl Checker {
                 refs("gate.alias", &g.alias)?;
                 refs("gate.challenger", &g.challenger)?;
                 refs("gate.metric", &g.metric)?;
+                if let Some(on) = &g.score_on {
+                    refs("gate.score_on.dataset", &on.dataset)?;
+                    refs("gate.score_on.label", &on.label)?;
+                    if let Some(c) = on.confidence
+                        && !(0.5..1.0).contains(&c)
+                    {
+                        return Err(self.invalid(format!(
+                            "{}: `confidence` must be at least 0.5 and below 1, got {c}",
+                            at("gate.score_on")
+                        )));
+                    }
+                }
                 self.check_step_name(&at("gate.challenger"), &g.challenger, p, up, true)?;
             }
             StepKind::Promote(pr) => {

@@ -103,7 +103,12 @@ impl Tracker {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<std::result::Result<Value, ApiError>> {
-        let url = format!("{}/api/2.0/mlflow/{path}", self.base);
+        // A path from the root (`/api/2.0/loopml/…`) is loopml's own API; others are MLflow's.
+        let url = if path.starts_with('/') {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/2.0/mlflow/{path}", self.base)
+        };
         let resp = match (method, body) {
             ("GET", _) => {
                 let mut req = self.agent.get(&url);
@@ -426,6 +431,12 @@ impl Tracker {
             }
             Err(e) => Err(self.fail(call, format!("{}: {}", e.code, e.message))),
         }
+    }
+
+    /// Scores registered versions on one dataset version (`POST /api/2.0/loopml/models/compare`;
+    /// see `loopml_monitor::compare` for the request and answer).
+    pub fn compare_versions(&self, request: &Value) -> Result<Value> {
+        self.ok("POST", "/api/2.0/loopml/models/compare", &[], Some(request))
     }
 
     /// A model version.

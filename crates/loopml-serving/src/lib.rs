@@ -17,6 +17,7 @@ pub mod oip;
 pub mod repository;
 pub mod routes;
 pub mod runtime;
+pub mod scoring;
 pub mod tensor;
 
 pub use error::{Error, Result};

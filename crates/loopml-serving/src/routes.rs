@@ -575,9 +575,9 @@ pub struct InvocationsQuery {
 }
 
 /// A table of named columns, as MLflow's DataFrame inputs carry it.
-struct Frame {
-    columns: Vec<String>,
-    rows: Vec<Vec<Value>>,
+pub(crate) struct Frame {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<Vec<Value>>,
 }
 
 fn frame_from_split(v: &Value) -> Result<Frame, Error> {
@@ -671,8 +671,8 @@ fn frame_from_csv(text: &str) -> Result<Frame, Error> {
 /// MLflow's DataFrame → ONNX mapping, as `mlflow.onnx`'s pyfunc does it: one model input takes
 /// the whole table (`[rows, columns]`); several inputs take one column each, by name (shaped
 /// `[rows, 1]` when the model's input has rank 2).
-fn frame_inputs(l: &Loaded, f: &Frame) -> Result<Vec<Tensor>, Error> {
-    let specs = l.model.inputs();
+pub(crate) fn frame_inputs(model: &crate::model::OnnxModel, f: &Frame) -> Result<Vec<Tensor>, Error> {
+    let specs = model.inputs();
     let n = f.rows.len() as i64;
     if specs.len() == 1 {
         let s = &specs[0];
@@ -857,7 +857,7 @@ async fn invocations(
         .dispatch(
             call,
             Arc::new(move |l: &Loaded| match payload.as_ref() {
-                Payload::Frame(f) => Ok((frame_inputs(l, f)?, Some(f.columns.clone()))),
+                Payload::Frame(f) => Ok((frame_inputs(&l.model, f)?, Some(f.columns.clone()))),
                 Payload::Tensors(v) => Ok((tensor_inputs(l, v)?, None)),
             }),
         )

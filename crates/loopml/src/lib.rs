@@ -734,6 +734,7 @@ pub fn build_app(
     registry
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
+    let compare_datasets = datasets.clone();
     let router = Router::new()
         .route("/health", get(health))
         .merge(ready_route(tracking.database().clone(), lifecycle))
@@ -745,7 +746,14 @@ pub fn build_app(
             store: datasets,
             staging: config.data_dir.join("staging"),
         }))
-        .merge(loopml_serving::routes::router(serving.clone()));
+        .merge(loopml_serving::routes::router(serving.clone()))
+        .merge(loopml_monitor::compare::router(
+            loopml_monitor::compare::CompareApi {
+                datasets: compare_datasets,
+                work_dir: config.data_dir.join("monitor"),
+                serving: serving.clone(),
+            },
+        ));
     let router = match &monitors {
         Some(m) => router.merge(loopml_monitor::routes::router(m.clone())),
         None => router,

@@ -119,6 +119,7 @@ pub(super) struct GateArgs<'a> {
     pub(super) margin: f64,
     pub(super) direction: Direction,
     pub(super) champion_without_metric: ChampionWithoutMetric,
+    pub(super) score_on: Option<&'a ScoreOn>,
 }
 
 pub(super) async fn gate(
@@ -130,6 +131,9 @@ pub(super) async fn gate(
     let Some(t) = &ctx.tracker else {
         return Attempt::Failed("`gate` steps need a loopml server".into());
     };
+    if let Some(on) = g.score_on {
+        return gate_on_data(t, g, on, run, log).await;
+    }
     let (model, alias, challenger, metric) = (
         g.model.to_string(),
         g.alias.to_string(),
@@ -236,6 +240,189 @@ pub(super) async fn gate(
             "loopml.gate".to_string(),
             if passed { "pass" } else { "reject" }.to_string(),
         )];
+        if let Err(e) = track(t, move |t| t.log_batch(&rid, &[], &tags, &metrics)).await {
+            return Attempt::Failed(e.to_string());
+        }
+    }
+    outputs.insert("passed".into(), verdict.is_ok().to_string());
+    match verdict {
+        Ok(_) => Attempt::Ok(outputs),
+        Err(line) => Attempt::Rejected(line, outputs),
+    }
+}
+
+/// The fair gate: champion and challenger scored by the server on the same dataset version,
+/// optionally with a minimum number of labelled rows and a paired-bootstrap bound.
+async fn gate_on_data(
+    t: &Arc<Tracker>,
+    g: &GateArgs<'_>,
+    on: &ScoreOn,
+    run: Option<&RunInfo>,
+    log: &StepLog,
+) -> Attempt {
+    let (model, alias, challenger) = (
+        g.model.to_string(),
+        g.alias.to_string(),
+        g.challenger.to_string(),
+    );
+    let looked = track(t, move |t| {
+        let ch = t.model_version(&model, &challenger)?;
+        let champ = t.version_by_alias(&model, &alias)?;
+        Ok((ch, champ))
+    })
+    .await;
+    let (ch, champ) = match looked {
+        Ok(x) => x,
+        Err(e) => return Attempt::Failed(e.to_string()),
+    };
+    let (model, alias, metric) = (g.model, g.alias, g.metric);
+    if champ.as_ref().is_some_and(|c| c.version == ch.version) {
+        let line = format!("version {} already is `{model}@{alias}`", ch.version);
+        log.line(&format!("loopml: gate: {line}"));
+        return Attempt::Ok(BTreeMap::from([
+            ("challenger".to_string(), ch.version.clone()),
+            ("passed".to_string(), "true".to_string()),
+        ]));
+    }
+    let mut versions = Vec::new();
+    if let Some(c) = &champ {
+        versions.push(c.version.clone());
+    }
+    versions.push(ch.version.clone());
+    let resamples = match (on.confidence, on.resamples) {
+        (_, Some(r)) => r,
+        (Some(_), None) => 1000,
+        (None, None) => 0,
+    };
+    let mut request = serde_json::json!({
+        "model": model,
+        "versions": versions,
+        "dataset": on.dataset,
+        "label": on.label,
+        "metric": metric,
+        "resamples": resamples,
+    });
+    for (key, value) in [
+        ("prediction", on.prediction.clone()),
+        ("score", on.score.clone()),
+        ("positive", on.positive.clone()),
+    ] {
+        if let Some(v) = value {
+            request[key] = serde_json::json!(v);
+        }
+    }
+    if let Some(f) = &on.features {
+        request["features"] = serde_json::json!(f);
+    }
+    if let Some(c) = on.confidence {
+        request["confidence"] = serde_json::json!(c);
+    }
+    let answer = match track(t, move |t| t.compare_versions(&request)).await {
+        Ok(a) => a,
+        Err(e) => return Attempt::Failed(format!("the gate could not score on {}: {e}", on.dataset)),
+    };
+    let labelled = answer["labelled_rows"].as_u64().unwrap_or(0) as usize;
+    let scores: Vec<Option<f64>> = answer["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v["value"].as_f64())
+        .collect();
+    let dataset = answer["dataset"].as_str().unwrap_or(&on.dataset).to_string();
+    let Some(Some(cv)) = scores.last().copied() else {
+        return Attempt::Failed(format!(
+            "`{metric}` of version {} on {dataset} could not be computed ({labelled} labelled \
+             rows; ROC AUC needs both classes)",
+            ch.version
+        ));
+    };
+    let mut outputs = BTreeMap::from([
+        ("challenger".to_string(), ch.version.clone()),
+        ("challenger_value".to_string(), cv.to_string()),
+        ("dataset".to_string(), dataset.clone()),
+        ("rows".to_string(), labelled.to_string()),
+    ]);
+    let mut metrics = vec![
+        ("gate.challenger".to_string(), cv),
+        ("gate.rows".to_string(), labelled as f64),
+    ];
+    let min_rows = on.min_rows.unwrap_or(1);
+    let verdict: std::result::Result<String, String> = if labelled < min_rows {
+        Err(format!(
+            "{dataset} has {labelled} labelled rows; the gate needs at least {min_rows}: REJECT"
+        ))
+    } else {
+        match (&champ, scores.first().copied().flatten()) {
+            (None, _) => Ok(format!(
+                "no champion: `{model}@{alias}` is not set, so version {} passes as the first \
+                 model ({metric} = {cv} on {dataset}, {labelled} rows)",
+                ch.version
+            )),
+            (Some(c), None) => Err(format!(
+                "`{metric}` of the champion (version {}) on {dataset} could not be computed: REJECT",
+                c.version
+            )),
+            (Some(c), Some(pv)) => {
+                outputs.insert("champion".into(), c.version.clone());
+                outputs.insert("champion_value".into(), pv.to_string());
+                metrics.push(("gate.champion".to_string(), pv));
+                let (point, need) = match g.direction {
+                    Direction::Max => (cv >= pv + g.margin, format!("≥ {}", pv + g.margin)),
+                    Direction::Min => (cv <= pv - g.margin, format!("≤ {}", pv - g.margin)),
+                };
+                let dir = match g.direction {
+                    Direction::Max => "higher",
+                    Direction::Min => "lower",
+                };
+                let mut line = format!(
+                    "{metric} on {dataset} ({labelled} rows): challenger version {} = {cv}, \
+                     champion version {} = {pv}, margin {} ({dir} is better; needs {need})",
+                    ch.version, c.version, g.margin
+                );
+                let mut bound_ok = true;
+                if let Some(conf) = on.confidence {
+                    let d = &answer["difference"];
+                    let bound = match g.direction {
+                        Direction::Max => d["lower"].as_f64(),
+                        Direction::Min => d["upper"].as_f64().map(|u| -u),
+                    };
+                    match bound {
+                        Some(b) => {
+                            outputs.insert("improvement_bound".into(), b.to_string());
+                            metrics.push(("gate.improvement_bound".to_string(), b));
+                            bound_ok = b >= g.margin;
+                            line.push_str(&format!(
+                                "; improvement ≥ {b:.4} with {conf} confidence ({} paired \
+                                 resamples; needs ≥ {})",
+                                d["resamples"], g.margin
+                            ));
+                        }
+                        None => {
+                            bound_ok = false;
+                            line.push_str("; no confidence bound could be computed");
+                        }
+                    }
+                }
+                if point && bound_ok {
+                    Ok(format!("{line}: PASS"))
+                } else {
+                    Err(format!("{line}: REJECT"))
+                }
+            }
+        }
+    };
+    match &verdict {
+        Ok(l) | Err(l) => log.line(&format!("loopml: gate: {l}")),
+    }
+    if let Some(r) = run {
+        let rid = r.run_id.clone();
+        let tags = vec![
+            (
+                "loopml.gate".to_string(),
+                if verdict.is_ok() { "pass" } else { "reject" }.to_string(),
+            ),
+            ("loopml.gate.dataset".to_string(), dataset.clone()),
+        ];
         if let Err(e) = track(t, move |t| t.log_batch(&rid, &[], &tags, &metrics)).await {
             return Attempt::Failed(e.to_string());
         }
