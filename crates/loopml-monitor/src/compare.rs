@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::concat_batches;
 use axum::Router;
 use axum::extract::State;
@@ -121,7 +121,13 @@ impl Col {
 
 /// `metric` of predictions `pred` against `truth` over the rows `idx` (None: not computable,
 /// e.g. ROC AUC with one class).
-fn metric_on(metric: Metric, positive: &str, truth: &Col, pred: &Col, idx: &[usize]) -> Option<f64> {
+fn metric_on(
+    metric: Metric,
+    positive: &str,
+    truth: &Col,
+    pred: &Col,
+    idx: &[usize],
+) -> Option<f64> {
     if idx.is_empty() {
         return None;
     }
@@ -130,10 +136,18 @@ fn metric_on(metric: Metric, positive: &str, truth: &Col, pred: &Col, idx: &[usi
             let mut sum = 0.0;
             for &i in idx {
                 let d = truth.numbers[i]? - pred.numbers[i]?;
-                sum += if metric == Metric::Rmse { d * d } else { d.abs() };
+                sum += if metric == Metric::Rmse {
+                    d * d
+                } else {
+                    d.abs()
+                };
             }
             let mean = sum / idx.len() as f64;
-            Some(if metric == Metric::Rmse { mean.sqrt() } else { mean })
+            Some(if metric == Metric::Rmse {
+                mean.sqrt()
+            } else {
+                mean
+            })
         }
         Metric::RocAuc => {
             let pairs: Vec<(bool, f64)> = idx
@@ -196,7 +210,11 @@ fn pick_column(
                  one with `{}`",
                 defaults.join(", "),
                 names.join(", "),
-                if what == "score" { "score" } else { "prediction" }
+                if what == "score" {
+                    "score"
+                } else {
+                    "prediction"
+                }
             ))
         })
 }
@@ -223,11 +241,10 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
     let positive = normalise_label(req.positive.as_deref().unwrap_or("1"));
     let file = crate::eval::local_copy(&api.datasets, &api.work_dir, &req.dataset).await?;
     let (label, features) = (req.label.clone(), req.features.clone());
-    let (columns, rows, truth) = tokio::task::spawn_blocking(move || {
-        read_table(&file, &label, features.as_deref())
-    })
-    .await
-    .map_err(|e| Error::Evaluation(format!("reading the dataset stopped: {e}")))??;
+    let (columns, rows, truth) =
+        tokio::task::spawn_blocking(move || read_table(&file, &label, features.as_deref()))
+            .await
+            .map_err(|e| Error::Evaluation(format!("reading the dataset stopped: {e}")))??;
 
     let mut scored = Vec::new();
     for requested in &req.versions {
@@ -236,10 +253,14 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
         } else {
             format!("models:/{}@{requested}", req.model)
         };
-        let (version, model) = api.serving.load_for_scoring(&uri).await.map_err(|e| match e {
-            loopml_serving::Error::NotFound(m) => Error::NotFound(m),
-            other => Error::Invalid(format!("{uri}: {other}")),
-        })?;
+        let (version, model) = api
+            .serving
+            .load_for_scoring(&uri)
+            .await
+            .map_err(|e| match e {
+                loopml_serving::Error::NotFound(m) => Error::NotFound(m),
+                other => Error::Invalid(format!("{uri}: {other}")),
+            })?;
         let (c, r) = (columns.clone(), Arc::clone(&rows));
         let outputs = tokio::task::spawn_blocking(move || {
             loopml_serving::scoring::predict_table(&model, &c, &r)
@@ -351,12 +372,15 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
     Ok(answer)
 }
 
+/// A dataset read for scoring: feature names, rows of feature values, the truth column.
+type Table = (Vec<String>, Arc<Vec<Vec<Value>>>, Col);
+
 /// The dataset's feature columns as rows of JSON values, and its truth column.
 fn read_table(
     file: &std::path::Path,
     label: &str,
     features: Option<&[String]>,
-) -> Result<(Vec<String>, Arc<Vec<Vec<Value>>>, Col)> {
+) -> Result<Table> {
     let reader = loopml_data::reader::BatchReader::open(file)?;
     let schema = reader.schema();
     let batches: Vec<RecordBatch> = reader
@@ -386,18 +410,24 @@ fn read_table(
         }
         None => names.iter().filter(|n| *n != label).cloned().collect(),
     };
-    let rows_json = loopml_serving::infer_log::to_json_rows(&all.project(
-        &columns
-            .iter()
-            .filter_map(|c| schema.index_of(c).ok())
-            .collect::<Vec<_>>(),
-    )
-    .map_err(|e| Error::Invalid(format!("reading the dataset: {e}")))?);
+    let rows_json = loopml_serving::infer_log::to_json_rows(
+        &all.project(
+            &columns
+                .iter()
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| Error::Invalid(format!("reading the dataset: {e}")))?,
+    );
     let rows: Vec<Vec<Value>> = rows_json
         .into_iter()
-        .map(|r| columns.iter().map(|c| r.get(c).cloned().unwrap_or(Value::Null)).collect())
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| r.get(c).cloned().unwrap_or(Value::Null))
+                .collect()
+        })
         .collect();
-    let _ = label_col.len();
     Ok((columns, Arc::new(rows), truth))
 }
 
@@ -435,35 +465,65 @@ mod tests {
         let truth = col(&[json!(1), json!(0), json!(1), json!(0)]);
         let pred = col(&[json!(1), json!(1), json!(1), json!(0)]);
         let all = [0, 1, 2, 3];
-        assert_eq!(metric_on(Metric::Accuracy, "1", &truth, &pred, &all), Some(0.75));
-        assert_eq!(metric_on(Metric::Recall, "1", &truth, &pred, &all), Some(1.0));
-        assert!((metric_on(Metric::Precision, "1", &truth, &pred, &all).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            metric_on(Metric::Accuracy, "1", &truth, &pred, &all),
+            Some(0.75)
+        );
+        assert_eq!(
+            metric_on(Metric::Recall, "1", &truth, &pred, &all),
+            Some(1.0)
+        );
+        assert!(
+            (metric_on(Metric::Precision, "1", &truth, &pred, &all).unwrap() - 2.0 / 3.0).abs()
+                < 1e-12
+        );
         let score = col(&[json!(0.9), json!(0.2), json!(0.8), json!(0.1)]);
-        assert_eq!(metric_on(Metric::RocAuc, "1", &truth, &score, &all), Some(1.0));
-        assert_eq!(metric_on(Metric::RocAuc, "1", &truth, &score, &[0, 2]), None, "one class");
+        assert_eq!(
+            metric_on(Metric::RocAuc, "1", &truth, &score, &all),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric_on(Metric::RocAuc, "1", &truth, &score, &[0, 2]),
+            None,
+            "one class"
+        );
         let t = col(&[json!(1.0), json!(3.0)]);
         let p = col(&[json!(2.0), json!(3.0)]);
         assert!((metric_on(Metric::Mae, "1", &t, &p, &[0, 1]).unwrap() - 0.5).abs() < 1e-12);
         // Labels compare as labels: "1", 1, 1.0 and true are one class.
         let strings = col(&[json!("1"), json!(true), json!(1.0)]);
         let ones = col(&[json!(1), json!(1), json!(1)]);
-        assert_eq!(metric_on(Metric::Accuracy, "1", &strings, &ones, &[0, 1, 2]), Some(1.0));
+        assert_eq!(
+            metric_on(Metric::Accuracy, "1", &strings, &ones, &[0, 1, 2]),
+            Some(1.0)
+        );
     }
 
     #[test]
     fn default_columns_cover_zipmap_and_plain_outputs() {
-        let plain = vec![("out_label".to_string(), vec![]), ("out_probabilities_1".to_string(), vec![])];
+        let plain = vec![
+            ("out_label".to_string(), vec![]),
+            ("out_probabilities_1".to_string(), vec![]),
+        ];
         let zipmap = vec![
             ("out_output_label".to_string(), vec![]),
             ("out_output_probability_0".to_string(), vec![]),
             ("out_output_probability_1".to_string(), vec![]),
         ];
-        let score = ["out_probabilities_1".to_string(), "out_output_probability_1".to_string()];
+        let score = [
+            "out_probabilities_1".to_string(),
+            "out_output_probability_1".to_string(),
+        ];
         let label = ["out_label".to_string(), "out_output_label".to_string()];
         assert_eq!(pick_column(&plain, None, &score, "score").unwrap(), 1);
         assert_eq!(pick_column(&zipmap, None, &score, "score").unwrap(), 2);
         assert_eq!(pick_column(&zipmap, None, &label, "prediction").unwrap(), 0);
-        let e = pick_column(&zipmap, Some("nope"), &label, "prediction").unwrap_err().to_string();
-        assert!(e.contains("out_output_label, out_output_probability_0"), "{e}");
+        let e = pick_column(&zipmap, Some("nope"), &label, "prediction")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("out_output_label, out_output_probability_0"),
+            "{e}"
+        );
     }
 }

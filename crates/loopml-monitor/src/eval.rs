@@ -120,12 +120,7 @@ pub async fn local_copy(
         .map_err(|e| Error::Evaluation(format!("{}: {e}", dir.display())))?;
     let file = dir.join(format!("{}.{}", v.digest, v.format));
     if !file.exists() {
-        let tmp = dir.join(format!(
-            ".{}.{}.{}.part",
-            v.digest,
-            v.format,
-            uuid_like()
-        ));
+        let tmp = dir.join(format!(".{}.{}.{}.part", v.digest, v.format, uuid_like()));
         datasets.download(&v, &tmp).await?;
         tokio::fs::rename(&tmp, &file)
             .await
@@ -138,7 +133,11 @@ pub async fn local_copy(
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn now_ms() -> i64 {

@@ -258,7 +258,7 @@ enum Resolved {
         margin: f64,
         direction: Direction,
         champion_without_metric: ChampionWithoutMetric,
-        score_on: Option<ScoreOn>,
+        score_on: Option<Box<ScoreOn>>,
     },
     Promote {
         model: String,
@@ -1040,11 +1040,11 @@ fn resolve(
             direction: g.direction,
             champion_without_metric: g.champion_without_metric,
             score_on: match &g.score_on {
-                Some(on) => Some(ScoreOn {
+                Some(on) => Some(Box::new(ScoreOn {
                     dataset: r("gate.score_on.dataset", &on.dataset)?,
                     label: r("gate.score_on.label", &on.label)?,
-                    ..on.clone()
-                }),
+                    ..(**on).clone()
+                })),
                 None => None,
             },
         },
@@ -1121,7 +1121,7 @@ async fn attempt_step(
                 margin: *margin,
                 direction: *direction,
                 champion_without_metric: *champion_without_metric,
-                score_on: score_on.as_ref(),
+                score_on: score_on.as_deref(),
             };
             builtin::gate(ctx, &g, run, log).await
         }

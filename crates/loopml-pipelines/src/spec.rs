@@ -229,7 +229,7 @@ pub struct GateSpec {
     /// Score both versions on one dataset version instead of comparing the latest value each
     /// version's own run logged (which may come from different data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub score_on: Option<ScoreOn>,
+    pub score_on: Option<Box<ScoreOn>>,
 }
 
 /// A `promote` step.

@@ -671,7 +671,10 @@ fn frame_from_csv(text: &str) -> Result<Frame, Error> {
 /// MLflow's DataFrame → ONNX mapping, as `mlflow.onnx`'s pyfunc does it: one model input takes
 /// the whole table (`[rows, columns]`); several inputs take one column each, by name (shaped
 /// `[rows, 1]` when the model's input has rank 2).
-pub(crate) fn frame_inputs(model: &crate::model::OnnxModel, f: &Frame) -> Result<Vec<Tensor>, Error> {
+pub(crate) fn frame_inputs(
+    model: &crate::model::OnnxModel,
+    f: &Frame,
+) -> Result<Vec<Tensor>, Error> {
     let specs = model.inputs();
     let n = f.rows.len() as i64;
     if specs.len() == 1 {

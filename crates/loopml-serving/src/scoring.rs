@@ -107,7 +107,11 @@ mod tests {
         let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["out_label", "out_output_probability_0", "out_output_probability_1"]
+            [
+                "out_label",
+                "out_output_probability_0",
+                "out_output_probability_1"
+            ]
         );
         assert_eq!(cols[0].1, vec![serde_json::json!(1), serde_json::json!(0)]);
         assert!((cols[2].1[0].as_f64().unwrap() - 0.8).abs() < 1e-6);

@@ -319,7 +319,9 @@ async fn gate_on_data(
     }
     let answer = match track(t, move |t| t.compare_versions(&request)).await {
         Ok(a) => a,
-        Err(e) => return Attempt::Failed(format!("the gate could not score on {}: {e}", on.dataset)),
+        Err(e) => {
+            return Attempt::Failed(format!("the gate could not score on {}: {e}", on.dataset));
+        }
     };
     let labelled = answer["labelled_rows"].as_u64().unwrap_or(0) as usize;
     let scores: Vec<Option<f64>> = answer["versions"]
@@ -328,7 +330,10 @@ async fn gate_on_data(
         .flatten()
         .map(|v| v["value"].as_f64())
         .collect();
-    let dataset = answer["dataset"].as_str().unwrap_or(&on.dataset).to_string();
+    let dataset = answer["dataset"]
+        .as_str()
+        .unwrap_or(&on.dataset)
+        .to_string();
     let Some(Some(cv)) = scores.last().copied() else {
         return Attempt::Failed(format!(
             "`{metric}` of version {} on {dataset} could not be computed ({labelled} labelled \
