@@ -190,7 +190,14 @@ def test_stored_state_tells_the_same_story(demo):
         checks = {c.strip() for a in alerts for c in a["check"].split(",")}
         assert {"feature_drift", "performance_roc_auc"} <= checks, alerts
         assert all(a["status"] == "delivered" for a in alerts), alerts
-        assert any((a.get("pipeline") or "").startswith("started") for a in alerts), alerts
+        started = [a for a in alerts if (a.get("pipeline") or "").startswith("started")]
+        assert len(started) == 1, alerts
+        # The alert says how the run it started ended, and which run that was.
+        parent_ids = [
+            x["info"]["run_id"] for x, t in zip(runs, tags) if "mlflow.parentRunId" not in t
+        ]
+        assert started[0]["pipeline_outcome"] == "succeeded", started
+        assert started[0]["pipeline_run"] == parent_ids[0], (started, parent_ids)
 
         names = {v["name"] + "@" + str(v["version"]) for v in get("/loopml/datasets")["versions"]}
         assert {"churn-train@1", "churn-fresh@1", "churn-health-window@1"} <= names, names

@@ -376,11 +376,7 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
 type Table = (Vec<String>, Arc<Vec<Vec<Value>>>, Col);
 
 /// The dataset's feature columns as rows of JSON values, and its truth column.
-fn read_table(
-    file: &std::path::Path,
-    label: &str,
-    features: Option<&[String]>,
-) -> Result<Table> {
+fn read_table(file: &std::path::Path, label: &str, features: Option<&[String]>) -> Result<Table> {
     let reader = loopml_data::reader::BatchReader::open(file)?;
     let schema = reader.schema();
     let batches: Vec<RecordBatch> = reader

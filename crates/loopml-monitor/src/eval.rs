@@ -546,14 +546,66 @@ fn performance(name: &str, p: &Performance, batch: &RecordBatch) -> Result<Check
             "the window has no labels yet: send them to the deployment's feedback endpoint".into(),
         )
     })?;
-    let pred_col = p.prediction.clone().unwrap_or_else(|| "out_label".into());
-    let col = |n: &str| {
-        batch
-            .column_by_name(n)
-            .cloned()
-            .ok_or_else(|| Error::Evaluation(format!("the inference log has no column '{n}'")))
-    };
     let positive = normalise_label(p.positive.as_deref().unwrap_or("1"));
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    // The output columns the check reads: as named, else the first default the log has —
+    // the plain names (`zipmap: False`) or skl2onnx's default ZipMap names.
+    let pick = |given: &Option<String>, defaults: &[String]| -> String {
+        given.clone().unwrap_or_else(|| {
+            defaults
+                .iter()
+                .find(|d| names.contains(d))
+                .unwrap_or(&defaults[0])
+                .clone()
+        })
+    };
+    let pred_col = pick(
+        &p.prediction,
+        &[
+            "out_label".to_string(),
+            "out_output_label".to_string(),
+            "out_predictions".to_string(),
+            "out_variable".to_string(),
+        ],
+    );
+    let score_col = pick(
+        &p.score,
+        &[
+            format!("out_probabilities_{positive}"),
+            format!("out_output_probability_{positive}"),
+            format!("out_probability_{positive}"),
+        ],
+    );
+    let col = |n: &str| {
+        batch.column_by_name(n).cloned().ok_or_else(|| {
+            Error::Evaluation(format!(
+                "the inference log has no column '{n}'; its columns are {}",
+                names
+                    .iter()
+                    .filter(|c| !matches!(
+                        c.as_str(),
+                        "request_id"
+                            | "row"
+                            | "timestamp"
+                            | "deployment"
+                            | "variant"
+                            | "model_version"
+                            | "shadow"
+                            | "status"
+                            | "latency_us"
+                            | "error"
+                    ))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    };
     let insufficient = |n: usize| CheckResult {
         check: name.to_string(),
         kind: "performance",
@@ -589,7 +641,6 @@ fn performance(name: &str, p: &Performance, batch: &RecordBatch) -> Result<Check
         }
         Metric::RocAuc => {
             let t = as_strings(truth)?;
-            let score_col = p.score.clone().unwrap_or_default();
             let s = as_numbers(&col(&score_col)?)?;
             let pairs: Vec<(bool, f64)> = t
                 .iter()

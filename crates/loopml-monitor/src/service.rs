@@ -21,11 +21,18 @@ use crate::eval::{CheckResult, Evaluation, Evaluator};
 use crate::spec::{MonitorSpec, PipelineTrigger};
 
 /// The crate's tables.
-pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
-    name: "0001_monitors",
-    sqlite: include_str!("../migrations/sqlite/0001_monitors.sql"),
-    postgres: include_str!("../migrations/postgres/0001_monitors.sql"),
-}];
+pub const MIGRATIONS: &[loopml_store::Migration] = &[
+    loopml_store::Migration {
+        name: "0001_monitors",
+        sqlite: include_str!("../migrations/sqlite/0001_monitors.sql"),
+        postgres: include_str!("../migrations/postgres/0001_monitors.sql"),
+    },
+    loopml_store::Migration {
+        name: "0002_alert_outcome",
+        sqlite: include_str!("../migrations/sqlite/0002_alert_outcome.sql"),
+        postgres: include_str!("../migrations/postgres/0002_alert_outcome.sql"),
+    },
+];
 
 /// Delivery attempts before an alert is marked `failed` (about two hours of backoff).
 pub const MAX_ATTEMPTS: i64 = 30;
@@ -55,6 +62,10 @@ pub struct Alert {
     pub delivered_to: Vec<String>,
     /// What became of its pipeline trigger.
     pub pipeline: Option<String>,
+    /// The pipeline run it started, once that run has ended.
+    pub pipeline_run: Option<String>,
+    /// How that run ended: `succeeded`, `failed at step …: why`, `rejected by the gate: …`.
+    pub pipeline_outcome: Option<String>,
 }
 
 /// One stored check result.
@@ -646,7 +657,7 @@ impl MonitorService {
     }
 
     const ALERT_COLUMNS: &'static str = "id, monitor, check_name, created_at, status, attempts, \
-        last_error, delivered_at, payload, delivered_to, pipeline";
+        last_error, delivered_at, payload, delivered_to, pipeline, pipeline_run, pipeline_outcome";
 
     fn alert_row(
         r: &loopml_store::Row<'_>,
@@ -663,7 +674,29 @@ impl MonitorService {
             payload: parse_json(r.str(8)?),
             delivered_to: serde_json::from_str(r.str(9)?).unwrap_or_default(),
             pipeline: r.opt_string(10)?,
+            pipeline_run: r.opt_string(11)?,
+            pipeline_outcome: r.opt_string(12)?,
         })
+    }
+
+    /// Records how the pipeline an alert started ended (its run id and outcome).
+    pub async fn set_pipeline_outcome(
+        &self,
+        alert_id: i64,
+        run_id: Option<String>,
+        outcome: String,
+    ) -> Result<()> {
+        self.inner
+            .db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE monitor_alerts SET pipeline_run = ?2, pipeline_outcome = ?3 WHERE id = ?1",
+                    &[alert_id.into(), run_id.into(), outcome.into()],
+                )
+                .map_err(Error::from)
+            })
+            .await?;
+        Ok(())
     }
 
     /// One alert.

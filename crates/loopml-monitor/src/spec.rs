@@ -431,12 +431,6 @@ impl MonitorSpec {
                             "{name}: give `min` and/or `max`: the value that breaches it"
                         )));
                     }
-                    if p.metric == Metric::RocAuc && p.score.is_none() {
-                        return Err(Error::Invalid(format!(
-                            "{name}: roc_auc needs `score`, the column with the positive class's \
-                             probability (e.g. out_probabilities_1)"
-                        )));
-                    }
                 }
             }
         }
@@ -547,13 +541,6 @@ alerts:
             (
                 GOOD.replace("{column: out_label}", "{column: out_label, method: magic}"),
                 "magic",
-            ),
-            (
-                GOOD.replace(
-                    "{metric: accuracy, min: 0.7}",
-                    "{metric: roc_auc, min: 0.7}",
-                ),
-                "needs `score`",
             ),
         ] {
             let e = MonitorSpec::parse(&text).unwrap_err().to_string();

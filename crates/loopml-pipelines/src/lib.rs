@@ -16,4 +16,4 @@ mod tracker;
 pub use argo::{ArgoOptions, export_argo, parse_output_arg, write_outputs};
 pub use error::{Error, Result};
 pub use run::{LogSink, Outcome, RunOptions, RunReport, StepReport, StepStatus, run, run_step};
-pub use spec::{Direction, Kind, Pipeline, Step, StepKind};
+pub use spec::{ChampionWithoutMetric, Direction, Kind, Pipeline, ScoreOn, Step, StepKind};

@@ -143,6 +143,7 @@ impl App {
                     db,
                     running: Arc::default(),
                     background: pipelines,
+                    monitors: m.clone(),
                 }));
             }
         };

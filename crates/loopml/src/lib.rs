@@ -787,6 +787,33 @@ struct AlertPipelines {
     /// Where the pipeline runs go: the app's background work (stopped with the app; the lease
     /// then lapses to another replica).
     background: Background,
+    /// Where each run's outcome is recorded on the alert that started it.
+    monitors: loopml_monitor::MonitorService,
+}
+
+/// How a pipeline run ended, in one line for the alert that started it.
+fn pipeline_outcome(r: &loopml_pipelines::RunReport) -> String {
+    use loopml_pipelines::{Outcome, StepStatus};
+    let first = |status: StepStatus| r.steps.iter().find(|s| s.status == status);
+    match r.outcome {
+        Outcome::Succeeded => "succeeded".to_string(),
+        Outcome::Failed => match first(StepStatus::Failed) {
+            Some(s) => format!(
+                "failed at step `{}`: {}",
+                s.name,
+                s.message.as_deref().unwrap_or("no message")
+            ),
+            None => "failed".to_string(),
+        },
+        Outcome::Rejected => match first(StepStatus::Rejected) {
+            Some(s) => format!(
+                "rejected by the gate `{}`: {}",
+                s.name,
+                s.message.as_deref().unwrap_or("no message")
+            ),
+            None => "rejected by a gate".to_string(),
+        },
+    }
 }
 
 impl loopml_monitor::AlertHandler for AlertPipelines {
@@ -801,6 +828,7 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
         let running = std::sync::Arc::clone(&self.running);
         let db = self.db.clone();
         let background = self.background.clone();
+        let monitors = self.monitors.clone();
         Box::pin(async move {
             {
                 let mut r = running
@@ -886,14 +914,26 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
                     r = loopml_pipelines::run(&pipeline, &opts) => Some(r),
                     () = renew => None,
                 };
-                match outcome {
+                let recorded = match outcome {
                     Some(Ok(r)) => {
-                        tracing::info!(pipeline = %name, outcome = ?r.outcome, run_id = ?r.run_id, "alert pipeline finished")
+                        let what = pipeline_outcome(&r);
+                        if r.outcome == loopml_pipelines::Outcome::Succeeded {
+                            tracing::info!(pipeline = %name, alert = alert.id, run_id = ?r.run_id, "alert pipeline succeeded");
+                        } else {
+                            tracing::warn!(pipeline = %name, alert = alert.id, run_id = ?r.run_id, outcome = %what, "alert pipeline did not promote");
+                        }
+                        Some((r.run_id.clone(), what))
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(pipeline = %name, error = %e, "alert pipeline failed")
+                        tracing::warn!(pipeline = %name, alert = alert.id, error = %e, "alert pipeline failed");
+                        Some((None, format!("failed before any step ran: {e}")))
                     }
-                    None => {}
+                    None => None,
+                };
+                if let Some((run_id, what)) = recorded
+                    && let Err(e) = monitors.set_pipeline_outcome(alert.id, run_id, what).await
+                {
+                    tracing::warn!(pipeline = %name, alert = alert.id, error = %e, "cannot record the pipeline outcome on the alert");
                 }
                 // The next alert may start it again (here or on any replica).
                 done(&running, &trigger.file);

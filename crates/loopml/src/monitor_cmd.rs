@@ -120,11 +120,20 @@ fn print_monitor(m: &Value) -> String {
             a["attempts"],
             a["pipeline"]
                 .as_str()
-                .map(|p| format!("; pipeline: {p}"))
+                .map(|p| format!("; pipeline: {p}{}", outcome_of(a)))
                 .unwrap_or_default()
         ));
     }
     out
+}
+
+/// ` → run <id>: <outcome>` once the alert's pipeline run has ended.
+fn outcome_of(a: &Value) -> String {
+    match (a["pipeline_run"].as_str(), a["pipeline_outcome"].as_str()) {
+        (Some(run), Some(o)) => format!(" → run {run}: {o}"),
+        (None, Some(o)) => format!(" → {o}"),
+        _ => String::new(),
+    }
 }
 
 /// Runs a monitor subcommand; returns the process exit code.
@@ -280,7 +289,7 @@ pub fn run(cmd: MonitorCommand) -> anyhow::Result<i32> {
                     a["payload"]["message"].as_str().unwrap_or(""),
                     a["pipeline"]
                         .as_str()
-                        .map(|p| format!(" | pipeline: {p}"))
+                        .map(|p| format!(" | pipeline: {p}{}", outcome_of(a)))
                         .unwrap_or_default()
                 ));
             }

@@ -441,5 +441,124 @@ fn monitors_catch_drift_and_bad_performance_and_alerts_survive_a_down_webhook() 
             .starts_with("not started"),
         "{alerts:?}"
     );
+
+    // An alert that starts a pipeline records how that run ended: a failed step with its
+    // reason, a gate's rejection with both scores.
+    let suite = dir.path().join("never.yaml");
+    std::fs::write(
+        &suite,
+        "name: never\nexpectations:\n  - expect_column_values_to_be_between: \
+         {column: sepal_length, min_value: 100, max_value: 200}\n",
+    )
+    .unwrap();
+    let failing = dir.path().join("failing.yaml");
+    std::fs::write(
+        &failing,
+        "name: failing\nsteps:\n  - {name: boom, run: 'echo the data is bad >&2; exit 4'}\n",
+    )
+    .unwrap();
+    // A champion (version 1) whose run logged m = 0.5 and a challenger (2) with m = 0.1.
+    for (i, value) in [0.5, 0.1].into_iter().enumerate() {
+        let run = http(
+            port,
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            &[],
+            &json!({"experiment_id": "0"}).to_string(),
+        )
+        .json();
+        let rid = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+        let r = http(
+            port,
+            "POST",
+            "/api/2.0/mlflow/runs/log-metric",
+            &[],
+            &json!({"run_id": rid, "key": "m", "value": value, "timestamp": 1}).to_string(),
+        );
+        assert_eq!(r.status, 200);
+        if i == 0 {
+            http(
+                port,
+                "POST",
+                "/api/2.0/mlflow/registered-models/create",
+                &[],
+                r#"{"name": "retrained"}"#,
+            );
+        }
+        let r = http(
+            port,
+            "POST",
+            "/api/2.0/mlflow/model-versions/create",
+            &[],
+            &json!({"name": "retrained", "source": format!("runs:/{rid}/model"), "run_id": rid})
+                .to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    http(
+        port,
+        "POST",
+        "/api/2.0/mlflow/registered-models/alias",
+        &[],
+        r#"{"name": "retrained", "alias": "champion", "version": "1"}"#,
+    );
+    let rejecting = dir.path().join("rejecting.yaml");
+    std::fs::write(
+        &rejecting,
+        "name: rejecting\nsteps:\n  - {name: gate, gate: {model: retrained, challenger: '2', metric: m}}\n",
+    )
+    .unwrap();
+    for (name, pipeline, want) in [
+        ("fails", &failing, "failed at step `boom`"),
+        ("rejects", &rejecting, "rejected by the gate `gate`"),
+    ] {
+        let spec = format!(
+            "name: {name}\ndeployment: watched\nreference: iris-ref@1\ntarget: species\n\
+             window: {{rows: 200}}\nmin_rows: 100\nchecks:\n  - data_quality: {{suite: '{}'}}\n\
+             alerts:\n  pipeline: {{file: '{}'}}\n",
+            suite.display(),
+            pipeline.display()
+        );
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, spec).unwrap();
+        let (code, out, err) = cli(port, &["monitor", "apply", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = cli(port, &["monitor", "evaluate", name]);
+        assert_eq!(code, 1, "{out}{err}");
+        let t0 = Instant::now();
+        let alert = loop {
+            let a = http(
+                port,
+                "GET",
+                &format!("/api/2.0/loopml/alerts?monitor={name}"),
+                &[],
+                "",
+            )
+            .json();
+            let first = a["alerts"][0].clone();
+            if first["pipeline_outcome"].is_string() {
+                break first;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no outcome recorded: {a}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let outcome = alert["pipeline_outcome"].as_str().unwrap();
+        assert!(outcome.starts_with(want), "{alert}");
+        assert!(alert["pipeline_run"].is_string(), "{alert}");
+        if name == "fails" {
+            assert!(outcome.contains("exit"), "the reason is kept: {alert}");
+        } else {
+            assert!(
+                outcome.contains("0.1") && outcome.contains("0.5"),
+                "both scores: {alert}"
+            );
+        }
+        let (code, out, _) = cli(port, &["monitor", "status", name]);
+        assert_eq!(code, 0);
+        assert!(out.contains(want), "status shows the outcome: {out}");
+    }
     server.stop();
 }
