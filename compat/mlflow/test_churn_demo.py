@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import json
 import time
 
 import pytest
@@ -201,6 +202,30 @@ def test_stored_state_tells_the_same_story(demo):
 
         names = {v["name"] + "@" + str(v["version"]) for v in get("/loopml/datasets")["versions"]}
         assert {"churn-train@1", "churn-fresh@1", "churn-health-window@1"} <= names, names
+
+        # The breached window is training data: the labels that came as feedback, in the
+        # reference's target column, and the description says how many rows have one.
+        window = get("/loopml/datasets/churn-health-window@1")
+        columns = [c["name"] for c in window["schema"]] if isinstance(window.get("schema"), list) \
+            else list((window.get("schema") or {}).keys())
+        assert "churned" in columns and "truth" not in columns, window
+        assert "300 predictions, 300 labelled" in (window.get("source") or ""), window
+        # It is an input of the pipeline run that it started, so lineage needs no user code.
+        parent = next(x for x, t in zip(runs, tags) if "mlflow.parentRunId" not in t)
+        inputs = parent["inputs"]["dataset_inputs"]
+        assert [(d["dataset"]["name"], d["tags"][0]["value"]) for d in inputs] == [
+            ("churn-health-window", "window")
+        ], inputs
+        assert {t["key"]: t["value"] for t in parent["data"]["tags"]}["mlflow.user"] == (
+            f"loopml (alert {started[0]['id']})"
+        )
+        # Code inputs are the step's code, not datasets.
+        train = next(x for x, t in zip(runs, tags) if t.get("loopml.step") == "train")
+        train_tags = {t["key"]: t["value"] for t in train["data"]["tags"]}
+        code = json.loads(train_tags["loopml.code"])
+        assert {c["path"] for c in code} == {"train.py", "generate.py"}, code
+        data_inputs = [d["dataset"]["name"] for d in train["inputs"].get("dataset_inputs", [])]
+        assert not any(n.endswith(".py") for n in data_inputs), data_inputs
 
         # The deployment came back with the server and follows the alias to v2.
         body = {"dataframe_split": {"columns": FEATURES, "data": [[5, 95.0, 3, 1, 28, 20.5]]}}

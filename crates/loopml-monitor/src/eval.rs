@@ -2,6 +2,7 @@
 //! the reference dataset version (drift, quality) or the labels sent as feedback (performance).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -71,6 +72,14 @@ pub struct Evaluation {
     /// The window as a Parquet file (kept until the next evaluation).
     #[serde(skip)]
     pub window_file: Option<PathBuf>,
+    /// The window as training data — features, predictions and the label (the feedback's
+    /// `truth`, named as the monitor's `target`, null where no label came) — written when an
+    /// alert may start a pipeline.
+    #[serde(skip)]
+    pub training_file: Option<PathBuf>,
+    /// The label column of `training_file`.
+    #[serde(skip)]
+    pub label_column: Option<String>,
 }
 
 impl Evaluation {
@@ -194,6 +203,8 @@ impl Evaluator {
             results: Vec::new(),
             seconds: 0.0,
             window_file: None,
+            training_file: None,
+            label_column: None,
         };
         if rows < spec.min_rows.max(1) {
             eval.results = spec
@@ -224,6 +235,14 @@ impl Evaluator {
         let bytes = loopml_serving::infer_log::to_parquet(&features)?;
         write_atomic(&window_file, &bytes).await?;
         eval.window_file = Some(window_file.clone());
+        if spec.alerts.pipeline.is_some() {
+            let label = spec.target.clone().unwrap_or_else(|| "truth".to_string());
+            let training = training_batch(&features, &batch, &label)?;
+            let file = dir.join(format!("{}.training.parquet", spec.name));
+            write_atomic(&file, &loopml_serving::infer_log::to_parquet(&training)?).await?;
+            eval.training_file = Some(file);
+            eval.label_column = Some(label);
+        }
         let reference = match self.reference_file(&spec.reference).await {
             Ok(r) => Ok(r),
             Err(e) => Err(e.to_string()),
@@ -463,6 +482,58 @@ fn feature_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     batch
         .project(&keep)
         .map_err(|e| Error::Evaluation(format!("projecting the window: {e}")))
+}
+
+/// The window's features and predictions plus its labels as column `label`, typed as numbers
+/// when every label is one (so it matches a numeric target of the training data).
+fn training_batch(
+    features: &RecordBatch,
+    window: &RecordBatch,
+    label: &str,
+) -> Result<RecordBatch> {
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let rows = features.num_rows();
+    let truth: Vec<Option<String>> = match window.column_by_name("truth") {
+        Some(t) => as_strings(t)?,
+        None => vec![None; rows],
+    };
+    let labels: ArrayRef = if truth.iter().flatten().all(|t| t.parse::<i64>().is_ok()) {
+        Arc::new(Int64Array::from(
+            truth
+                .iter()
+                .map(|t| t.as_ref().and_then(|v| v.parse().ok()))
+                .collect::<Vec<Option<i64>>>(),
+        ))
+    } else if truth.iter().flatten().all(|t| t.parse::<f64>().is_ok()) {
+        Arc::new(Float64Array::from(
+            truth
+                .iter()
+                .map(|t| t.as_ref().and_then(|v| v.parse().ok()))
+                .collect::<Vec<Option<f64>>>(),
+        ))
+    } else {
+        Arc::new(StringArray::from(truth))
+    };
+    let mut fields: Vec<Field> = features
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != label)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut cols: Vec<ArrayRef> = features
+        .schema()
+        .fields()
+        .iter()
+        .zip(features.columns())
+        .filter(|(f, _)| f.name() != label)
+        .map(|(_, c)| Arc::clone(c))
+        .collect();
+    fields.push(Field::new(label, labels.data_type().clone(), true));
+    cols.push(labels);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+        .map_err(|e| Error::Evaluation(format!("building the labelled window: {e}")))
 }
 
 fn time_range(batch: &RecordBatch) -> (Option<i64>, Option<i64>) {

@@ -383,17 +383,21 @@ impl MonitorService {
             .collect();
         if !breached.is_empty()
             && spec.alerts.pipeline.is_some()
-            && let Some(file) = &eval.window_file
+            && let Some(file) = eval.training_file.as_ref().or(eval.window_file.as_ref())
         {
+            let description = match &eval.label_column {
+                Some(label) => format!(
+                    "monitor {} window: {} predictions, {} labelled (labels in column `{label}`, \
+                     empty where no feedback came)",
+                    spec.name, eval.rows, eval.labelled_rows
+                ),
+                None => format!("monitor {} window", spec.name),
+            };
             match self
                 .inner
                 .evaluator
                 .datasets
-                .add(
-                    &format!("{}-window", spec.name),
-                    file,
-                    Some(format!("monitor {} window", spec.name)),
-                )
+                .add(&format!("{}-window", spec.name), file, Some(description))
                 .await
             {
                 Ok(v) => window_dataset = Some(v.reference()),

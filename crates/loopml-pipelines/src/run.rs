@@ -45,6 +45,11 @@ pub struct RunOptions {
     pub run_name: Option<String>,
     /// Extra tags on the pipeline's run.
     pub tags: BTreeMap<String, String>,
+    /// Stored dataset versions (`NAME@N`) logged as inputs of the pipeline's run, with their
+    /// `mlflow.data.context` (e.g. the breached window that started it, as `window`).
+    pub datasets: Vec<(String, &'static str)>,
+    /// Who started the run (`mlflow.user` of its runs; default: `$USER`).
+    pub user: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +63,8 @@ impl Default for RunOptions {
             log: Arc::new(|_: &str, _: &str| {}),
             run_name: None,
             tags: BTreeMap::new(),
+            datasets: Vec::new(),
+            user: None,
         }
     }
 }
@@ -206,6 +213,8 @@ struct Ctx {
     parent_artifact_uri: Option<String>,
     log: LogSink,
     no_cache: bool,
+    /// `mlflow.user` of every run.
+    user: String,
 }
 
 /// What a step task is given.
@@ -424,6 +433,13 @@ impl Ctx {
             parent_artifact_uri: None,
             log: opts.log.clone(),
             no_cache: opts.no_cache,
+            user: opts
+                .user
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .or_else(|| std::env::var("LOGNAME").ok())
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "unknown".to_string()),
         })
     }
 
@@ -447,7 +463,9 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
                 p.file.display().to_string(),
             ),
         ];
+        tags.push(("mlflow.user".to_string(), ctx.user.clone()));
         tags.extend(opts.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let windows = opts.datasets.clone();
         let params: Vec<(String, String)> = ctx
             .params
             .iter()
@@ -457,6 +475,11 @@ pub async fn run(p: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
         let parent = track(t, move |t| {
             let run = t.create_run(&exp, &name, &tags)?;
             t.log_batch(&run.run_id, &params, &[], &[])?;
+            let inputs = windows
+                .iter()
+                .map(|(r, context)| t.dataset_version(r, context))
+                .collect::<Result<Vec<_>>>()?;
+            t.log_inputs(&run.run_id, &inputs)?;
             Ok(run)
         })
         .await?;
@@ -648,11 +671,49 @@ async fn finish_tracking(ctx: &Ctx, report: &mut RunReport) -> Result<()> {
     .await
 }
 
+/// Whether a step input is code (a script, notebook, config or requirements file) rather than
+/// data, by its extension.
+fn is_code(rel: &str) -> bool {
+    let name = Path::new(rel)
+        .file_name()
+        .map(|f| f.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.starts_with("requirements") && name.ends_with(".txt") {
+        return true;
+    }
+    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    matches!(
+        ext,
+        "py" | "ipynb"
+            | "r"
+            | "jl"
+            | "sh"
+            | "bash"
+            | "zsh"
+            | "js"
+            | "ts"
+            | "rb"
+            | "scala"
+            | "java"
+            | "go"
+            | "rs"
+            | "sql"
+            | "yaml"
+            | "yml"
+            | "toml"
+            | "cfg"
+            | "ini"
+            | "lock"
+    ) || name == "dockerfile"
+        || name == "makefile"
+}
+
 fn step_tags(ctx: &Ctx, step: &str, kind: Kind, key: Option<&str>) -> Vec<(String, String)> {
     let mut tags = vec![
         ("loopml.pipeline".to_string(), ctx.p.name.clone()),
         ("loopml.step".to_string(), step.to_string()),
         ("loopml.step.kind".to_string(), kind.to_string()),
+        ("mlflow.user".to_string(), ctx.user.clone()),
     ];
     if let Some(parent) = &ctx.parent_run_id {
         tags.push(("mlflow.parentRunId".to_string(), parent.clone()));
@@ -709,7 +770,10 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
     if let (Some(t), Some(exp)) = (&ctx.tracker, &ctx.experiment_id) {
         let (exp, name) = (exp.clone(), step.name.clone());
         let config = resolved.as_ref().map(Resolved::config).unwrap_or_default();
-        let datasets: Vec<DatasetInput> = inputs
+        // Inputs that are code (scripts, notebooks, configs) are the step's code, kept as a tag
+        // with their digests; the others are the data it read, logged as dataset inputs.
+        let (code, data): (Vec<_>, Vec<_>) = inputs.iter().partition(|(rel, _)| is_code(rel));
+        let datasets: Vec<DatasetInput> = data
             .iter()
             .map(|(rel, digest)| DatasetInput {
                 name: Path::new(rel)
@@ -717,9 +781,21 @@ async fn execute(ctx: Arc<Ctx>, job: Job) -> Done {
                     .map_or_else(|| rel.clone(), |f| f.to_string_lossy().into_owned()),
                 digest: digest.chars().take(12).collect(),
                 source: ctx.path(rel).display().to_string(),
+                source_type: "local",
+                context: "input",
             })
             .collect();
         let mut tags = step_tags(&ctx, &step.name, step.kind.kind(), key.as_deref());
+        if !code.is_empty() {
+            let list: Vec<serde_json::Value> = code
+                .iter()
+                .map(|(rel, digest)| serde_json::json!({"path": rel, "digest": digest}))
+                .collect();
+            tags.push((
+                "loopml.code".to_string(),
+                serde_json::Value::Array(list).to_string(),
+            ));
+        }
         if hit {
             tags.push(("loopml.cached".into(), "true".into()));
             if let Some(orig) = job.cached.as_ref().and_then(|e| e.run_id.clone()) {

@@ -56,7 +56,12 @@ pub(crate) struct VersionInfo {
 pub(crate) struct DatasetInput {
     pub name: String,
     pub digest: String,
+    /// A local path, or a loopml dataset URL.
     pub source: String,
+    /// `local` (a file in the pipeline's folder) or `loopml` (a stored dataset version).
+    pub source_type: &'static str,
+    /// Its `mlflow.data.context` tag (`input`, `window`, …).
+    pub context: &'static str,
 }
 
 fn kv(items: &[(String, String)]) -> Value {
@@ -314,11 +319,11 @@ impl Tracker {
             .iter()
             .map(|d| {
                 json!({
-                    "tags": [{"key": "mlflow.data.context", "value": "input"}],
+                    "tags": [{"key": "mlflow.data.context", "value": d.context}],
                     "dataset": {
                         "name": d.name,
                         "digest": d.digest,
-                        "source_type": "local",
+                        "source_type": d.source_type,
                         "source": json!({"uri": d.source}).to_string(),
                     }
                 })
@@ -437,6 +442,20 @@ impl Tracker {
     /// see `loopml_monitor::compare` for the request and answer).
     pub fn compare_versions(&self, request: &Value) -> Result<Value> {
         self.ok("POST", "/api/2.0/loopml/models/compare", &[], Some(request))
+    }
+
+    /// A stored dataset version (`NAME@N`) as a run input: its name, digest and URL.
+    pub fn dataset_version(&self, reference: &str, context: &'static str) -> Result<DatasetInput> {
+        let path = format!("/api/2.0/loopml/datasets/{reference}");
+        let v = self.ok("GET", &path, &[], None)?;
+        let digest = v["digest"].as_str().unwrap_or("");
+        Ok(DatasetInput {
+            name: v["name"].as_str().unwrap_or(reference).to_string(),
+            digest: digest.chars().take(12).collect(),
+            source: format!("{}{path}", self.base),
+            source_type: "loopml",
+            context,
+        })
     }
 
     /// A model version.

@@ -890,6 +890,11 @@ impl loopml_monitor::AlertHandler for AlertPipelines {
                     tracing::info!(pipeline = %log_name, step, "{line}");
                 }),
                 run_name: Some(format!("{name}-alert-{}", alert.id)),
+                datasets: alert.payload["window_dataset"]
+                    .as_str()
+                    .map(|w| vec![(w.to_string(), "window")])
+                    .unwrap_or_default(),
+                user: Some(format!("loopml (alert {})", alert.id)),
                 tags: [
                     ("loopml.alert_id".to_string(), alert.id.to_string()),
                     ("loopml.monitor".to_string(), alert.monitor.clone()),
