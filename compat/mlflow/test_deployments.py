@@ -133,7 +133,12 @@ def test_canary_of_registered_versions_follows_the_alias_and_logs(server):
     resp = s.post(f"{url}/v2/models/{dep}/infer", json=ROW, timeout=30)
     rid = resp.headers["x-loopml-request-id"]
     r = requests.post(f"{url}{API}/{dep}/feedback", json={"request_id": rid, "truth": 1}, timeout=30)
-    assert r.json() == {"accepted": 1}
+    assert r.json() == {"accepted": 1, "unmatched": 0}
+    # An id this server never answered is kept but reported, not silently taken.
+    r = requests.post(f"{url}{API}/{dep}/feedback", json={"request_id": "never-answered", "truth": 0},
+                      timeout=30)
+    assert r.json()["accepted"] == 1 and r.json()["unmatched"] == 1, r.json()
+    assert r.json()["unmatched_request_ids"] == ["never-answered"], r.json()
     r = requests.get(f"{url}{API}/{dep}/log", params={"feedback": "true", "since": "1h"}, timeout=60)
     assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
     df = pd.read_parquet(io.BytesIO(r.content))

@@ -486,8 +486,11 @@ impl ServingApi {
         Ok(())
     }
 
-    /// Records feedback on answered requests; rewards update the variant's bandit arm.
-    pub async fn feedback(&self, endpoint: &str, items: &[Value]) -> Result<usize> {
+    /// Records feedback on answered requests; rewards update the variant's bandit arm. Returns
+    /// how many were accepted and the request ids this server does not recognise (not among the
+    /// last answered here: older ones and other replicas' are still joined when the log is
+    /// read, but an id that was never answered never is).
+    pub async fn feedback(&self, endpoint: &str, items: &[Value]) -> Result<(usize, Vec<String>)> {
         let dep = self.deployment(endpoint);
         if dep.is_none() && self.repository.get(endpoint, None).is_err() {
             return Err(Error::NotFound(format!(
@@ -499,6 +502,7 @@ impl ServingApi {
             .as_ref()
             .ok_or_else(|| Error::InvalidInput("this server keeps no inference log".into()))?;
         let mut parsed = Vec::with_capacity(items.len());
+        let mut unmatched = Vec::new();
         for (i, it) in items.iter().enumerate() {
             let at = |m: String| Error::InvalidInput(format!("feedback {i}: {m}"));
             let id = it["request_id"]
@@ -529,6 +533,9 @@ impl ServingApi {
                 return Err(at("needs \"reward\" and/or \"truth\"".into()));
             }
             let known = self.recent.lock().ok().and_then(|r| r.map.get(id).cloned());
+            if known.is_none() {
+                unmatched.push(id.to_string());
+            }
             let variant = match (known, it["variant"].as_str()) {
                 (Some((d, _)), _) if d != endpoint => {
                     return Err(at(format!(
@@ -573,7 +580,7 @@ impl ServingApi {
         }
         // Rewards reach the shared counters (and the other replicas' bandits) with the next
         // share, within a second.
-        Ok(n)
+        Ok((n, unmatched))
     }
 
     fn versions_of(&self, d: &Deployment) -> HashMap<String, String> {
@@ -773,8 +780,19 @@ async fn feedback(
     if items.is_empty() {
         return Err(Error::InvalidInput("no feedback given".into()).into());
     }
-    let n = api.feedback(&name, &items).await?;
-    Ok(axum::Json(json!({"accepted": n})).into_response())
+    let (n, unmatched) = api.feedback(&name, &items).await?;
+    let mut answer = json!({"accepted": n, "unmatched": unmatched.len()});
+    if !unmatched.is_empty() {
+        answer["unmatched_request_ids"] = json!(unmatched.iter().take(20).collect::<Vec<_>>());
+        answer["note"] = json!(format!(
+            "{} of the request ids are not among the last {RECENT_CAPACITY} this server \
+             answered: they are kept, and joined if the request is in the inference log \
+             (answered earlier or by another replica); an id that was never answered is never \
+             joined",
+            unmatched.len()
+        ));
+    }
+    Ok(axum::Json(answer).into_response())
 }
 
 /// Query of the log endpoint.

@@ -212,6 +212,26 @@ impl App {
             .map(|d| d.backend.describe())
             .unwrap_or_default();
         let local = listener.local_addr()?;
+        // One machine-readable line on stdout (the log goes to stderr), so a script that starts
+        // the server with `--port 0` learns where it listens.
+        {
+            use std::io::Write;
+            let host = if local.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else if local.is_ipv6() {
+                format!("[{}]", local.ip())
+            } else {
+                local.ip().to_string()
+            };
+            let line = serde_json::json!({
+                "event": "listening",
+                "address": local.to_string(),
+                "url": format!("http://{host}:{}", local.port()),
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
         tracing::info!(
             address = %local,
             data_dir = %config.data_dir.display(),

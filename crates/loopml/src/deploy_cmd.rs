@@ -108,6 +108,11 @@ pub enum DeployCommand {
 
 /// One line per variant: name, model, version, requests, errors, p50/p99 and rewards.
 fn print_deployment(v: &serde_json::Value) -> anyhow::Result<()> {
+    loopml::client::print_out(&deployment_text(v))
+}
+
+/// `deploy status` as text: a header line, then one aligned row per variant.
+fn deployment_text(v: &serde_json::Value) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -127,28 +132,57 @@ fn print_deployment(v: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(a) = policy["active"].as_str() {
         let _ = writeln!(out, "  active: {a}");
     }
-    let _ = writeln!(
-        out,
-        "  {:<12} {:<32} {:>7} {:>9} {:>7} {:>9} {:>9} {:>8} {:>7}",
-        "variant", "model", "version", "requests", "errors", "p50 ms", "p99 ms", "rewards", "mean"
-    );
+    // A table whose columns fit their widest cell; rewards only where a bandit collects them.
+    let bandit = v["strategy"].as_str() == Some("bandit");
     let num = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
+    let text = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut header = vec![
+        "variant", "model", "version", "requests", "errors", "p50 ms", "p99 ms",
+    ];
+    if bandit {
+        header.extend(["rewards", "mean reward"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for var in v["variants"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "  {:<12} {:<32} {:>7} {:>9} {:>7} {:>9} {:>9} {:>8} {:>7}",
-            var["name"].as_str().unwrap_or(""),
-            var["model"].as_str().unwrap_or(""),
-            var["model_version"].as_str().unwrap_or("-"),
-            var["requests"],
-            var["errors"],
+        let mut row = vec![
+            text(&var["name"]),
+            text(&var["model"]),
+            text(&var["model_version"]),
+            text(&var["requests"]),
+            text(&var["errors"]),
             num(&var["p50_latency_ms"]),
             num(&var["p99_latency_ms"]),
-            var["rewards"],
-            num(&var["mean_reward"]),
-        );
+        ];
+        if bandit {
+            row.push(text(&var["rewards"]));
+            row.push(num(&var["mean_reward"]));
+        }
+        rows.push(row);
     }
-    loopml::client::print_out(&out)
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                // Names left-aligned, numbers right-aligned.
+                if c < 2 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+    }
+    out
 }
 
 pub fn deploy_command(cmd: DeployCommand) -> anyhow::Result<()> {
@@ -304,5 +338,42 @@ pub fn deploy_command(cmd: DeployCommand) -> anyhow::Result<()> {
             let n = loopml::client::download(&server, &full, &out)?;
             loopml::client::print_out(&format!("wrote {} ({n} bytes)\n", out.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_columns_align_and_rewards_show_only_for_bandits() {
+        let v = serde_json::json!({
+            "name": "churn", "strategy": "canary", "status": "ok",
+            "variants": [
+                {"name": "stable", "model": "models:/churn@champion", "model_version": "12",
+                 "requests": 1234567, "errors": 0, "p50_latency_ms": 0.25, "p99_latency_ms": 1.5,
+                 "rewards": 0, "mean_reward": null},
+                {"name": "candidate-with-a-long-name", "model": "/models/a/very/long/path/to/model.onnx",
+                 "model_version": "3", "requests": 7, "errors": 1, "p50_latency_ms": 12.0,
+                 "p99_latency_ms": 140.25, "rewards": 0, "mean_reward": null}
+            ]
+        });
+        let text = deployment_text(&v);
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(!text.contains("reward"), "{text}");
+        // Numbers are right-aligned under their header: each row's `requests` cell ends in the
+        // column where the header's `requests` ends.
+        let end = lines[0].find("requests").unwrap() + "requests".len();
+        for (l, want) in lines[1..].iter().zip(["1234567", "7"]) {
+            assert_eq!(&l[end - want.len()..end], want, "misaligned:\n{text}");
+            assert_eq!(&l[end..end + 1], " ", "misaligned:\n{text}");
+        }
+        let bandit = serde_json::json!({"name": "b", "strategy": "bandit", "status": "ok",
+            "variants": [{"name": "a", "model": "m", "model_version": "1", "requests": 3,
+            "errors": 0, "p50_latency_ms": 1.0, "p99_latency_ms": 2.0, "rewards": 2,
+            "mean_reward": 0.5}]});
+        let t = deployment_text(&bandit);
+        assert!(t.contains("mean reward") && t.contains("0.500"), "{t}");
     }
 }

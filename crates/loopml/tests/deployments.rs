@@ -308,6 +308,7 @@ fn deployments_split_traffic_roll_out_log_and_export_metrics() {
     // Ground truth joins the log by request id.
     let fb = http(port, "POST", "/api/2.0/loopml/deployments/shadow/feedback", &[], &json!({"feedback": [{"request_id": ids[0], "truth": 2}, {"request_id": ids[1], "truth": "1"}]}).to_string());
     assert_eq!(fb.json()["accepted"], 2);
+    assert_eq!(fb.json()["unmatched"], 0, "{}", fb.json());
     let log = http(
         port,
         "GET",

@@ -929,3 +929,30 @@ fn serve_runs_models_alone_and_names_a_missing_runtime() {
 fn loopml_serving_available() -> Option<()> {
     common::ort_available().then_some(())
 }
+
+#[test]
+fn port_zero_prints_where_it_listens_as_one_json_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["server", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["event"], "listening", "{line}");
+    let url = v["url"].as_str().unwrap();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0, "{line}");
+    assert_eq!(v["address"], format!("127.0.0.1:{port}"));
+    let (status, body) = http(port, "GET", "/health", None).unwrap();
+    assert_eq!((status, body.trim()), (200, "OK"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
