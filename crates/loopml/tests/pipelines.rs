@@ -224,7 +224,12 @@ async fn tracked_runs_gate_and_promote_against_the_registry() {
         .map(|d| d["dataset"]["name"].as_str().unwrap().to_string())
         .collect();
     inputs.sort();
-    assert_eq!(inputs, vec!["data.txt", "train.py"]);
+    // train.py is the step's code, not its data: a tag with its digest, not a dataset input.
+    assert_eq!(inputs, vec!["data.txt"]);
+    let code: Value = serde_json::from_str(&tag(&train, "loopml.code").unwrap()).unwrap();
+    assert_eq!(code[0]["path"], "train.py", "{code}");
+    assert_eq!(code[0]["digest"].as_str().unwrap().len(), 64, "{code}");
+    assert!(tag(&train, "mlflow.user").is_some());
     let ds = &train["inputs"]["dataset_inputs"][0]["dataset"];
     assert_eq!(ds["digest"].as_str().unwrap().len(), 12);
     assert_eq!(ds["source_type"], "local");
