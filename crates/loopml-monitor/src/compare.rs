@@ -5,7 +5,7 @@
 //!
 //! Request: `{model, versions: ["3", "champion", …], dataset: "holdout@2", label, metric,
 //! features?, prediction?, score?, positive?, resamples?, confidence?, seed?}`. Answer:
-//! `{dataset, rows, labelled_rows, metric, columns: {prediction | score}, versions: [{version,
+//! `{dataset (the exact version, `NAME@N`), rows, labelled_rows, metric, columns: {prediction | score}, versions: [{version,
 //! requested, value}], difference?: {value, lower, upper, confidence, resamples}}` where `lower`
 //! and `upper` are one-sided bounds at `confidence` (the share of resamples below `lower` is
 //! `1 − confidence`).
@@ -239,7 +239,7 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
         )));
     }
     let positive = normalise_label(req.positive.as_deref().unwrap_or("1"));
-    let file = crate::eval::local_copy(&api.datasets, &api.work_dir, &req.dataset).await?;
+    let (file, exact) = crate::eval::local_copy(&api.datasets, &api.work_dir, &req.dataset).await?;
     let (label, features) = (req.label.clone(), req.features.clone());
     let (columns, rows, truth) =
         tokio::task::spawn_blocking(move || read_table(&file, &label, features.as_deref()))
@@ -267,7 +267,7 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
         })
         .await
         .map_err(|e| Error::Evaluation(format!("scoring stopped: {e}")))?
-        .map_err(|e| Error::Invalid(format!("{uri} on {}: {e}", req.dataset)))?;
+        .map_err(|e| Error::Invalid(format!("{uri} on {exact}: {e}")))?;
         scored.push((requested.clone(), version, outputs));
     }
 
@@ -329,7 +329,7 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
         })
         .collect();
     let mut answer = json!({
-        "dataset": req.dataset,
+        "dataset": exact,
         "rows": truth.labels.len(),
         "labelled_rows": labelled.len(),
         "metric": req.metric.name(),

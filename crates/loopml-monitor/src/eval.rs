@@ -109,12 +109,12 @@ impl std::fmt::Debug for Evaluator {
 }
 
 /// A local copy of the dataset version `reference` (`NAME@N` or `NAME`), downloaded once into
-/// `work_dir/references` and kept by digest.
+/// `work_dir/references` and kept by digest, with the exact version's reference (`NAME@N`).
 pub async fn local_copy(
     datasets: &loopml_data::versions::DatasetStore,
     work_dir: &Path,
     reference: &str,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, String)> {
     let (name, version) = loopml_data::versions::parse_reference(reference)
         .map_err(|e| Error::Invalid(format!("dataset {reference}: {e}")))?;
     let v = datasets.get(&name, version).await.map_err(|e| match e {
@@ -135,7 +135,7 @@ pub async fn local_copy(
             .await
             .map_err(|e| Error::Evaluation(format!("{}: {e}", file.display())))?;
     }
-    Ok(file)
+    Ok((file, v.reference()))
 }
 
 /// A name part unique to this call (two downloads of one version never share a temp file).
@@ -156,7 +156,9 @@ fn now_ms() -> i64 {
 impl Evaluator {
     /// The reference dataset version's file, downloaded once per content digest.
     pub async fn reference_file(&self, reference: &str) -> Result<PathBuf> {
-        local_copy(&self.datasets, &self.work_dir, reference).await
+        Ok(local_copy(&self.datasets, &self.work_dir, reference)
+            .await?
+            .0)
     }
 
     /// Reads the window: answered (non-shadow) predictions, with feedback joined.
