@@ -98,8 +98,12 @@ fn metrics(l: &Lineage) -> BTreeMap<String, f64> {
     m
 }
 
+/// A Markdown table cell: pipes escaped, line breaks kept as `<br>` (a multi-line param such as
+/// a pipeline step's command stays readable).
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    s.replace('|', "\\|")
+        .replace("\r\n", "\n")
+        .replace('\n', "<br>")
 }
 
 /// Renders the card as Markdown.
@@ -319,7 +323,7 @@ border-bottom:1px solid #d8dee4;padding-bottom:.3rem}h3{font-size:1rem}\
 background:#ddf4ff;color:#0969da;margin-right:.3rem;font-size:.85rem}\
 .stage{background:#dafbe1;color:#1a7f37}table{border-collapse:collapse;width:100%;\
 margin:.5rem 0 1rem}th,td{border:1px solid #d8dee4;padding:.3rem .6rem;text-align:left;\
-vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+vertical-align:top;white-space:pre-wrap}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem}\
 pre{background:#f6f8fa;padding:.8rem;overflow:auto;border-radius:6px}\
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .8rem;border-radius:6px}\

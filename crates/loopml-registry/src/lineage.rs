@@ -537,6 +537,28 @@ pub fn format_time(ms: i64) -> String {
     )
 }
 
+/// A run's params for the lineage text: on one line when they are short and single-line;
+/// otherwise one per line, a multi-line value's lines aligned under its first.
+fn params_text(params: &BTreeMap<String, String>) -> String {
+    let one: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let joined = one.join(", ");
+    if !joined.contains('\n') && joined.chars().count() <= 100 {
+        return format!("   params  {joined}\n");
+    }
+    let width = params.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+    let mut o = String::from("   params\n");
+    for (k, v) in params {
+        let v = short(v, 2000);
+        let mut lines = v.lines();
+        let first = lines.next().unwrap_or("");
+        o.push_str(&format!("     {k:<width$} = {first}\n"));
+        for more in lines {
+            o.push_str(&format!("     {:<width$}   {more}\n", ""));
+        }
+    }
+    o
+}
+
 fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -629,8 +651,7 @@ impl Lineage {
                     o.push_str(&format!("   code {s}\n"));
                 }
                 if !r.params.is_empty() {
-                    let p: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    o.push_str(&format!("   params  {}\n", short(&p.join(", "), 400)));
+                    o.push_str(&params_text(&r.params));
                 }
                 if !r.metrics.is_empty() {
                     let m: Vec<String> = r
@@ -716,6 +737,21 @@ pub fn describe_event(event: &str, data: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_line_params_stay_readable() {
+        let mut p = BTreeMap::new();
+        p.insert("alpha".to_string(), "0.5".to_string());
+        assert_eq!(params_text(&p), "   params  alpha=0.5\n");
+        p.insert(
+            "command".to_string(),
+            "python train.py \\\n  --data data/fresh.csv".to_string(),
+        );
+        assert_eq!(
+            params_text(&p),
+            "   params\n     alpha   = 0.5\n     command = python train.py \\\n                 --data data/fresh.csv\n"
+        );
+    }
 
     #[test]
     fn parses_an_sklearn_mlmodel() {
