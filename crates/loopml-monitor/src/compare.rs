@@ -182,6 +182,153 @@ fn metric_on(
     }
 }
 
+/// One version's predictions on the labelled rows, prepared so that a metric over any
+/// weighting of those rows (a bootstrap resample is one: each row's draw count) costs one pass:
+/// labels compared once, scores sorted once.
+enum Prepared {
+    /// Label metrics: per row, truth is positive, prediction is positive, prediction is right.
+    Labels {
+        truth_pos: Vec<bool>,
+        pred_pos: Vec<bool>,
+        correct: Vec<bool>,
+    },
+    /// ROC AUC: rows in score order, with their class, and where runs of tied scores end.
+    Ranked {
+        order: Vec<usize>,
+        pos: Vec<bool>,
+        tie_end: Vec<bool>,
+    },
+    /// Errors of a regression.
+    Errors { diff: Vec<f64> },
+}
+
+impl Prepared {
+    fn new(metric: Metric, positive: &str, truth: &Col, pred: &Col, rows: &[usize]) -> Self {
+        match metric {
+            Metric::Rmse | Metric::Mae => Prepared::Errors {
+                diff: rows
+                    .iter()
+                    .map(|&i| truth.numbers[i].unwrap_or(0.0) - pred.numbers[i].unwrap_or(0.0))
+                    .collect(),
+            },
+            Metric::RocAuc => {
+                let score: Vec<f64> = rows
+                    .iter()
+                    .map(|&i| pred.numbers[i].unwrap_or(0.0))
+                    .collect();
+                let pos: Vec<bool> = rows
+                    .iter()
+                    .map(|&i| truth.labels[i].as_deref() == Some(positive))
+                    .collect();
+                let mut order: Vec<usize> = (0..rows.len()).collect();
+                order.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+                let tie_end = (0..order.len())
+                    .map(|k| k + 1 == order.len() || score[order[k + 1]] != score[order[k]])
+                    .collect();
+                Prepared::Ranked {
+                    order,
+                    pos,
+                    tie_end,
+                }
+            }
+            _ => {
+                let label = |c: &Col, i: usize| c.labels[i].clone().unwrap_or_default();
+                Prepared::Labels {
+                    truth_pos: rows.iter().map(|&i| label(truth, i) == positive).collect(),
+                    pred_pos: rows.iter().map(|&i| label(pred, i) == positive).collect(),
+                    correct: rows
+                        .iter()
+                        .map(|&i| label(truth, i) == label(pred, i))
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// The metric with row `k` counted `w[k]` times (None when it is not computable).
+    fn value(&self, metric: Metric, w: &[u32]) -> Option<f64> {
+        match self {
+            Prepared::Errors { diff } => {
+                let (mut sum, mut n) = (0.0, 0.0);
+                for (d, &c) in diff.iter().zip(w) {
+                    let c = f64::from(c);
+                    sum += c * if metric == Metric::Rmse {
+                        d * d
+                    } else {
+                        d.abs()
+                    };
+                    n += c;
+                }
+                (n > 0.0).then(|| {
+                    let mean = sum / n;
+                    if metric == Metric::Rmse {
+                        mean.sqrt()
+                    } else {
+                        mean
+                    }
+                })
+            }
+            Prepared::Ranked {
+                order,
+                pos,
+                tie_end,
+            } => {
+                // Mann–Whitney with weights: each positive counts the negatives below it, and
+                // half of those tied with it.
+                let (mut below, mut num, mut p, mut n) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+                let (mut gp, mut gn) = (0.0f64, 0.0f64);
+                for (k, &r) in order.iter().enumerate() {
+                    let c = f64::from(w[r]);
+                    if pos[r] {
+                        gp += c
+                    } else {
+                        gn += c
+                    }
+                    if tie_end[k] {
+                        num += gp * (below + gn / 2.0);
+                        below += gn;
+                        p += gp;
+                        n += gn;
+                        gp = 0.0;
+                        gn = 0.0;
+                    }
+                }
+                (p > 0.0 && n > 0.0).then(|| num / (p * n))
+            }
+            Prepared::Labels {
+                truth_pos,
+                pred_pos,
+                correct,
+            } => {
+                let (mut tp, mut fp, mut fneg, mut right, mut all) = (0u64, 0u64, 0u64, 0u64, 0u64);
+                for k in 0..w.len() {
+                    let c = u64::from(w[k]);
+                    all += c;
+                    right += c * u64::from(correct[k]);
+                    match (truth_pos[k], pred_pos[k]) {
+                        (true, true) => tp += c,
+                        (false, true) => fp += c,
+                        (true, false) => fneg += c,
+                        (false, false) => {}
+                    }
+                }
+                if all == 0 {
+                    return None;
+                }
+                let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+                let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fneg));
+                Some(match metric {
+                    Metric::Accuracy => ratio(right, all),
+                    Metric::Precision => precision,
+                    Metric::Recall => recall,
+                    _ if precision + recall == 0.0 => 0.0,
+                    _ => 2.0 * precision * recall / (precision + recall),
+                })
+            }
+        }
+    }
+}
+
 /// The output column a metric reads, from the request or the defaults, or an error naming the
 /// outputs the model has.
 fn pick_column(
@@ -337,18 +484,21 @@ pub async fn compare(api: &CompareApi, req: CompareRequest) -> Result<Value> {
         "versions": versions,
     });
     if let ([Some(a), Some(b)], true) = (&values[..], preds.len() == 2 && resamples > 0) {
-        let (first, second) = (&preds[0], &preds[1]);
+        let first = Prepared::new(req.metric, &positive, &truth, &preds[0], &labelled);
+        let second = Prepared::new(req.metric, &positive, &truth, &preds[1], &labelled);
         let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed.unwrap_or(0));
         let n = labelled.len();
         let mut diffs = Vec::with_capacity(resamples);
-        let mut idx = vec![0usize; n];
+        // A resample of n rows with replacement, as each row's draw count.
+        let mut weights = vec![0u32; n];
         for _ in 0..resamples {
-            for slot in idx.iter_mut() {
-                *slot = labelled[rng.random_range(0..n)];
+            weights.fill(0);
+            for _ in 0..n {
+                weights[rng.random_range(0..n)] += 1;
             }
             if let (Some(x), Some(y)) = (
-                metric_on(req.metric, &positive, &truth, first, &idx),
-                metric_on(req.metric, &positive, &truth, second, &idx),
+                first.value(req.metric, &weights),
+                second.value(req.metric, &weights),
             ) {
                 diffs.push(y - x);
             }
@@ -493,6 +643,39 @@ mod tests {
             metric_on(Metric::Accuracy, "1", &strings, &ones, &[0, 1, 2]),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn weighted_metrics_equal_the_metric_on_the_repeated_rows() {
+        let truth = col(&[json!(1), json!(0), json!(1), json!(0), json!(1)]);
+        let label = col(&[json!(1), json!(1), json!(0), json!(0), json!(1)]);
+        let score = col(&[json!(0.9), json!(0.4), json!(0.4), json!(0.1), json!(0.7)]);
+        let rows = [0, 1, 2, 3, 4];
+        // Weights 2,0,1,3,1 are the rows 0,0,2,3,3,3,4.
+        let w = [2, 0, 1, 3, 1];
+        let repeated = [0, 0, 2, 3, 3, 3, 4];
+        for (metric, pred) in [
+            (Metric::Accuracy, &label),
+            (Metric::F1, &label),
+            (Metric::Precision, &label),
+            (Metric::RocAuc, &score),
+            (Metric::Mae, &score),
+            (Metric::Rmse, &score),
+        ] {
+            let p = Prepared::new(metric, "1", &truth, pred, &rows);
+            let ones = p.value(metric, &[1; 5]).unwrap();
+            let direct = metric_on(metric, "1", &truth, pred, &rows).unwrap();
+            assert!(
+                (ones - direct).abs() < 1e-12,
+                "{metric:?}: {ones} vs {direct}"
+            );
+            let weighted = p.value(metric, &w).unwrap();
+            let direct = metric_on(metric, "1", &truth, pred, &repeated).unwrap();
+            assert!(
+                (weighted - direct).abs() < 1e-12,
+                "{metric:?}: {weighted} vs {direct}"
+            );
+        }
     }
 
     #[test]
