@@ -45,6 +45,8 @@ pub struct ServerFileConfig {
     pub artifacts_direct_downloads: Option<bool>,
     /// Redis for change notes between replicas (`redis://host:port`).
     pub redis_url: Option<String>,
+    /// The LLM gateway's config (LiteLLM's proxy `config.yaml`); set: `/v1/…` is served.
+    pub gateway_config: Option<PathBuf>,
 }
 
 /// The whole `loopml.toml`.
@@ -109,6 +111,8 @@ pub struct ServerConfig {
     /// Redis that carries change notes between replicas; `None`: replicas re-read the
     /// database on a timer instead.
     pub redis_url: Option<String>,
+    /// The LLM gateway's config (LiteLLM's proxy `config.yaml`); `None`: no gateway.
+    pub gateway_config: Option<PathBuf>,
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -153,6 +157,7 @@ impl Default for ServerConfig {
             artifacts_destination: None,
             artifacts_direct_downloads: false,
             redis_url: None,
+            gateway_config: None,
         }
     }
 }
@@ -757,6 +762,10 @@ pub fn build_app(
     let router = match &monitors {
         Some(m) => router.merge(loopml_monitor::routes::router(m.clone())),
         None => router,
+    };
+    let router = match &config.gateway_config {
+        Some(file) => router.merge(loopml_gateway::router(gateway(file)?)),
+        None => router,
     }
     .fallback(not_found)
     .layer(request_id::RequestIdLayer);
@@ -769,6 +778,22 @@ pub fn build_app(
             monitors,
         },
     ))
+}
+
+/// The LLM gateway from its config file; each key of the file loopml does not act on is
+/// reported once, by name.
+fn gateway(file: &std::path::Path) -> anyhow::Result<loopml_gateway::Gateway> {
+    let config = loopml_gateway::GatewayConfig::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for key in &config.unsupported {
+        tracing::warn!(file = %file.display(), key = %key, "gateway config: this key is not supported and has no effect");
+    }
+    tracing::info!(
+        file = %file.display(),
+        models = %config.model_names().join(", "),
+        deployments = config.deployments.len(),
+        "LLM gateway on /v1"
+    );
+    loopml_gateway::Gateway::new(config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Starts the pipeline of a monitor alert: a background `loopml_pipelines::run` tracked on this

@@ -170,6 +170,10 @@ struct ServerArgs {
     /// only brings back the timers [default: none]
     #[arg(long, env = "LOOPML_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
+    /// Serve the LLM gateway on /v1 with this config: LiteLLM's proxy config.yaml, read
+    /// unchanged (model_list, router_settings, litellm_settings, general_settings.master_key)
+    #[arg(long, env = "LOOPML_GATEWAY_CONFIG", value_name = "FILE")]
+    gateway_config: Option<PathBuf>,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
@@ -195,6 +199,7 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
         inference_log: !args.no_inference_log,
         artifacts_destination: args.artifacts_destination.or(f.artifacts_destination),
         redis_url: args.redis_url.or(f.redis_url),
+        gateway_config: args.gateway_config.or(f.gateway_config),
         artifacts_direct_downloads: args.artifacts_direct_downloads
             || f.artifacts_direct_downloads.unwrap_or(false),
         shutdown_delay: std::time::Duration::from_secs_f64(

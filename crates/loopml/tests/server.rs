@@ -956,3 +956,81 @@ fn port_zero_prints_where_it_listens_as_one_json_line() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_server_serves_the_llm_gateway_from_a_litellm_config() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "model_list:\n  - model_name: chat\n    litellm_params: {model: openai/gpt-4o-mini, \
+         api_base: 'http://127.0.0.1:9/v1', api_key: os.environ/LOOPML_TEST_UPSTREAM_KEY}\n\
+         litellm_settings:\n  success_callback: [langfuse]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["server", "--port", "0", "--gateway-config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("LOOPML_TEST_UPSTREAM_KEY", "sk-upstream")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port: u16 = v["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, body) = http(port, "GET", "/v1/models", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\":\"chat\""), "{body}");
+    // The upstream is not there: an OpenAI-shaped 502 after the retries, fast.
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        Some(r#"{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("\"error\"") && body.contains("upstream_unavailable"),
+        "{body}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("litellm_settings.success_callback") && err.contains("not supported"),
+        "unsupported keys are reported by name: {err}"
+    );
+    // A config that names an unset variable stops the server with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["server", "--port", "0", "--gateway-config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data2"))
+        .env_remove("LOOPML_TEST_UPSTREAM_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LOOPML_TEST_UPSTREAM_KEY is not set"), "{err}");
+}

@@ -1,0 +1,244 @@
+//! The gateway in front of fake OpenAI-compatible upstreams that speak the real wire format:
+//! JSON answers and SSE streams (with the usage chunk), errors with their status, a deployment
+//! that fails over to another, a group that falls back to another group, the master key.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use loopml_gateway::{Gateway, GatewayConfig};
+use serde_json::{Value, json};
+
+/// A fake upstream: answers as `name`, or fails with `fail` (a status) every time.
+#[derive(Clone)]
+struct Fake {
+    name: &'static str,
+    fail: Option<u16>,
+    calls: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<(HeaderMap, Value)>>>,
+}
+
+async fn fake_chat(State(f): State<Fake>, headers: HeaderMap, body: Bytes) -> Response {
+    f.calls.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    f.seen.lock().unwrap().push((headers, body.clone()));
+    if let Some(code) = f.fail {
+        let status = StatusCode::from_u16(code).unwrap();
+        return (
+            status,
+            [(header::RETRY_AFTER, "1")],
+            json!({"error": {"message": format!("{} is down", f.name), "type": "server_error", "param": null, "code": null}}).to_string(),
+        )
+            .into_response();
+    }
+    let model = body["model"].as_str().unwrap_or("").to_string();
+    if body["stream"].as_bool() == Some(true) {
+        let mut sse = String::new();
+        for (i, word) in ["Hello", " from ", f.name].iter().enumerate() {
+            let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": if i == 0 { json!({"role": "assistant", "content": word}) } else { json!({"content": word}) }, "finish_reason": null}]});
+            sse.push_str(&format!("data: {chunk}\n\n"));
+        }
+        let end = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        sse.push_str(&format!("data: {end}\n\n"));
+        if body["stream_options"]["include_usage"] == true {
+            let usage = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}});
+            sse.push_str(&format!("data: {usage}\n\n"));
+        }
+        sse.push_str("data: [DONE]\n\n");
+        return ([(header::CONTENT_TYPE, "text/event-stream")], sse).into_response();
+    }
+    axum::Json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hi from {}", f.name)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    }))
+    .into_response()
+}
+
+/// Serves `app` on a free port for the rest of the test (the runtime ends with it).
+#[allow(clippy::disallowed_methods)] // a test server, not app background work
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn fake(name: &'static str, fail: Option<u16>) -> (String, Fake) {
+    let f = Fake {
+        name,
+        fail,
+        calls: Arc::default(),
+        seen: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/v1/chat/completions", post(fake_chat))
+        .with_state(f.clone());
+    (serve(app).await, f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_openai_requests_with_failover_fallbacks_and_streams() {
+    let (good, good_f) = fake("good", None).await;
+    let (down, down_f) = fake("down", Some(503)).await;
+    let (backup, backup_f) = fake("backup", None).await;
+    let (bad, _) = fake("bad", Some(400)).await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: chat
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{down}/v1", api_key: sk-up, weight: 1000}}
+    model_info: {{id: chat-down}}
+  - model_name: chat
+    litellm_params: {{model: hosted_vllm/llama, api_base: "{good}/v1", weight: 1}}
+    model_info: {{id: chat-good}}
+  - model_name: flaky
+    litellm_params: {{model: openai/x, api_base: "{down}/v1"}}
+  - model_name: spare
+    litellm_params: {{model: openai/spare-model, api_base: "{backup}/v1"}}
+  - model_name: strict
+    litellm_params: {{model: openai/y, api_base: "{bad}/v1"}}
+router_settings:
+  num_retries: 1
+  fallbacks: [{{"flaky": ["spare"]}}]
+general_settings: {{master_key: sk-master}}
+"#
+    );
+    let cfg = GatewayConfig::parse(&config, &|_| None).unwrap();
+    let url = serve(loopml_gateway::router(Gateway::new(cfg).unwrap())).await;
+    let client = reqwest::Client::new();
+    let post = |body: Value, key: &str| {
+        client
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let msg = json!([{"role": "user", "content": "hi"}]);
+
+    // The master key is required; errors are OpenAI-shaped.
+    let r = post(json!({"model": "chat", "messages": msg}), "wrong")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(e["error"]["code"], "invalid_api_key", "{e}");
+    let r = post(json!({"model": "nope", "messages": msg}), "sk-master")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let e: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chat, flaky, spare, strict"),
+        "{e}"
+    );
+
+    // The heavy deployment is down (503): the request fails over to the other one.
+    let r = post(json!({"model": "chat", "messages": msg}), "sk-master")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-loopml-deployment"], "chat-good");
+    assert!(
+        r.headers()["x-loopml-overhead-ms"]
+            .to_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            >= 0.0
+    );
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hi from good");
+    assert_eq!(v["model"], "llama", "the upstream got its own model name");
+    let (headers, body) = down_f.seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        headers["authorization"], "Bearer sk-up",
+        "the deployment's key goes upstream"
+    );
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert!(good_f.calls.load(Ordering::SeqCst) >= 1);
+
+    // A group whose only deployment is down falls back to another group.
+    let r = post(json!({"model": "flaky", "messages": msg}), "sk-master")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-loopml-model-group"], "spare");
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hi from backup");
+    assert_eq!(backup_f.calls.load(Ordering::SeqCst), 1);
+
+    // An upstream's 400 is its answer: passed back, not retried.
+    let r = post(json!({"model": "strict", "messages": msg}), "sk-master")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Streams are relayed chunk by chunk; usage is always asked for upstream.
+    let r = post(
+        json!({"model": "spare", "messages": msg, "stream": true}),
+        "sk-master",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE.as_str()],
+        "text/event-stream"
+    );
+    let text = r.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let words: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(words, "Hello from backup");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 8);
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let last = backup_f.seen.lock().unwrap().last().unwrap().1.clone();
+    assert_eq!(last["stream_options"]["include_usage"], true);
+
+    // /v1/models lists the groups.
+    let text = client
+        .get(format!("{url}/v1/models"))
+        .bearer_auth("sk-master")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chat", "flaky", "spare", "strict"]);
+    let r = client
+        .get(format!("{url}/v1/models/nope"))
+        .bearer_auth("sk-master")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
