@@ -79,8 +79,8 @@ def start_server(tmp_path):
         pytest.skip("starts its own loopml servers; not possible with COMPAT_EXTERNAL_URL")
     started = []
 
-    def start(data_dir=None):
-        srv = LoopmlServer(data_dir or (tmp_path / f"extra-{len(started)}"))
+    def start(data_dir=None, extra_args=None):
+        srv = LoopmlServer(data_dir or (tmp_path / f"extra-{len(started)}"), extra_args)
         started.append(srv)
         return srv
 

@@ -90,8 +90,9 @@ class LoopmlServer:
     caller is picked up. Its stdout and stderr go to files in `data_dir`.
     """
 
-    def __init__(self, data_dir: str | os.PathLike):
+    def __init__(self, data_dir: str | os.PathLike, extra_args: list[str] | None = None):
         self.data_dir = str(data_dir)
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.url = ""
@@ -112,7 +113,7 @@ class LoopmlServer:
             self._stderr = open(os.path.join(self.data_dir, "server.stderr"), "ab")
             self._stderr_offset = self._stderr.tell()
             args = [BIN, "server", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--data-dir", self.data_dir]
+                    "--data-dir", self.data_dir, *self.extra_args]
             # A data folder whose SQLite state was made by another process (the churn demo's own
             # server) is reopened as it is.
             made_on_sqlite = os.path.exists(os.path.join(self.data_dir, "loopml.db")) and not (
