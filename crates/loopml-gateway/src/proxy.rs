@@ -7,7 +7,9 @@
 //! it and the gateway's own time (`x-loopml-overhead-ms`). Connection errors, 429s and 5xx are
 //! retried on another deployment of the group (`num_retries`, with exponential backoff), then
 //! the group's `fallbacks` are tried in order; other errors come back as the upstream sent
-//! them. Errors of the gateway itself are OpenAI-shaped (`{"error": {message, type, code}}`).
+//! them. A deployment with more than `allowed_fails` such failures within a minute (default 3)
+//! is skipped for `cooldown_time` seconds (default 5); when every one is cooling down the answer
+//! is a 429 with `retry-after`. Errors of the gateway itself are OpenAI-shaped (`{"error": {message, type, code}}`).
 //! This step serves OpenAI and OpenAI-compatible upstreams and Azure OpenAI; Anthropic, Gemini
 //! and Bedrock deployments are refused with a clear error until their adapters land.
 
@@ -33,7 +35,21 @@ pub struct Gateway(Arc<Inner>);
 struct Inner {
     config: GatewayConfig,
     client: reqwest::Client,
+    /// Per deployment id: its recent failures and, when cooling down, until when.
+    health: std::sync::Mutex<std::collections::HashMap<String, Health>>,
 }
+
+/// A deployment's recent retryable failures and cooldown.
+#[derive(Default)]
+struct Health {
+    fails: std::collections::VecDeque<Instant>,
+    until: Option<Instant>,
+}
+
+/// LiteLLM's defaults: a deployment that fails more than 3 times within a minute cools down
+/// for 5 seconds.
+const DEFAULT_ALLOWED_FAILS: u32 = 3;
+const DEFAULT_COOLDOWN_S: f64 = 5.0;
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,7 +118,11 @@ impl Gateway {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| crate::Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Gateway(Arc::new(Inner { config, client })))
+        Ok(Gateway(Arc::new(Inner {
+            config,
+            client,
+            health: std::sync::Mutex::default(),
+        })))
     }
 
     /// Its config.
@@ -142,6 +162,41 @@ impl Gateway {
             .iter()
             .filter(|d| d.model_name == name)
             .collect()
+    }
+
+    /// Whether a deployment is cooling down now, and for how much longer.
+    fn cooling(&self, id: &str, now: Instant) -> Option<Duration> {
+        let h = self.0.health.lock().ok()?;
+        h.get(id)?.until.filter(|u| *u > now).map(|u| u - now)
+    }
+
+    /// Counts a retryable failure; past `allowed_fails` within a minute the deployment cools
+    /// down for `cooldown_time`.
+    fn failed(&self, id: &str) {
+        let now = Instant::now();
+        let allowed = self.0.config.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS) as usize;
+        let cool = self.0.config.cooldown_time.unwrap_or(DEFAULT_COOLDOWN_S);
+        let Ok(mut all) = self.0.health.lock() else {
+            return;
+        };
+        let h = all.entry(id.to_string()).or_default();
+        h.fails.push_back(now);
+        while h
+            .fails
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            h.fails.pop_front();
+        }
+        if h.fails.len() > allowed && h.until.is_none_or(|u| u <= now) {
+            h.until = Some(now + Duration::from_secs_f64(cool));
+            h.fails.clear();
+            tracing::warn!(
+                deployment = id,
+                seconds = cool,
+                "deployment cooling down after repeated failures"
+            );
+        }
     }
 
     /// Deployments of `group` in the order they are tried: a weighted draw first, then the
@@ -349,8 +404,22 @@ impl Gateway {
         }
         let retries = self.0.config.num_retries.unwrap_or(2) as usize;
         let mut last: Option<(String, Option<Response>)> = None;
+        let mut soonest: Option<Duration> = None;
         for g in &groups {
-            let order = self.order(&self.group(g));
+            let now = Instant::now();
+            let group = self.group(g);
+            let ready: Vec<&Deployment> = group
+                .iter()
+                .copied()
+                .filter(|d| match self.cooling(&d.id, now) {
+                    Some(left) => {
+                        soonest = Some(soonest.map_or(left, |s| s.min(left)));
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            let order = self.order(&ready);
             for (n, d) in order.iter().take(retries + 1).enumerate() {
                 if n > 0 {
                     // Exponential backoff with jitter between attempts of one group.
@@ -378,6 +447,7 @@ impl Gateway {
                     Err(Failure::Final(resp)) => return Ok(resp),
                     Err(Failure::Retryable(why, resp)) => {
                         tracing::warn!(model = %g, deployment = %d.id, reason = %why, "upstream attempt failed");
+                        self.failed(&d.id);
                         last = Some((why, resp));
                     }
                 }
@@ -391,12 +461,24 @@ impl Gateway {
                 "upstream_unavailable",
                 format!("no deployment of `{model}` (or its fallbacks) answered: {why}"),
             )),
-            None => Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                "upstream_unavailable",
-                format!("no deployment of `{model}` could be tried"),
-            )),
+            None => {
+                // Every deployment is cooling down: a 429 saying when to come back.
+                let wait = soonest.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+                let mut resp = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "deployments_cooling_down",
+                    format!(
+                        "every deployment of `{model}` (and of its fallbacks) is cooling down \
+                         after repeated failures; retry in {wait} s"
+                    ),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Ok(resp)
+            }
         }
     }
 

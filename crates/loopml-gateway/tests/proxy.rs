@@ -242,3 +242,43 @@ general_settings: {{master_key: sk-master}}
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_deployment_cools_down_and_then_gets_a_429_with_retry_after() {
+    let (down, down_f) = fake("down", Some(500)).await;
+    let config = format!(
+        "model_list:\n  - model_name: only\n    litellm_params: {{model: openai/x, api_base: \"{down}/v1\"}}\n\
+         router_settings: {{num_retries: 0, allowed_fails: 1, cooldown_time: 30}}\n"
+    );
+    let cfg = GatewayConfig::parse(&config, &|_| None).unwrap();
+    let url = serve(loopml_gateway::router(Gateway::new(cfg).unwrap())).await;
+    let client = reqwest::Client::new();
+    let ask = || {
+        client
+            .post(format!("{url}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(r#"{"model": "only", "messages": [{"role": "user", "content": "x"}]}"#)
+            .send()
+    };
+    // Two failures (more than allowed_fails = 1): the upstream's own 500 both times.
+    for _ in 0..2 {
+        assert_eq!(ask().await.unwrap().status(), 500);
+    }
+    assert_eq!(down_f.calls.load(Ordering::SeqCst), 2);
+    // Now it cools down: not called, and the client is told when to come back.
+    let r = ask().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    let e: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(e["error"]["code"], "deployments_cooling_down", "{e}");
+    assert_eq!(
+        down_f.calls.load(Ordering::SeqCst),
+        2,
+        "a cooling deployment is not called"
+    );
+}
