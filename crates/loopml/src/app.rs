@@ -92,7 +92,8 @@ impl Lifecycle {
 pub struct App {
     router: Router,
     lifecycle: Lifecycle,
-    serving: ServingApi,
+    /// Models and deployments (absent for the gateway alone).
+    serving: Option<ServingApi>,
     /// What the start-up log line calls it.
     what: &'static str,
     /// Work that needs the address the listener got (the alert pipelines' server URL).
@@ -150,7 +151,7 @@ impl App {
         Ok(Self {
             router,
             lifecycle,
-            serving: handle.serving,
+            serving: Some(handle.serving),
             what: "loopml server listening",
             on_bound: Some(Box::new(on_bound)),
         })
@@ -180,8 +181,24 @@ impl App {
         Ok(Self {
             router,
             lifecycle,
-            serving,
+            serving: Some(serving),
             what: "loopml serving",
+            on_bound: None,
+        })
+    }
+
+    /// `loopml gateway`: the LLM gateway alone, on LiteLLM's proxy config (`config.gateway_config`).
+    pub fn gateway(config: &ServerConfig) -> anyhow::Result<Self> {
+        let file = config
+            .gateway_config
+            .as_deref()
+            .context("the gateway needs its config file: loopml gateway --config config.yaml")?;
+        let router = crate::gateway_router(file)?;
+        Ok(Self {
+            router,
+            lifecycle: Lifecycle::default(),
+            serving: None,
+            what: "loopml gateway listening",
             on_bound: None,
         })
     }
@@ -292,11 +309,15 @@ impl App {
                 "background work did not stop in time"
             );
         }
-        self.serving.persist_all().await;
-        if let Some(log) = self.serving.log.clone() {
+        let Some(serving) = &self.serving else {
+            tracing::info!("{} stopped", self.what.trim_end_matches(" listening"));
+            return;
+        };
+        serving.persist_all().await;
+        if let Some(log) = serving.log.clone() {
             let _ = tokio::task::spawn_blocking(move || log.close()).await;
         }
-        if let Some(db) = self.serving.db.clone() {
+        if let Some(db) = serving.db.clone() {
             if let Err(e) = db.release_all_leases().await {
                 tracing::warn!(error = %e, "cannot release this process's leases");
             }
@@ -316,6 +337,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await?
         .run(&config, shutdown_signal())
         .await
+}
+
+/// Serves the LLM gateway alone (`loopml gateway`) until Ctrl-C or SIGTERM.
+pub async fn serve_gateway(config: ServerConfig) -> anyhow::Result<()> {
+    App::gateway(&config)?.run(&config, shutdown_signal()).await
 }
 
 /// Serves models and deployments alone (`loopml serve`) until Ctrl-C or SIGTERM.

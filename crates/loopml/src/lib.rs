@@ -6,7 +6,7 @@ pub mod app;
 pub mod client;
 mod request_id;
 
-pub use app::{App, Background, Lifecycle, serve, serve_models};
+pub use app::{App, Background, Lifecycle, serve, serve_gateway, serve_models};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -778,6 +778,25 @@ pub fn build_app(
             monitors,
         },
     ))
+}
+
+/// The gateway alone: its `/v1` routes, `/health`, and OpenAI-shaped 404s elsewhere.
+pub fn gateway_router(file: &std::path::Path) -> anyhow::Result<Router> {
+    async fn no_route(uri: axum::http::Uri) -> impl IntoResponse {
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"error": {
+                "message": format!("No route {} on this gateway", uri.path()),
+                "type": "invalid_request_error", "param": null, "code": "not_found"}})
+            .to_string(),
+        )
+    }
+    Ok(Router::new()
+        .route("/health", get(health))
+        .merge(loopml_gateway::router(gateway(file)?))
+        .fallback(no_route)
+        .layer(request_id::RequestIdLayer))
 }
 
 /// The LLM gateway from its config file; each key of the file loopml does not act on is

@@ -40,6 +40,10 @@ enum Command {
     Serve(ServerArgs),
     /// Check the configuration and print the resolved settings.
     Config(ServerArgs),
+    /// Run the LLM gateway alone: `loopml gateway --config config.yaml`, where the config is
+    /// LiteLLM's proxy config.yaml (OpenAI endpoints under /v1). `loopml server
+    /// --gateway-config` serves the same beside everything else.
+    Gateway(GatewayArgs),
     /// Show how a registered model version was made: datasets → training run → logged model
     /// → version → aliases and stage.
     Lineage(LineageArgs),
@@ -72,6 +76,19 @@ struct ServerUrl {
     /// The loopml server [default: $LOOPML_SERVER, $MLFLOW_TRACKING_URI or http://127.0.0.1:5000]
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct GatewayArgs {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "LOOPML_HOST")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free port [default: 4000, LiteLLM's]
+    #[arg(long, short = 'p', env = "LOOPML_GATEWAY_PORT")]
+    port: Option<u16>,
+    /// Log filter, e.g. "info" [default: info]
+    #[arg(long, env = "LOOPML_LOG")]
+    log_level: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +252,22 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // `loopml gateway --config FILE` takes LiteLLM's config, as `litellm --config` does.
+    if let Command::Gateway(args) = &cli.command {
+        let config = loopml::ServerConfig {
+            host: args.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            port: args.port.unwrap_or(4000),
+            log_level: args.log_level.clone().unwrap_or_else(|| "info".into()),
+            gateway_config: cli.config.clone(),
+            ..loopml::ServerConfig::default()
+        };
+        config.addr()?;
+        init_logging(&config.log_level);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(loopml::serve_gateway(config));
+    }
     let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
@@ -287,6 +320,8 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Data(cmd) => data_cmd::data_command(cmd),
         Command::Db(cmd) => db_cmd::run(cmd, file),
+        // Served above, before the loopml.toml file is read.
+        Command::Gateway(_) => Ok(()),
         Command::Deploy(cmd) => deploy_cmd::deploy_command(cmd),
         Command::Pipeline(cmd) => {
             let code = pipeline_cmd::run(cmd)?;

@@ -1034,3 +1034,45 @@ fn the_server_serves_the_llm_gateway_from_a_litellm_config() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("LOOPML_TEST_UPSTREAM_KEY is not set"), "{err}");
 }
+
+#[test]
+fn loopml_gateway_runs_the_gateway_alone_from_litellms_config() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "model_list:\n  - {model_name: m, litellm_params: {model: openai/x, api_base: 'http://127.0.0.1:9/v1'}}\n\
+         general_settings: {master_key: sk-admin}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loopml"))
+        .args(["gateway", "--port", "0", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port: u16 = v["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(http(port, "GET", "/health", None).unwrap().0, 200);
+    // The master key guards the models list; other paths are OpenAI-shaped 404s.
+    let (status, body) = http(port, "GET", "/v1/models", None).unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http(port, "GET", "/api/2.0/mlflow/experiments/search", None).unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
