@@ -114,6 +114,7 @@ impl Gateway {
     /// A gateway over `config` (its upstream client keeps connections alive and pooled).
     pub fn new(config: GatewayConfig) -> crate::Result<Self> {
         let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()
@@ -541,6 +542,9 @@ async fn embeddings(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Largest request body taken: long contexts and base64 images exceed axum's 2 MB default.
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
 /// The gateway's routes, under `/v1`.
 pub fn router(g: Gateway) -> Router {
     Router::new()
@@ -549,5 +553,6 @@ pub fn router(g: Gateway) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(g)
 }

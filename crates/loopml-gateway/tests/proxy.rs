@@ -82,6 +82,7 @@ async fn fake(name: &'static str, fail: Option<u16>) -> (String, Fake) {
     };
     let app = Router::new()
         .route("/v1/chat/completions", post(fake_chat))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(f.clone());
     (serve(app).await, f)
 }
@@ -215,6 +216,16 @@ general_settings: {{master_key: sk-master}}
     assert!(text.trim_end().ends_with("data: [DONE]"));
     let last = backup_f.seen.lock().unwrap().last().unwrap().1.clone();
     assert_eq!(last["stream_options"]["include_usage"], true);
+
+    // A long request (3 MB, past axum's 2 MB default) goes through.
+    let long = "x".repeat(3 << 20);
+    let r = post(
+        json!({"model": "spare", "messages": [{"role": "user", "content": long}]}),
+        "sk-master",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
 
     // /v1/models lists the groups.
     let text = client
