@@ -143,3 +143,27 @@ def test_openai_sdk_sees_openai_errors(gateway):
     assert "chat, embed" in str(e.value)
     # The deployment's own key went upstream, not the gateway's.
     assert any(s["auth"] == "Bearer sk-up" for s in Upstream.seen)
+
+
+def test_anthropic_sdk_through_v1_messages(gateway):
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-gateway", max_retries=0)
+    msg = client.messages.create(
+        model="chat", max_tokens=64, system="be brief",
+        messages=[{"role": "user", "content": "hello"}])
+    assert msg.content[0].type == "text" and msg.content[0].text == "echo: hello"
+    assert msg.stop_reason == "end_turn"
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == (4, 2)
+    # The system prompt reached the upstream as OpenAI's system message.
+    assert Upstream.seen[-1]["body"]["messages"][0] == {"role": "system", "content": "be brief"}
+    with client.messages.stream(model="chat", max_tokens=64,
+                                messages=[{"role": "user", "content": "flow"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "echo: flow"
+    assert final.usage.output_tokens == 2 and final.stop_reason == "end_turn"
+    bad = anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        bad.messages.create(model="chat", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "x"}])

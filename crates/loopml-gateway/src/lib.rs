@@ -3,6 +3,7 @@
 //! serves the OpenAI endpoints over its deployments (OpenAI, OpenAI-compatible and Azure
 //! upstreams so far). Keys, budgets, limits and the other providers build on these.
 
+pub mod anthropic;
 pub mod config;
 pub mod error;
 pub mod proxy;

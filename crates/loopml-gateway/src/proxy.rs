@@ -78,6 +78,11 @@ impl ApiError {
         }
     }
 
+    /// Its status and message (for answers in another protocol's shape).
+    pub(crate) fn parts(self) -> (StatusCode, String) {
+        (self.status, self.message)
+    }
+
     fn bad(message: String) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -378,10 +383,21 @@ impl Gateway {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response, ApiError> {
-        let started = Instant::now();
-        self.authorize(&headers)?;
         let body: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("the request body is not JSON: {e}")))?;
+        self.call_json(path, headers, body).await
+    }
+
+    /// [`Gateway::call`] with the OpenAI request already parsed (other inbound protocols
+    /// translate into it).
+    pub(crate) async fn call_json(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: Value,
+    ) -> Result<Response, ApiError> {
+        let started = Instant::now();
+        self.authorize(&headers)?;
         let model = body["model"]
             .as_str()
             .filter(|m| !m.is_empty())
@@ -553,6 +569,7 @@ pub fn router(g: Gateway) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(crate::anthropic::messages))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(g)
 }
