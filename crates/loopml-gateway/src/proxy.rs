@@ -37,6 +37,24 @@ struct Inner {
     client: reqwest::Client,
     /// Per deployment id: its recent failures and, when cooling down, until when.
     health: std::sync::Mutex<std::collections::HashMap<String, Health>>,
+    /// Per deployment id: requests it is answering now (for least-busy).
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Counts a request in flight on a deployment until dropped.
+struct InFlight<'a> {
+    gateway: &'a Gateway,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.gateway.0.in_flight.lock()
+            && let Some(n) = m.get_mut(&self.id)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// A deployment's recent retryable failures and cooldown.
@@ -128,6 +146,7 @@ impl Gateway {
             config,
             client,
             health: std::sync::Mutex::default(),
+            in_flight: std::sync::Mutex::default(),
         })))
     }
 
@@ -236,7 +255,27 @@ impl Gateway {
             };
             out.push(left.remove(i));
         }
+        if self.0.config.routing_strategy == crate::config::RoutingStrategy::LeastBusy {
+            // Fewest requests in flight first; the weighted draw breaks ties (a stable sort).
+            let busy = self
+                .0
+                .in_flight
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default();
+            out.sort_by_key(|d| busy.get(&d.id).copied().unwrap_or(0));
+        }
         out
+    }
+
+    fn enter(&self, id: &str) -> InFlight<'_> {
+        if let Ok(mut m) = self.0.in_flight.lock() {
+            *m.entry(id.to_string()).or_default() += 1;
+        }
+        InFlight {
+            gateway: self,
+            id: id.to_string(),
+        }
     }
 
     async fn attempt(
@@ -444,6 +483,7 @@ impl Gateway {
                     let jitter = rand::rng().random_range(0..=base / 2);
                     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                 }
+                let _busy = self.enter(&d.id);
                 match self.attempt(d, path, body.clone(), stream).await {
                     Ok((mut resp, upstream_ms)) => {
                         let total_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -293,3 +293,55 @@ async fn a_failing_deployment_cools_down_and_then_gets_a_429_with_retry_after() 
         "a cooling deployment is not called"
     );
 }
+
+async fn slow_chat(body: Bytes) -> Response {
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    axum::Json(json!({"id": "s", "object": "chat.completion", "created": 1, "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "slow"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+    .into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_sends_the_next_request_to_the_idle_deployment() {
+    let slow = serve(Router::new().route("/v1/chat/completions", post(slow_chat))).await;
+    let (fast, _) = fake("fast", None).await;
+    let config = |strategy: &str| {
+        format!(
+            "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/a, api_base: \"{slow}/v1\", weight: 100000}}\n    model_info: {{id: slow}}\n\
+             \x20 - model_name: m\n    litellm_params: {{model: openai/b, api_base: \"{fast}/v1\", weight: 1}}\n    model_info: {{id: fast}}\n\
+             router_settings: {{routing_strategy: {strategy}}}\n"
+        )
+    };
+    for (strategy, second_goes_to) in [("least-busy", "fast"), ("simple-shuffle", "slow")] {
+        let cfg = GatewayConfig::parse(&config(strategy), &|_| None).unwrap();
+        let url = serve(loopml_gateway::router(Gateway::new(cfg).unwrap())).await;
+        let client = reqwest::Client::new();
+        let ask = || {
+            client
+                .post(format!("{url}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(r#"{"model": "m", "messages": [{"role": "user", "content": "x"}]}"#)
+                .send()
+        };
+        // The first request goes to the heavy (slow) deployment and is still in flight when the
+        // second one is routed.
+        let first = ask();
+        let second = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            ask().await
+        };
+        let (a, b) = tokio::join!(first, second);
+        assert_eq!(
+            a.unwrap().headers()["x-loopml-deployment"],
+            "slow",
+            "{strategy}"
+        );
+        assert_eq!(
+            b.unwrap().headers()["x-loopml-deployment"],
+            second_goes_to,
+            "{strategy}"
+        );
+    }
+}
