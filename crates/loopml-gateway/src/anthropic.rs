@@ -194,6 +194,7 @@ fn event(kind: &str, data: Value) -> Bytes {
 }
 
 /// Turns an OpenAI SSE stream into Anthropic's events, line by line as chunks arrive.
+#[derive(Default)]
 struct Translate {
     buf: String,
     started: bool,
@@ -201,7 +202,6 @@ struct Translate {
     finish: Option<String>,
     output_tokens: u64,
     input_tokens: u64,
-    model: Value,
 }
 
 impl Translate {
@@ -227,7 +227,6 @@ impl Translate {
             };
             if !self.started {
                 self.started = true;
-                self.model = c["model"].clone();
                 out.push(event(
                     "message_start",
                     json!({"type": "message_start", "message": {
@@ -354,15 +353,7 @@ pub async fn messages(State(g): State<Gateway>, headers: HeaderMap, body: Bytes)
         return r;
     }
     let mut out = if stream && is_stream {
-        let mut t = Translate {
-            buf: String::new(),
-            started: false,
-            block_open: false,
-            finish: None,
-            output_tokens: 0,
-            input_tokens: 0,
-            model: Value::Null,
-        };
+        let mut t = Translate::default();
         let events = resp.into_body().into_data_stream().flat_map(move |chunk| {
             let items: Vec<Result<Bytes, std::io::Error>> = match chunk {
                 Ok(c) => t.feed(&c).into_iter().map(Ok).collect(),
@@ -440,15 +431,7 @@ mod tests {
 
     #[test]
     fn stream_events_follow_anthropics_order() {
-        let mut t = Translate {
-            buf: String::new(),
-            started: false,
-            block_open: false,
-            finish: None,
-            output_tokens: 0,
-            input_tokens: 0,
-            model: Value::Null,
-        };
+        let mut t = Translate::default();
         let chunk = |d: Value| format!("data: {d}\n\n");
         let mut text = String::new();
         text.push_str(&chunk(json!({"id": "a", "model": "m", "choices": [{"delta": {"role": "assistant", "content": "He"}}]})));

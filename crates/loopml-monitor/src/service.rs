@@ -34,6 +34,22 @@ pub const MIGRATIONS: &[loopml_store::Migration] = &[
     },
 ];
 
+/// Whether `monitor`'s `check` raised an alert less than `cooldown_ms` before `at`.
+fn in_cooldown(
+    c: &loopml_store::Conn<'_>,
+    monitor: &str,
+    check: &str,
+    at: i64,
+    cooldown_ms: i64,
+) -> std::result::Result<bool, loopml_store::StoreError> {
+    let recent = c.query_opt(
+        "SELECT MAX(created_at) FROM monitor_alerts WHERE monitor = ?1 AND check_name = ?2",
+        &[monitor.into(), check.into()],
+        |r| r.opt_i64(0),
+    )?;
+    Ok(recent.flatten().is_some_and(|t| at - t < cooldown_ms))
+}
+
 /// Delivery attempts before an alert is marked `failed` (about two hours of backoff).
 pub const MAX_ATTEMPTS: i64 = 30;
 
@@ -494,12 +510,7 @@ impl MonitorService {
                 }
                 let mut ids = Vec::new();
                 for (check, payload) in &payloads {
-                    let recent = c.query_opt(
-                        "SELECT MAX(created_at) FROM monitor_alerts WHERE monitor = ?1 AND check_name = ?2",
-                        &[monitor.as_str().into(), check.as_str().into()],
-                        |r| r.opt_i64(0),
-                    )?;
-                    if recent.flatten().is_some_and(|t| at - t < cooldown_ms) {
+                    if in_cooldown(c, &monitor, check, at, cooldown_ms)? {
                         continue;
                     }
                     let id = c.query_opt(
@@ -526,12 +537,7 @@ impl MonitorService {
                         {
                             continue;
                         }
-                        let recent = c.query_opt(
-                            "SELECT MAX(created_at) FROM monitor_alerts WHERE monitor = ?1 AND check_name = ?2",
-                            &[monitor.as_str().into(), check.as_str().into()],
-                            |r| r.opt_i64(0),
-                        )?;
-                        if recent.flatten().is_some_and(|t| at - t < cooldown_ms) {
+                        if in_cooldown(c, &monitor, check, at, cooldown_ms)? {
                             continue;
                         }
                         let id = c.query_opt(
