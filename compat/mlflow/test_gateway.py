@@ -167,3 +167,19 @@ def test_anthropic_sdk_through_v1_messages(gateway):
         bad.messages.create(model="chat", max_tokens=8, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="nope", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+
+
+def test_bad_requests_get_each_protocols_error_shape(gateway):
+    import requests
+
+    h = {"Authorization": "Bearer sk-gateway", "Content-Type": "application/json"}
+    r = requests.post(gateway.url + "/v1/chat/completions", data="{nope", headers=h, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+    r = requests.post(gateway.url + "/v1/chat/completions", json={"messages": []}, headers=h, timeout=10)
+    assert r.status_code == 400 and "model" in r.json()["error"]["message"], r.text
+    r = requests.post(gateway.url + "/v1/messages", json={"model": "chat", "messages": []},
+                      headers=h, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "error" and "max_tokens" in r.json()["error"]["message"], r.text
+    r = requests.post(gateway.url + "/v1/messages", data="{nope", headers=h, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
