@@ -305,9 +305,15 @@ pub async fn messages(State(g): State<Gateway>, headers: HeaderMap, body: Bytes)
         Err(m) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", m),
     };
     let stream = openai["stream"].as_bool().unwrap_or(false);
+    let mut openai = openai;
+    if stream {
+        // The translator needs the usage chunk for `message_delta`'s token counts.
+        openai["stream_options"] = json!({"include_usage": true});
+    }
     let resp = match g.call_json("chat/completions", headers, openai).await {
         Ok(r) => r,
         Err(e) => {
+            let extra: Vec<(&'static str, String)> = e.header_list().to_vec();
             let (status, message) = e.parts();
             let kind = match status.as_u16() {
                 401 => "authentication_error",
@@ -316,7 +322,13 @@ pub async fn messages(State(g): State<Gateway>, headers: HeaderMap, body: Bytes)
                 400 => "invalid_request_error",
                 _ => "api_error",
             };
-            return error(status, kind, message);
+            let mut r = error(status, kind, message);
+            for (k, v) in extra {
+                if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            return r;
         }
     };
     let status = resp.status();

@@ -169,6 +169,15 @@ pub struct GatewayConfig {
     pub drop_params: bool,
     /// The admin key (`general_settings.master_key`), resolved.
     pub master_key: Option<String>,
+    /// `general_settings.allow_requests_on_db_unavailable`: a key not yet known here is let
+    /// through (unlimited) while the key store cannot be asked, instead of a 503.
+    pub allow_requests_on_db_unavailable: bool,
+    /// `general_settings.disable_spend_logs`: spend is still counted, no request rows kept.
+    pub disable_spend_logs: bool,
+    /// `general_settings.store_prompts_in_spend_logs`: request and response bodies are logged.
+    pub store_prompts_in_spend_logs: bool,
+    /// `general_settings.maximum_spend_logs_retention_period` in ms (default 30 days).
+    pub spend_logs_retention_ms: Option<i64>,
     /// Keys present in the file that loopml does not act on, by dotted path.
     pub unsupported: Vec<String>,
 }
@@ -260,7 +269,17 @@ impl GatewayConfig {
                 "cooldown_time",
             ],
         );
-        r.unknown("general_settings", &general, &["master_key"]);
+        r.unknown(
+            "general_settings",
+            &general,
+            &[
+                "master_key",
+                "allow_requests_on_db_unavailable",
+                "disable_spend_logs",
+                "store_prompts_in_spend_logs",
+                "maximum_spend_logs_retention_period",
+            ],
+        );
 
         if let Some(s) = router.get("routing_strategy") {
             let s = s.as_str().ok_or_else(|| {
@@ -319,6 +338,30 @@ impl GatewayConfig {
         cfg.master_key = match general.get("master_key") {
             None | Some(Value::Null) => None,
             Some(v) => Some(r.text("general_settings.master_key", v)?),
+        };
+        let flag = |k: &str| -> Result<bool> {
+            match general.get(k) {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+                Some(_) => Err(Error::Config(format!(
+                    "general_settings.{k} must be true or false"
+                ))),
+            }
+        };
+        cfg.allow_requests_on_db_unavailable = flag("allow_requests_on_db_unavailable")?;
+        cfg.disable_spend_logs = flag("disable_spend_logs")?;
+        cfg.store_prompts_in_spend_logs = flag("store_prompts_in_spend_logs")?;
+        cfg.spend_logs_retention_ms = match general.get("maximum_spend_logs_retention_period") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let t = r.text("general_settings.maximum_spend_logs_retention_period", v)?;
+                Some(crate::keys::parse_duration(&t).map_err(|e| {
+                    Error::Config(format!(
+                        "general_settings.maximum_spend_logs_retention_period: {e}"
+                    ))
+                })?)
+            }
         };
         cfg.unsupported = r.unsupported;
         Ok(cfg)

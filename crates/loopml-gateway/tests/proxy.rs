@@ -212,10 +212,33 @@ general_settings: {{master_key: sk-master}}
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(words, "Hello from backup");
-    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 8);
+    // The client did not ask for usage: the usage chunk the gateway asked for is not passed on.
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.get("usage").is_none_or(Value::is_null))
+    );
     assert!(text.trim_end().ends_with("data: [DONE]"));
     let last = backup_f.seen.lock().unwrap().last().unwrap().1.clone();
     assert_eq!(last["stream_options"]["include_usage"], true);
+
+    // A client that asks for usage gets the final usage chunk.
+    let r = post(
+        json!({"model": "spare", "messages": msg, "stream": true, "stream_options": {"include_usage": true}}),
+        "sk-master",
+    )
+    .await
+    .unwrap();
+    let text = r.text().await.unwrap();
+    let usage: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter(|c| c["usage"].is_object())
+        .collect();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["usage"]["total_tokens"], 8);
 
     // A long request (3 MB, past axum's 2 MB default) goes through.
     let long = "x".repeat(3 << 20);

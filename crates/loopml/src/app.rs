@@ -94,6 +94,10 @@ pub struct App {
     lifecycle: Lifecycle,
     /// Models and deployments (absent for the gateway alone).
     serving: Option<ServingApi>,
+    /// The LLM gateway, when configured: its spend log is written at shutdown.
+    gateway: Option<loopml_gateway::Gateway>,
+    /// The database of the gateway running alone (its WAL is checkpointed at shutdown).
+    gateway_db: Option<loopml_store::Database>,
     /// What the start-up log line calls it.
     what: &'static str,
     /// Work that needs the address the listener got (the alert pipelines' server URL).
@@ -152,6 +156,8 @@ impl App {
             router,
             lifecycle,
             serving: Some(handle.serving),
+            gateway: handle.gateway,
+            gateway_db: None,
             what: "loopml server listening",
             on_bound: Some(Box::new(on_bound)),
         })
@@ -182,6 +188,8 @@ impl App {
             router,
             lifecycle,
             serving: Some(serving),
+            gateway: None,
+            gateway_db: None,
             what: "loopml serving",
             on_bound: None,
         })
@@ -193,11 +201,14 @@ impl App {
             .gateway_config
             .as_deref()
             .context("the gateway needs its config file: loopml gateway --config config.yaml")?;
-        let router = crate::gateway_router(file)?;
+        let lifecycle = Lifecycle::default();
+        let (router, g, db) = crate::gateway_app(config, file, &lifecycle)?;
         Ok(Self {
             router,
-            lifecycle: Lifecycle::default(),
+            lifecycle,
             serving: None,
+            gateway: Some(g),
+            gateway_db: Some(db),
             what: "loopml gateway listening",
             on_bound: None,
         })
@@ -308,6 +319,18 @@ impl App {
                 still_running = self.lifecycle.background.running(),
                 "background work did not stop in time"
             );
+        }
+        if let Some(g) = &self.gateway {
+            g.flush().await;
+        }
+        if let Some(db) = self.gateway_db.clone() {
+            if let Err(e) = db.release_all_leases().await {
+                tracing::warn!(error = %e, "cannot release this process's leases");
+            }
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await
+            {
+                tracing::warn!(error = %e, "final WAL checkpoint failed");
+            }
         }
         let Some(serving) = &self.serving else {
             tracing::info!("{} stopped", self.what.trim_end_matches(" listening"));

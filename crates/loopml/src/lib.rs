@@ -321,6 +321,8 @@ pub struct AppHandle {
     pub serving: loopml_serving::routes::ServingApi,
     /// Monitors (absent when the inference log is off: they read it).
     pub monitors: Option<loopml_monitor::MonitorService>,
+    /// The LLM gateway (with `--gateway-config`).
+    pub gateway: Option<loopml_gateway::Gateway>,
 }
 
 fn is_registry_uri(p: &std::path::Path) -> bool {
@@ -763,8 +765,30 @@ pub fn build_app(
         Some(m) => router.merge(loopml_monitor::routes::router(m.clone())),
         None => router,
     };
-    let router = match &config.gateway_config {
-        Some(file) => router.merge(loopml_gateway::router(gateway(file)?)),
+    let gateway = match &config.gateway_config {
+        Some(file) => {
+            let bus = (config.database_is_shared() || config.redis_url.is_some())
+                .then(|| config.change_bus())
+                .transpose()?;
+            let g = gateway(
+                file,
+                loopml_gateway::Storage {
+                    database: Some(tracking.database().clone()),
+                    redis_url: config.redis_url.clone(),
+                    bus,
+                },
+            )?;
+            let source = g.clone();
+            serving
+                .metrics
+                .add_source(std::sync::Arc::new(move || source.encode_metrics()));
+            lifecycle.background.spawn(g.clone().run_background());
+            Some(g)
+        }
+        None => None,
+    };
+    let router = match &gateway {
+        Some(g) => router.merge(loopml_gateway::router(g.clone())),
         None => router,
     }
     .fallback(not_found)
@@ -776,12 +800,19 @@ pub fn build_app(
             registry,
             serving,
             monitors,
+            gateway,
         },
     ))
 }
 
-/// The gateway alone: its `/v1` routes, `/health`, and OpenAI-shaped 404s elsewhere.
-pub fn gateway_router(file: &std::path::Path) -> anyhow::Result<Router> {
+/// The gateway alone: its `/v1` routes, its key and spend API, `/health`, `/metrics`, and
+/// OpenAI-shaped 404s elsewhere. Keys and the spend log live in the configured database (the
+/// embedded SQLite file by default), admission counters in Redis with `--redis-url`.
+pub fn gateway_app(
+    config: &ServerConfig,
+    file: &std::path::Path,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<(Router, loopml_gateway::Gateway, Database)> {
     async fn no_route(uri: axum::http::Uri) -> impl IntoResponse {
         (
             StatusCode::NOT_FOUND,
@@ -792,16 +823,38 @@ pub fn gateway_router(file: &std::path::Path) -> anyhow::Result<Router> {
             .to_string(),
         )
     }
-    Ok(Router::new()
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let db =
+        Database::open(config.database_config()?).context("cannot open the metadata database")?;
+    let bus = (config.database_is_shared() || config.redis_url.is_some())
+        .then(|| config.change_bus())
+        .transpose()?;
+    let g = gateway(
+        file,
+        loopml_gateway::Storage {
+            database: Some(db.clone()),
+            redis_url: config.redis_url.clone(),
+            bus,
+        },
+    )?;
+    lifecycle.background.spawn(g.clone().run_background());
+    let router = Router::new()
         .route("/health", get(health))
-        .merge(loopml_gateway::router(gateway(file)?))
+        .merge(ready_route(db.clone(), lifecycle))
+        .merge(loopml_gateway::router(g.clone()))
+        .merge(loopml_gateway::metrics_router(g.clone()))
         .fallback(no_route)
-        .layer(request_id::RequestIdLayer))
+        .layer(request_id::RequestIdLayer);
+    Ok((router, g, db))
 }
 
-/// The LLM gateway from its config file; each key of the file loopml does not act on is
-/// reported once, by name.
-fn gateway(file: &std::path::Path) -> anyhow::Result<loopml_gateway::Gateway> {
+/// The LLM gateway from its config file over `storage`; each key of the file loopml does not
+/// act on is reported once, by name.
+fn gateway(
+    file: &std::path::Path,
+    storage: loopml_gateway::Storage,
+) -> anyhow::Result<loopml_gateway::Gateway> {
     let config = loopml_gateway::GatewayConfig::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
     for key in &config.unsupported {
         tracing::warn!(file = %file.display(), key = %key, "gateway config: this key is not supported and has no effect");
@@ -810,9 +863,11 @@ fn gateway(file: &std::path::Path) -> anyhow::Result<loopml_gateway::Gateway> {
         file = %file.display(),
         models = %config.model_names().join(", "),
         deployments = config.deployments.len(),
+        keys = if config.master_key.is_some() { "virtual keys on" } else { "open (no master_key)" },
+        counters = if storage.redis_url.is_some() { "redis" } else { "this process" },
         "LLM gateway on /v1"
     );
-    loopml_gateway::Gateway::new(config).map_err(|e| anyhow::anyhow!("{e}"))
+    loopml_gateway::Gateway::with_storage(config, storage).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Starts the pipeline of a monitor alert: a background `loopml_pipelines::run` tracked on this

@@ -89,6 +89,13 @@ struct GatewayArgs {
     /// Log filter, e.g. "info" [default: info]
     #[arg(long, env = "LOOPML_LOG")]
     log_level: Option<String>,
+    /// Where keys, teams, users and the spend log are kept.
+    #[command(flatten)]
+    db: db_cmd::DatabaseArgs,
+    /// Redis for the admission counters (budgets, rpm, tpm, parallel requests) shared by
+    /// several gateway replicas (redis://[user:pass@]host:port[/db]) [default: this process]
+    #[arg(long, env = "LOOPML_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +266,13 @@ fn run() -> anyhow::Result<()> {
             port: args.port.unwrap_or(4000),
             log_level: args.log_level.clone().unwrap_or_else(|| "info".into()),
             gateway_config: cli.config.clone(),
+            data_dir: args
+                .db
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| loopml::ServerConfig::default().data_dir),
+            database_url: args.db.database_url.clone(),
+            redis_url: args.redis_url.clone(),
             ..loopml::ServerConfig::default()
         };
         config.addr()?;
