@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -407,12 +408,37 @@ impl Directory {
         Ok(())
     }
 
-    /// Follows other replicas' changes until the app stops (reloads on each announcement).
+    /// Follows other replicas' changes until the app stops: reloads at once on each
+    /// announcement (with Redis), and every [`POLL`] when the tables' fingerprint moved (the
+    /// database is the truth; Redis only makes replicas converge in milliseconds).
     pub async fn follow(self: Arc<Self>) {
-        let Some(bus) = self.bus.clone() else { return };
-        let mut rx = bus.watch(TOPIC);
-        while rx.changed().await.is_ok() {
-            if let Err(e) = self.reload().await {
+        let Some(db) = self.db.clone() else { return };
+        let mut rx = self.bus.as_ref().map(|b| b.watch(TOPIC));
+        let mut seen = fingerprint(&db).await.ok();
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let announced = async {
+                match rx.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let reload = tokio::select! {
+                ok = announced => {
+                    if !ok {
+                        rx = None;
+                    }
+                    ok
+                }
+                _ = tick.tick() => {
+                    let now = fingerprint(&db).await.ok();
+                    let moved = now.is_some() && now != seen;
+                    seen = now.or(seen);
+                    moved
+                }
+            };
+            if reload && let Err(e) = self.reload().await {
                 tracing::warn!(error = %e, "cannot reload gateway keys after another replica's change");
             }
         }
@@ -967,6 +993,28 @@ fn read_budget(
         b.max_parallel_requests = body.count("max_parallel_requests")?;
     }
     Ok(period_changed)
+}
+
+/// How often a replica checks the key tables for other replicas' changes.
+const POLL: Duration = Duration::from_secs(2);
+
+/// Rows and latest change of the key, team and user tables: moves on any insert, update or
+/// delete.
+async fn fingerprint(db: &Database) -> StoreResult<Vec<(i64, i64)>> {
+    db.read(|c| {
+        ["gateway_keys", "gateway_teams", "gateway_users"]
+            .iter()
+            .map(|t| {
+                c.query_opt(
+                    &format!("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM {t}"),
+                    &[],
+                    |r| Ok((r.i64(0)?, r.i64(1)?)),
+                )
+                .map(|v| v.unwrap_or((0, 0)))
+            })
+            .collect::<StoreResult<Vec<_>>>()
+    })
+    .await
 }
 
 /// The management API over the gateway.

@@ -131,7 +131,20 @@ struct Change {
 struct Pending {
     rows: VecDeque<LogEntry>,
     changes: HashMap<(Kind, String), Change>,
-    daily: HashMap<(String, String, String, String, String), Daily>,
+    daily: HashMap<DayKey, Daily>,
+}
+
+/// A daily total's key: day, key hash, team, user, model group.
+type DayKey = (String, String, String, String, String);
+
+impl Daily {
+    fn add(&mut self, d: &Daily) {
+        self.requests += d.requests;
+        self.failures += d.failures;
+        self.prompt += d.prompt;
+        self.completion += d.completion;
+        self.spend += d.spend;
+    }
 }
 
 impl Pending {
@@ -157,12 +170,7 @@ impl Pending {
             }
         }
         for (k, d) in old.daily {
-            let e = self.daily.entry(k).or_default();
-            e.requests += d.requests;
-            e.failures += d.failures;
-            e.prompt += d.prompt;
-            e.completion += d.completion;
-            e.spend += d.spend;
+            self.daily.entry(k).or_default().add(&d);
         }
         dropped
     }
@@ -173,6 +181,8 @@ impl Pending {
 pub struct SpendLog {
     pending: Mutex<Pending>,
     memory: Mutex<VecDeque<LogEntry>>,
+    /// Daily totals when there is no database (a few rows a day per key and model).
+    memory_daily: Mutex<HashMap<DayKey, Daily>>,
     wake: tokio::sync::Notify,
     db: Option<Database>,
     keep_rows: bool,
@@ -193,6 +203,7 @@ impl SpendLog {
         SpendLog {
             pending: Mutex::default(),
             memory: Mutex::default(),
+            memory_daily: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             db,
             keep_rows,
@@ -273,9 +284,15 @@ impl SpendLog {
     pub async fn flush(&self) -> Result<(), loopml_store::StoreError> {
         let Some(db) = &self.db else {
             // Without a database there is nothing to store; spend lives in the ledger.
-            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.changes.clear();
-            p.daily.clear();
+            let daily = {
+                let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                p.changes.clear();
+                std::mem::take(&mut p.daily)
+            };
+            let mut m = self.memory_daily.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, d) in daily {
+                m.entry(k).or_default().add(&d);
+            }
             return Ok(());
         };
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
@@ -427,7 +444,24 @@ impl SpendLog {
     ) -> Result<Vec<(String, String, String, String, String, Daily)>, loopml_store::StoreError>
     {
         let Some(db) = &self.db else {
-            return Ok(Vec::new());
+            self.flush().await?;
+            let m = self.memory_daily.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out: Vec<_> = m
+                .iter()
+                .filter(|(k, _)| k.0.as_str() >= start && k.0.as_str() <= end)
+                .map(|(k, d)| {
+                    (
+                        k.0.clone(),
+                        k.1.clone(),
+                        k.2.clone(),
+                        k.3.clone(),
+                        k.4.clone(),
+                        *d,
+                    )
+                })
+                .collect();
+            out.sort_by(|a, b| (&a.0, &a.1, &a.2, &a.3, &a.4).cmp(&(&b.0, &b.1, &b.2, &b.3, &b.4)));
+            return Ok(out);
         };
         let (s, e) = (start.to_string(), end.to_string());
         db.read(move |c| {
