@@ -146,6 +146,39 @@ pub struct Deployment {
     pub output_cost_per_token: Option<f64>,
     /// USD per cached input token.
     pub cache_read_input_token_cost: Option<f64>,
+    /// AWS credentials and region (Bedrock).
+    pub aws: AwsParams,
+}
+
+/// A Bedrock deployment's AWS settings: `litellm_params.aws_*`, else the usual `AWS_*`
+/// environment variables.
+#[derive(Clone, PartialEq, Default)]
+pub struct AwsParams {
+    /// `aws_access_key_id` / `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `aws_secret_access_key` / `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// `aws_session_token` / `AWS_SESSION_TOKEN`.
+    pub session_token: Option<String>,
+    /// `aws_region_name` / `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// `aws_bedrock_runtime_endpoint` (else `https://bedrock-runtime.<region>.amazonaws.com`).
+    pub endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for AwsParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsParams")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 /// The whole config.
@@ -508,6 +541,11 @@ impl Reader<'_> {
             "max_retries",
             "input_cost_per_token",
             "output_cost_per_token",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_session_token",
+            "aws_region_name",
+            "aws_bedrock_runtime_endpoint",
         ];
         const INFO: &[&str] = &[
             "id",
@@ -573,7 +611,53 @@ impl Reader<'_> {
                 &format!("{at}.model_info.cache_read_input_token_cost"),
                 info.get("cache_read_input_token_cost"),
             )?,
+            aws: AwsParams::default(),
             model_name,
+        };
+        let aws = |r: &Self, k: &str, vars: &[&str]| -> Result<Option<String>> {
+            match r.opt_text(&p(k), params.get(k))? {
+                Some(v) => Ok(Some(v)),
+                None => Ok(vars
+                    .iter()
+                    .find_map(|v| r.vars.get(*v).cloned().or_else(|| (r.env)(v)))),
+            }
+        };
+        let d = if d.provider == Provider::Bedrock {
+            let aws = AwsParams {
+                access_key_id: aws(self, "aws_access_key_id", &["AWS_ACCESS_KEY_ID"])?,
+                secret_access_key: aws(self, "aws_secret_access_key", &["AWS_SECRET_ACCESS_KEY"])?,
+                session_token: aws(self, "aws_session_token", &["AWS_SESSION_TOKEN"])?,
+                region: aws(
+                    self,
+                    "aws_region_name",
+                    &["AWS_REGION", "AWS_DEFAULT_REGION"],
+                )?,
+                endpoint: aws(
+                    self,
+                    "aws_bedrock_runtime_endpoint",
+                    &["AWS_BEDROCK_RUNTIME_ENDPOINT"],
+                )?
+                .or(d.api_base.clone()),
+            };
+            // A Bedrock API key (bearer) needs no signing; otherwise keys and a region do.
+            let bearer = d.api_key.is_some() || (self.env)("AWS_BEARER_TOKEN_BEDROCK").is_some();
+            if !bearer && (aws.access_key_id.is_none() || aws.secret_access_key.is_none()) {
+                return Err(Error::Config(format!(
+                    "{at}: a bedrock/ deployment needs AWS credentials: litellm_params                      aws_access_key_id and aws_secret_access_key (or AWS_ACCESS_KEY_ID and                      AWS_SECRET_ACCESS_KEY), or a Bedrock API key (api_key or                      AWS_BEARER_TOKEN_BEDROCK)"
+                )));
+            }
+            if aws.region.is_none() && aws.endpoint.is_none() {
+                return Err(Error::Config(format!(
+                    "{at}: a bedrock/ deployment needs a region: litellm_params.aws_region_name                      or AWS_REGION"
+                )));
+            }
+            let api_key = d
+                .api_key
+                .clone()
+                .or_else(|| (self.env)("AWS_BEARER_TOKEN_BEDROCK"));
+            Deployment { aws, api_key, ..d }
+        } else {
+            d
         };
         if let Some(m) = &d.mode
             && !matches!(m.as_str(), "chat" | "completion" | "embedding")

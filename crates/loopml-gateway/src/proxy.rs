@@ -26,7 +26,7 @@ use futures::StreamExt;
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::config::{Deployment, GatewayConfig, Provider, RoutingStrategy};
+use crate::config::{Deployment, GatewayConfig, RoutingStrategy};
 use crate::keys::{Directory, Key, Lookup, hash_key, now_ms};
 use crate::ledger::{Grant, Ledger, Refusal};
 use crate::metrics::{Metrics, label};
@@ -210,7 +210,7 @@ enum Answer {
     /// A whole JSON body.
     Json(StatusCode, Bytes),
     /// An SSE stream, relayed as it arrives.
-    Stream(futures::stream::BoxStream<'static, Result<Bytes, reqwest::Error>>),
+    Stream(crate::providers::ByteStream),
 }
 
 /// How long a stream the client abandoned is read on, to bill what the upstream really used.
@@ -644,64 +644,26 @@ impl Gateway {
         mut body: Value,
         stream: bool,
     ) -> Result<(Answer, f64), Failure> {
-        let (url, auth): (String, Option<(&str, String)>) = match &d.provider {
-            Provider::OpenAi | Provider::OpenAiCompatible(_) => {
-                let base = d
-                    .api_base
-                    .clone()
-                    .unwrap_or_else(|| "https://api.openai.com/v1".to_string());
-                let base = base.trim_end_matches('/');
-                // Ollama's server answers the OpenAI API under /v1.
-                let base = if matches!(d.provider.name(), "ollama" | "ollama_chat")
-                    && !base.ends_with("/v1")
-                {
-                    format!("{base}/v1")
-                } else {
-                    base.to_string()
-                };
-                (
-                    format!("{base}/{path}"),
-                    d.api_key
-                        .clone()
-                        .map(|k| ("authorization", format!("Bearer {k}"))),
-                )
-            }
-            Provider::Azure => {
-                let base = d.api_base.clone().unwrap_or_default();
-                (
-                    format!(
-                        "{}/openai/deployments/{}/{path}?api-version={}",
-                        base.trim_end_matches('/'),
-                        d.model,
-                        d.api_version.clone().unwrap_or_default()
-                    ),
-                    d.api_key.clone().map(|k| ("api-key", k)),
-                )
-            }
-            other => {
-                return Err(Failure::Final(
-                    ApiError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "invalid_request_error",
-                        "provider_not_wired",
-                        format!(
-                            "deployment '{}' uses the {} provider, whose adapter is not in \
-                             this build yet; OpenAI, OpenAI-compatible and Azure deployments \
-                             are served",
-                            d.id,
-                            other.name()
-                        ),
-                    )
-                    .into_response(),
-                ));
-            }
-        };
         body["model"] = json!(d.model);
         if stream {
             // Usage is always asked for, so a stream is billed even when the client did not
             // ask (the usage chunk is then kept from the client).
             body["stream_options"] = json!({"include_usage": true});
         }
+        let adapter = crate::providers::of(&d.provider);
+        let out = adapter.prepare(d, path, &body, stream).map_err(
+            |crate::providers::Unsupported(m)| {
+                Failure::Final(
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "unsupported_by_provider",
+                        format!("deployment '{}' ({}): {m}", d.id, d.provider.name()),
+                    )
+                    .into_response(),
+                )
+            },
+        )?;
         let timeout = if stream {
             d.stream_timeout.or(d.timeout)
         } else {
@@ -712,11 +674,11 @@ impl Gateway {
         let mut req = self
             .0
             .client
-            .post(&url)
+            .post(&out.url)
             .timeout(Duration::from_secs_f64(timeout))
             .header(header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        if let Some((name, value)) = auth {
+            .body(out.body);
+        for (name, value) in out.headers {
             req = req.header(name, value);
         }
         let started = Instant::now();
@@ -737,10 +699,14 @@ impl Gateway {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        if status.is_success() && content_type.starts_with("text/event-stream") {
+        if status.is_success() && adapter.is_stream(&content_type) {
             let upstream_ms = started.elapsed().as_secs_f64() * 1000.0;
             self.observe_latency(&d.id, upstream_ms);
-            return Ok((Answer::Stream(resp.bytes_stream().boxed()), upstream_ms));
+            let raw = resp
+                .bytes_stream()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .boxed();
+            return Ok((Answer::Stream(adapter.stream(d, raw)), upstream_ms));
         }
         let bytes = resp
             .bytes()
@@ -749,16 +715,32 @@ impl Gateway {
         let upstream_ms = started.elapsed().as_secs_f64() * 1000.0;
         if status.is_success() {
             self.observe_latency(&d.id, upstream_ms);
+            let bytes = adapter.answer(d, path, &body, bytes).map_err(|why| {
+                Failure::Retryable(
+                    format!("{}: {why}", d.id),
+                    Some(
+                        ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "api_error",
+                            "bad_upstream_answer",
+                            format!("deployment '{}' answered badly: {why}", d.id),
+                        )
+                        .into_response(),
+                    ),
+                )
+            })?;
             return Ok((Answer::Json(status, bytes), upstream_ms));
         }
+        let bytes = adapter.error(status, bytes);
         let mut out = Response::builder()
             .status(status)
-            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(bytes))
             .unwrap_or_default();
         if let Some(ra) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
             out.headers_mut().insert(header::RETRY_AFTER, ra);
         }
+        // 529 is Anthropic's "overloaded": a server error like the 5xx it is.
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(Failure::Retryable(
                 format!("{} answered {}", d.id, status.as_u16()),
@@ -1483,7 +1465,7 @@ fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
 /// client goes away first, after reading the rest of the upstream's answer in the background
 /// (at most [`DRAIN_LIMIT`]) so the call is billed what the upstream really used.
 struct Metered {
-    inner: Option<futures::stream::BoxStream<'static, Result<Bytes, reqwest::Error>>>,
+    inner: Option<crate::providers::ByteStream>,
     scan: Scanner,
     settle: Option<Settlement>,
 }
