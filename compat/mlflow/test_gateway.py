@@ -118,9 +118,14 @@ def test_openai_sdk_streams_and_async(gateway):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: stream me"
-    # Usage was asked for upstream even though the client did not ask.
-    assert chunks[-1].usage.total_tokens == 6
+    # Usage was asked for upstream even though the client did not ask (the gateway bills it),
+    # and kept from the client, as OpenAI does when it is not asked for.
     assert Upstream.seen[-1]["body"]["stream_options"] == {"include_usage": True}
+    assert all(c.usage is None for c in chunks)
+    chunks = list(client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "stream me"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].usage.total_tokens == 6 and chunks[-1].choices == []
 
     async def go():
         a = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="sk-gateway", max_retries=0)

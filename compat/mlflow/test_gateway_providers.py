@@ -373,3 +373,17 @@ def test_anthropic_sdk_reaches_gemini_and_bedrock(gateway, model):
         final = s.get_final_message()
     assert text.endswith(": streamed")
     assert final.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("model", ["claude", "gemini", "bedrock"])
+def test_anthropic_sdk_streams_tool_use(gateway, model):
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-gw", max_retries=0)
+    tools = [{"name": "weather", "description": "Weather in a city",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    with client.messages.stream(model=model, max_tokens=64, tools=tools,
+                                messages=[{"role": "user", "content": "weather in Oslo?"}]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use"
+    use = [b for b in final.content if b.type == "tool_use"][0]
+    assert use.name == "weather" and use.input == {"city": "Oslo"}
+    assert final.usage.output_tokens > 0

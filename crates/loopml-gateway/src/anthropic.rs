@@ -182,10 +182,7 @@ fn to_anthropic(done: &Value) -> Value {
         "content": content,
         "stop_reason": stop_reason(choice["finish_reason"].as_str()),
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": done["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-            "output_tokens": done["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-        },
+        "usage": anthropic_usage(&done["usage"]),
     })
 }
 
@@ -193,18 +190,66 @@ fn event(kind: &str, data: Value) -> Bytes {
     Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
 }
 
-/// Turns an OpenAI SSE stream into Anthropic's events, line by line as chunks arrive.
+/// The block a translated stream has open.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+enum Open {
+    #[default]
+    None,
+    Text,
+    /// A tool call: its OpenAI `tool_calls[].index`.
+    Tool(u64),
+}
+
+/// Turns an OpenAI SSE stream into Anthropic's events, line by line as chunks arrive: text
+/// and each tool call become their own content blocks, in order.
 #[derive(Default)]
 struct Translate {
     buf: String,
     started: bool,
-    block_open: bool,
+    open: Open,
+    /// The index the next content block gets.
+    next_block: u64,
     finish: Option<String>,
-    output_tokens: u64,
-    input_tokens: u64,
+    usage: Option<Value>,
+    done: bool,
+}
+
+/// Anthropic's usage for OpenAI's: `input_tokens` leaves out cache reads and writes.
+fn anthropic_usage(u: &Value) -> Value {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let prompt = n(&u["prompt_tokens"]);
+    let read = n(&u["prompt_tokens_details"]["cached_tokens"]);
+    let write = n(&u["cache_creation_input_tokens"]);
+    json!({
+        "input_tokens": prompt.saturating_sub(read + write),
+        "output_tokens": n(&u["completion_tokens"]),
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": write,
+    })
 }
 
 impl Translate {
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        if self.open != Open::None {
+            out.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": self.next_block - 1}),
+            ));
+            self.open = Open::None;
+        }
+    }
+
+    fn open(&mut self, out: &mut Vec<Bytes>, kind: Open, block: Value) {
+        self.close(out);
+        out.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": self.next_block,
+                "content_block": block}),
+        ));
+        self.next_block += 1;
+        self.open = kind;
+    }
+
     fn feed(&mut self, chunk: &[u8]) -> Vec<Bytes> {
         self.buf.push_str(&String::from_utf8_lossy(chunk));
         let mut out = Vec::new();
@@ -225,6 +270,15 @@ impl Translate {
             let Ok(c) = serde_json::from_str::<Value>(data) else {
                 continue;
             };
+            if let Some(e) = c["error"].as_object() {
+                out.push(event(
+                    "error",
+                    json!({"type": "error", "error": {"type": "api_error",
+                        "message": e.get("message").cloned().unwrap_or(json!("upstream error"))}}),
+                ));
+                self.done = true;
+                continue;
+            }
             if !self.started {
                 self.started = true;
                 out.push(event(
@@ -235,33 +289,46 @@ impl Translate {
                     "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}}),
                 ));
             }
-            if let Some(u) = c["usage"].as_object() {
-                self.input_tokens = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-                self.output_tokens = u
-                    .get("completion_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+            if c["usage"].is_object() {
+                self.usage = Some(c["usage"].clone());
             }
-            let choice = &c["choices"][0];
-            if let Some(t) = choice["delta"]["content"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-            {
-                if !self.block_open {
-                    self.block_open = true;
-                    out.push(event(
-                        "content_block_start",
-                        json!({"type": "content_block_start",
-                        "index": 0, "content_block": {"type": "text", "text": ""}}),
-                    ));
+            let delta = &c["choices"][0]["delta"];
+            if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                if self.open != Open::Text {
+                    self.open(&mut out, Open::Text, json!({"type": "text", "text": ""}));
                 }
                 out.push(event(
                     "content_block_delta",
-                    json!({"type": "content_block_delta",
-                    "index": 0, "delta": {"type": "text_delta", "text": t}}),
+                    json!({"type": "content_block_delta", "index": self.next_block - 1,
+                        "delta": {"type": "text_delta", "text": t}}),
                 ));
             }
-            if let Some(f) = choice["finish_reason"].as_str() {
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                let i = call["index"].as_u64().unwrap_or(0);
+                if self.open != Open::Tool(i) {
+                    let id = call["id"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("toolu_{}", uuid::Uuid::new_v4().simple()));
+                    self.open(
+                        &mut out,
+                        Open::Tool(i),
+                        json!({"type": "tool_use", "id": id,
+                            "name": call["function"]["name"], "input": {}}),
+                    );
+                }
+                if let Some(a) = call["function"]["arguments"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                {
+                    out.push(event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": self.next_block - 1,
+                            "delta": {"type": "input_json_delta", "partial_json": a}}),
+                    ));
+                }
+            }
+            if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
                 self.finish = Some(f.to_string());
             }
         }
@@ -270,18 +337,21 @@ impl Translate {
 
     fn finish(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
-        if self.block_open {
-            self.block_open = false;
-            out.push(event(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": 0}),
-            ));
+        if self.done {
+            return out;
         }
+        self.done = true;
+        self.close(&mut out);
+        let usage = self
+            .usage
+            .as_ref()
+            .map(anthropic_usage)
+            .unwrap_or_else(|| json!({"input_tokens": 0, "output_tokens": 0}));
         out.push(event(
             "message_delta",
             json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}),
+            "usage": usage}),
         ));
         out.push(event("message_stop", json!({"type": "message_stop"})));
         out
@@ -482,6 +552,57 @@ mod tests {
         assert!(
             delta.contains("\"end_turn\"") && delta.contains("\"output_tokens\":2"),
             "{delta}"
+        );
+    }
+
+    #[test]
+    fn streamed_tool_calls_become_tool_use_blocks_after_the_text() {
+        let mut t = Translate::default();
+        let chunk = |d: Value| format!("data: {d}\n\n");
+        let mut text = String::new();
+        text.push_str(&chunk(
+            json!({"id": "a", "model": "m", "choices": [{"delta": {"content": "Looking"}}]}),
+        ));
+        text.push_str(&chunk(json!({"id": "a", "model": "m", "choices": [{"delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "w", "arguments": ""}}]}}]})));
+        text.push_str(&chunk(
+            json!({"id": "a", "model": "m", "choices": [{"delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": "{\"c\":"}}]}}]}),
+        ));
+        text.push_str(&chunk(
+            json!({"id": "a", "model": "m", "choices": [{"delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": "1}"}}]}, "finish_reason": "tool_calls"}]}),
+        ));
+        text.push_str(&chunk(json!({"id": "a", "model": "m", "choices": [], "usage": {
+            "prompt_tokens": 30, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 20}}})));
+        text.push_str("data: [DONE]\n\n");
+        let events: Vec<String> = t
+            .feed(text.as_bytes())
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        let all = events.join("");
+        let tool_start = events
+            .iter()
+            .position(|e| e.contains("\"tool_use\""))
+            .unwrap_or(0);
+        assert!(
+            events[tool_start].contains("\"index\":1"),
+            "the tool block follows the text block"
+        );
+        assert!(events[tool_start - 1].starts_with("event: content_block_stop"));
+        let args: String = events
+            .iter()
+            .filter(|e| e.contains("input_json_delta"))
+            .filter_map(|e| e.lines().nth(1))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim_start_matches("data: ")).ok())
+            .filter_map(|v| v["delta"]["partial_json"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(args, "{\"c\":1}");
+        assert!(all.contains("\"stop_reason\":\"tool_use\""), "{all}");
+        assert!(
+            all.contains("\"input_tokens\":10") && all.contains("\"cache_read_input_tokens\":20"),
+            "{all}"
         );
     }
 }
