@@ -198,6 +198,11 @@ pub struct GatewayConfig {
     pub allowed_fails: Option<u32>,
     /// Seconds a deployment cools down.
     pub cooldown_time: Option<f64>,
+    /// Most seconds one model group may spend on its deployments (retries and backoff
+    /// included) before its fallbacks are tried (`router_settings.fallback_after`, loopml's
+    /// own key; default 10 s). LiteLLM has no such cap: `num_retries` 3 × a 10 s timeout
+    /// spends 30 s before the first fallback.
+    pub fallback_after: Option<f64>,
     /// Drop request params a provider does not take instead of failing.
     pub drop_params: bool,
     /// The admin key (`general_settings.master_key`), resolved.
@@ -300,6 +305,7 @@ impl GatewayConfig {
                 "fallbacks",
                 "allowed_fails",
                 "cooldown_time",
+                "fallback_after",
             ],
         );
         r.unknown(
@@ -345,6 +351,10 @@ impl GatewayConfig {
             .map(|n| n as u32);
         cfg.cooldown_time =
             r.seconds("router_settings.cooldown_time", router.get("cooldown_time"))?;
+        cfg.fallback_after = r.seconds(
+            "router_settings.fallback_after",
+            router.get("fallback_after"),
+        )?;
         let names = cfg
             .model_names()
             .into_iter()

@@ -94,6 +94,8 @@ struct Health {
 /// for 5 seconds.
 const DEFAULT_ALLOWED_FAILS: u32 = 3;
 const DEFAULT_COOLDOWN_S: f64 = 5.0;
+/// Default cap on one model group's time before its fallbacks (`fallback_after`).
+const DEFAULT_FALLBACK_AFTER_S: f64 = 10.0;
 
 /// Where the gateway keeps its state beyond memory.
 #[derive(Debug, Clone, Default)]
@@ -643,6 +645,7 @@ impl Gateway {
         path: &str,
         mut body: Value,
         stream: bool,
+        limit: Option<Duration>,
     ) -> Result<(Answer, f64), Failure> {
         body["model"] = json!(d.model);
         if stream {
@@ -682,10 +685,14 @@ impl Gateway {
             req = req.header(name, value);
         }
         let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Failure::Retryable(format!("{}: {e}", d.id), None))?;
+        // Within a group's `fallback_after`: the answer's headers (a stream's first bytes) and a
+        // whole answer's body must arrive in the time left.
+        let limit = limit.unwrap_or(Duration::MAX);
+        let cut = || Failure::Retryable(format!("{}: fallback_after reached", d.id), None);
+        let resp = match tokio::time::timeout(limit, req.send()).await {
+            Ok(r) => r.map_err(|e| Failure::Retryable(format!("{}: {e}", d.id), None))?,
+            Err(_) => return Err(cut()),
+        };
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let content_type = resp
@@ -708,10 +715,11 @@ impl Gateway {
                 .boxed();
             return Ok((Answer::Stream(adapter.stream(d, raw)), upstream_ms));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::Retryable(format!("{}: {e}", d.id), None))?;
+        let left = limit.saturating_sub(started.elapsed());
+        let bytes = match tokio::time::timeout(left, resp.bytes()).await {
+            Ok(b) => b.map_err(|e| Failure::Retryable(format!("{}: {e}", d.id), None))?,
+            Err(_) => return Err(cut()),
+        };
         let upstream_ms = started.elapsed().as_secs_f64() * 1000.0;
         if status.is_success() {
             self.observe_latency(&d.id, upstream_ms);
@@ -1006,10 +1014,18 @@ impl Gateway {
         let _gauge = Gauge(self);
 
         let retries = self.0.config.num_retries.unwrap_or(2) as usize;
+        let fallback_after = Duration::from_secs_f64(
+            self.0
+                .config
+                .fallback_after
+                .unwrap_or(DEFAULT_FALLBACK_AFTER_S),
+        );
         let mut last: Option<(String, Option<Response>)> = None;
         let mut soonest: Option<Duration> = None;
-        for g in &groups {
+        for (gi, g) in groups.iter().enumerate() {
             let now = Instant::now();
+            // With a fallback still to try, this group's time is capped.
+            let cap = (gi + 1 < groups.len()).then_some(now + fallback_after);
             let group = self.group(g);
             let ready: Vec<&Deployment> = group
                 .iter()
@@ -1030,8 +1046,13 @@ impl Gateway {
                     let jitter = rand::rng().random_range(0..=base / 2);
                     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                 }
+                let left = cap.map(|c| c.saturating_duration_since(Instant::now()));
+                if left.is_some_and(|l| l.is_zero()) {
+                    tracing::warn!(model = %g, "fallback_after reached: trying the fallbacks");
+                    break;
+                }
                 let _busy = self.enter(&d.id, est.tokens);
-                match self.attempt(d, path, body.clone(), stream).await {
+                match self.attempt(d, path, body.clone(), stream, left).await {
                     Ok((answer, upstream_ms)) => {
                         settle.upstream_ms = upstream_ms;
                         settle.price = self.0.prices.get(&d.id).copied().flatten();

@@ -368,3 +368,79 @@ async fn least_busy_sends_the_next_request_to_the_idle_deployment() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_and_cost_based_routing_pick_the_fast_and_the_cheap_deployment() {
+    let slow = serve(Router::new().route("/v1/chat/completions", post(slow_chat))).await;
+    let (fast, _) = fake("fast", None).await;
+    let ask = |url: String| async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(r#"{"model": "m", "messages": [{"role": "user", "content": "x"}]}"#)
+            .send()
+            .await
+            .unwrap()
+            .headers()["x-loopml-deployment"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    // Latency-based: once each was measured, the fast one takes every request.
+    let cfg = format!(
+        "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/a, api_base: \"{slow}/v1\"}}\n    model_info: {{id: slow}}\n\
+         \x20 - model_name: m\n    litellm_params: {{model: openai/b, api_base: \"{fast}/v1\"}}\n    model_info: {{id: fast}}\n\
+         router_settings: {{routing_strategy: latency-based-routing}}\n"
+    );
+    let url = serve(loopml_gateway::router(
+        Gateway::new(GatewayConfig::parse(&cfg, &|_| None).unwrap()).unwrap(),
+    ))
+    .await;
+    let first_two = [ask(url.clone()).await, ask(url.clone()).await];
+    assert!(first_two.contains(&"slow".to_string()) && first_two.contains(&"fast".to_string()));
+    for _ in 0..5 {
+        assert_eq!(ask(url.clone()).await, "fast");
+    }
+    // Cost-based: the cheaper deployment, whatever the weights.
+    let cfg = format!(
+        "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/a, api_base: \"{fast}/v1\", weight: 1000}}\n    model_info: {{id: dear, input_cost_per_token: 0.00001, output_cost_per_token: 0.00003}}\n\
+         \x20 - model_name: m\n    litellm_params: {{model: openai/b, api_base: \"{fast}/v1\", weight: 1}}\n    model_info: {{id: cheap, input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}\n\
+         router_settings: {{routing_strategy: cost-based-routing}}\n"
+    );
+    let url = serve(loopml_gateway::router(
+        Gateway::new(GatewayConfig::parse(&cfg, &|_| None).unwrap()).unwrap(),
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(ask(url.clone()).await, "cheap");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_after_caps_a_groups_time_before_its_fallbacks() {
+    let slow = serve(Router::new().route("/v1/chat/completions", post(slow_chat))).await;
+    let (spare, _) = fake("spare", None).await;
+    let cfg = format!(
+        "model_list:\n  - model_name: main\n    litellm_params: {{model: openai/a, api_base: \"{slow}/v1\"}}\n    model_info: {{id: slow-1}}\n\
+         \x20 - model_name: main\n    litellm_params: {{model: openai/a, api_base: \"{slow}/v1\"}}\n    model_info: {{id: slow-2}}\n\
+         \x20 - model_name: spare\n    litellm_params: {{model: openai/b, api_base: \"{spare}/v1\"}}\n    model_info: {{id: spare}}\n\
+         router_settings: {{num_retries: 3, fallback_after: 0.15, fallbacks: [{{main: [spare]}}]}}\n"
+    );
+    let url = serve(loopml_gateway::router(
+        Gateway::new(GatewayConfig::parse(&cfg, &|_| None).unwrap()).unwrap(),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(r#"{"model": "main", "messages": [{"role": "user", "content": "x"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-loopml-deployment"], "spare");
+    // Both slow deployments would take 800 ms; the cap moves on after 150 ms.
+    assert!(took < std::time::Duration::from_millis(380), "{took:?}");
+}
