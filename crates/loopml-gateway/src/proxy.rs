@@ -1003,7 +1003,7 @@ impl Gateway {
                 model_group: model.clone(),
                 stream,
                 start_ms,
-                request_body: store_bodies.then(|| body.to_string()),
+                request_body: store_bodies.then(|| crate::spend::redact(&body)),
                 status: "failure",
                 ..LogEntry::default()
             }),
@@ -1071,8 +1071,12 @@ impl Gateway {
                                     0,
                                     status.as_u16(),
                                     None,
-                                    store_bodies
-                                        .then(|| String::from_utf8_lossy(&bytes).into_owned()),
+                                    store_bodies.then(|| {
+                                        match serde_json::from_slice::<Value>(&bytes) {
+                                            Ok(v) => crate::spend::redact(&v),
+                                            Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+                                        }
+                                    }),
                                 );
                                 let mut r = Response::builder()
                                     .status(status)

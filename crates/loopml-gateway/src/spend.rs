@@ -649,6 +649,77 @@ pub fn row_json(e: &LogEntry) -> Value {
     })
 }
 
+/// Object keys whose values are never stored in a logged body.
+const SECRET_KEYS: &[&str] = &[
+    "api_key",
+    "apikey",
+    "authorization",
+    "password",
+    "secret",
+    "access_token",
+    "refresh_token",
+    "aws_secret_access_key",
+    "aws_session_token",
+];
+
+/// A request or response body as stored in the request log: values under secret-looking keys
+/// and credential-looking strings (`sk-…`, `AKIA…`, `Bearer …`) inside any text replaced with
+/// `[REDACTED]`.
+pub fn redact(v: &Value) -> String {
+    fn text(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        loop {
+            let at = ["sk-", "AKIA", "ASIA", "Bearer "]
+                .iter()
+                .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+                .min();
+            let Some((i, prefix)) = at else {
+                out.push_str(rest);
+                return out;
+            };
+            let tail = &rest[i + prefix.len()..];
+            let len = tail
+                .bytes()
+                .take_while(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'+')
+                })
+                .count();
+            let word_start = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+            let long = len >= 16;
+            out.push_str(&rest[..i]);
+            if word_start && long {
+                out.push_str("[REDACTED]");
+                rest = &tail[len..];
+            } else {
+                out.push_str(prefix);
+                rest = tail;
+            }
+        }
+    }
+    fn walk(v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(text(s)),
+            Value::Array(a) => Value::Array(a.iter().map(walk).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| {
+                        let secret = SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str());
+                        let v = if secret && !v.is_null() {
+                            Value::String("[REDACTED]".into())
+                        } else {
+                            walk(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    walk(v).to_string()
+}
+
 /// A date (`YYYY-MM-DD`) or ISO time as ms; `end` moves a bare date to the next midnight.
 pub fn parse_day(s: &str, end: bool) -> Result<i64, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -914,5 +985,18 @@ mod tests {
         assert_eq!(parse_day("1970-01-01", true), Ok(86_400_000));
         assert_eq!(parse_day("1970-01-01T00:00:01Z", false), Ok(1000));
         assert!(parse_day("yesterday", false).is_err());
+    }
+
+    #[test]
+    fn logged_bodies_hide_credentials() {
+        let v = serde_json::json!({"messages": [{"role": "user",
+            "content": "my key is sk-proj-abcdefghijklmnopqrstu and AKIAIOSFODNN7EXAMPLE, task-force ok"}],
+            "api_key": "sk-whatever", "metadata": {"Authorization": "Bearer abcdefghijklmnopqrstuvwxyz"}});
+        let out = redact(&v);
+        assert!(!out.contains("abcdefghijklmnopqrstu"), "{out}");
+        assert!(!out.contains("IOSFODNN7"), "{out}");
+        assert!(!out.contains("sk-whatever"), "{out}");
+        assert!(out.contains("task-force ok"), "ordinary words stay: {out}");
+        assert_eq!(out.matches("[REDACTED]").count(), 4, "{out}");
     }
 }

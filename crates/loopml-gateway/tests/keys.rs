@@ -693,3 +693,28 @@ async fn two_gateways_sharing_redis_never_allow_twice_the_rpm() {
     ga.flush().await;
     gb.flush().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_logged_only_when_asked_and_without_credentials() {
+    let (up, _) = upstream(Duration::ZERO).await;
+    let text = format!(
+        "model_list:\n  - model_name: chat\n    litellm_params: {{model: openai/gpt-test, api_base: \"{up}/v1\"}}\n\
+         general_settings: {{master_key: sk-master, store_prompts_in_spend_logs: true}}\n"
+    );
+    let c = gateway(Gateway::new(GatewayConfig::parse(&text, &|_| None).unwrap()).unwrap()).await;
+    let r = c
+        .http
+        .post(format!("{}/v1/chat/completions", c.url))
+        .bearer_auth("sk-master")
+        .json_body(&json!({"model": "chat", "messages": [{"role": "user",
+            "content": "use sk-live-0123456789abcdefghij please"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, logs) = c.get("/spend/logs", "sk-master").await;
+    let row = &logs[0];
+    let asked = row["messages"]["messages"][0]["content"].as_str().unwrap();
+    assert_eq!(asked, "use [REDACTED] please");
+    assert_eq!(row["response"]["choices"][0]["message"]["content"], "hi");
+}
