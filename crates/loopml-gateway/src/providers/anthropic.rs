@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Adapter, ByteStream, Chunks, Completion, JSON_TOOL, Outbound, ToolChoice, Translator,
-    Unsupported, data_url, functions, json_format, max_tokens, openai_error, sse_events, stops,
-    text_of, tool_choice, translated, usage,
+    Unsupported, data_url, functions, image_url, json_format, max_tokens, openai_error, push_turn,
+    sse_events, stops, text_of, tool_choice, translated, usage,
 };
 use crate::config::Deployment;
 
@@ -35,10 +35,7 @@ fn block(part: &Value) -> Result<Value, Unsupported> {
             Ok(b)
         }
         Some("image_url") => {
-            let url = part["image_url"]["url"]
-                .as_str()
-                .or(part["image_url"].as_str())
-                .unwrap_or("");
+            let url = image_url(part);
             Ok(match data_url(url) {
                 Some((media, data)) => json!({"type": "image",
                     "source": {"type": "base64", "media_type": media, "data": data}}),
@@ -62,19 +59,6 @@ fn blocks(content: &Value) -> Result<Vec<Value>, Unsupported> {
     }
 }
 
-/// Appends a message, merging it into the previous one of the same role (Anthropic wants
-/// user and assistant turns to alternate; several tool results form one user turn).
-fn push(out: &mut Vec<Value>, role: &str, content: Vec<Value>) {
-    if let Some(last) = out.last_mut()
-        && last["role"] == role
-        && let Some(c) = last["content"].as_array_mut()
-    {
-        c.extend(content);
-        return;
-    }
-    out.push(json!({"role": role, "content": content}));
-}
-
 /// The Messages request for an OpenAI chat body.
 pub(crate) fn request(body: &Value, stream: bool) -> Result<Value, Unsupported> {
     super::one_choice(body, "anthropic")?;
@@ -83,7 +67,7 @@ pub(crate) fn request(body: &Value, stream: bool) -> Result<Value, Unsupported> 
     for m in body["messages"].as_array().into_iter().flatten() {
         match m["role"].as_str().unwrap_or("") {
             "system" | "developer" => system.extend(blocks(&m["content"])?),
-            "user" => push(&mut messages, "user", blocks(&m["content"])?),
+            "user" => push_turn(&mut messages, "user", "content", blocks(&m["content"])?),
             "assistant" => {
                 let mut content: Vec<Value> = blocks(&m["content"])?
                     .into_iter()
@@ -95,13 +79,14 @@ pub(crate) fn request(body: &Value, stream: bool) -> Result<Value, Unsupported> 
                     content.push(json!({"type": "tool_use", "id": call["id"],
                         "name": call["function"]["name"], "input": input}));
                 }
-                push(&mut messages, "assistant", content);
+                push_turn(&mut messages, "assistant", "content", content);
             }
             "tool" | "function" => {
                 let id = m["tool_call_id"].as_str().unwrap_or("");
-                push(
+                push_turn(
                     &mut messages,
                     "user",
+                    "content",
                     vec![json!({"type": "tool_result", "tool_use_id": id,
                         "content": text_of(&m["content"])})],
                 );

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Adapter, ByteStream, Chunks, Completion, JSON_TOOL, Outbound, ToolChoice, Translator,
-    Unsupported, data_url, functions, json_format, max_tokens, openai_error, stops, text_of,
-    tool_choice, translated, usage,
+    Unsupported, data_url, functions, image_url, json_format, max_tokens, openai_error, push_turn,
+    stops, text_of, tool_choice, translated, usage,
 };
 use crate::config::Deployment;
 
@@ -135,12 +135,7 @@ fn content(c: &Value) -> Result<Vec<Value>, Unsupported> {
             .iter()
             .map(|p| match p["type"].as_str() {
                 Some("text") | None => Ok(json!({"text": p["text"].as_str().unwrap_or("")})),
-                Some("image_url") => image(
-                    p["image_url"]["url"]
-                        .as_str()
-                        .or(p["image_url"].as_str())
-                        .unwrap_or(""),
-                ),
+                Some("image_url") => image(image_url(p)),
                 Some(other) => Err(Unsupported(format!(
                     "content part type '{other}' cannot be sent to bedrock (text and image_url can)"
                 ))),
@@ -152,17 +147,6 @@ fn content(c: &Value) -> Result<Vec<Value>, Unsupported> {
     }
 }
 
-fn push(out: &mut Vec<Value>, role: &str, new: Vec<Value>) {
-    if let Some(last) = out.last_mut()
-        && last["role"] == role
-        && let Some(c) = last["content"].as_array_mut()
-    {
-        c.extend(new);
-        return;
-    }
-    out.push(json!({"role": role, "content": new}));
-}
-
 /// The Converse request for an OpenAI chat body.
 pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
     super::one_choice(body, "bedrock")?;
@@ -171,7 +155,7 @@ pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
     for m in body["messages"].as_array().into_iter().flatten() {
         match m["role"].as_str().unwrap_or("") {
             "system" | "developer" => system.push(json!({"text": text_of(&m["content"])})),
-            "user" => push(&mut messages, "user", content(&m["content"])?),
+            "user" => push_turn(&mut messages, "user", "content", content(&m["content"])?),
             "assistant" => {
                 let mut c: Vec<Value> = content(&m["content"])?
                     .into_iter()
@@ -183,7 +167,7 @@ pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
                     c.push(json!({"toolUse": {"toolUseId": call["id"],
                         "name": call["function"]["name"], "input": input}}));
                 }
-                push(&mut messages, "assistant", c);
+                push_turn(&mut messages, "assistant", "content", c);
             }
             "tool" | "function" => {
                 let text = text_of(&m["content"]);
@@ -191,9 +175,10 @@ pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
                     Ok(v @ Value::Object(_)) => json!([{"json": v}]),
                     _ => json!([{"text": text}]),
                 };
-                push(
+                push_turn(
                     &mut messages,
                     "user",
+                    "content",
                     vec![json!({"toolResult": {"toolUseId": m["tool_call_id"],
                         "content": result}})],
                 );

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Adapter, ByteStream, Chunks, Completion, Outbound, ToolChoice, Translator, Unsupported,
-    data_url, functions, json_format, max_tokens, openai_error, sse_events, stops, text_of,
-    tool_choice, translated, usage,
+    data_url, functions, image_url, json_format, max_tokens, openai_error, push_turn, sse_events,
+    stops, text_of, tool_choice, translated, usage,
 };
 use crate::config::Deployment;
 
@@ -49,10 +49,7 @@ fn parts(content: &Value) -> Result<Vec<Value>, Unsupported> {
             .map(|p| match p["type"].as_str() {
                 Some("text") | None => Ok(json!({"text": p["text"].as_str().unwrap_or("")})),
                 Some("image_url") => {
-                    let url = p["image_url"]["url"]
-                        .as_str()
-                        .or(p["image_url"].as_str())
-                        .unwrap_or("");
+                    let url = image_url(p);
                     Ok(match data_url(url) {
                         Some((media, data)) => {
                             json!({"inlineData": {"mimeType": media, "data": data}})
@@ -71,17 +68,6 @@ fn parts(content: &Value) -> Result<Vec<Value>, Unsupported> {
     }
 }
 
-fn push(out: &mut Vec<Value>, role: &str, new: Vec<Value>) {
-    if let Some(last) = out.last_mut()
-        && last["role"] == role
-        && let Some(p) = last["parts"].as_array_mut()
-    {
-        p.extend(new);
-        return;
-    }
-    out.push(json!({"role": role, "parts": new}));
-}
-
 /// The `generateContent` request for an OpenAI chat body.
 pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
     let mut system = Vec::new();
@@ -91,7 +77,7 @@ pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
     for m in body["messages"].as_array().into_iter().flatten() {
         match m["role"].as_str().unwrap_or("") {
             "system" | "developer" => system.extend(parts(&m["content"])?),
-            "user" => push(&mut contents, "user", parts(&m["content"])?),
+            "user" => push_turn(&mut contents, "user", "parts", parts(&m["content"])?),
             "assistant" => {
                 let mut p: Vec<Value> = parts(&m["content"])?
                     .into_iter()
@@ -106,7 +92,7 @@ pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
                     let args: Value = serde_json::from_str(args).unwrap_or(json!({}));
                     p.push(json!({"functionCall": {"name": name, "args": args}}));
                 }
-                push(&mut contents, "model", p);
+                push_turn(&mut contents, "model", "parts", p);
             }
             "tool" | "function" => {
                 let id = m["tool_call_id"].as_str().unwrap_or("");
@@ -125,9 +111,10 @@ pub(crate) fn request(body: &Value) -> Result<Value, Unsupported> {
                     Ok(Value::Object(o)) => Value::Object(o),
                     _ => json!({"content": text}),
                 };
-                push(
+                push_turn(
                     &mut contents,
                     "user",
+                    "parts",
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
             }

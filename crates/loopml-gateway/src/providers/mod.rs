@@ -135,6 +135,28 @@ pub(crate) fn data_url(url: &str) -> Option<(String, String)> {
     Some((media.to_string(), data.to_string()))
 }
 
+/// Appends a turn to `out`, merging it into the previous one of the same role (Anthropic,
+/// Gemini and Bedrock want user and assistant turns to alternate; several tool results form
+/// one user turn). `field` names the turn's list: `content` or Gemini's `parts`.
+pub(crate) fn push_turn(out: &mut Vec<Value>, role: &str, field: &str, items: Vec<Value>) {
+    if let Some(last) = out.last_mut()
+        && last["role"] == role
+        && let Some(c) = last[field].as_array_mut()
+    {
+        c.extend(items);
+        return;
+    }
+    out.push(json!({"role": role, field: items}));
+}
+
+/// The URL of an OpenAI `image_url` part (`{"image_url": {"url"}}` or the short form).
+pub(crate) fn image_url(part: &Value) -> &str {
+    part["image_url"]["url"]
+        .as_str()
+        .or(part["image_url"].as_str())
+        .unwrap_or("")
+}
+
 /// The request's output limit: `max_completion_tokens`, else `max_tokens`.
 pub(crate) fn max_tokens(body: &Value) -> Option<u64> {
     body["max_completion_tokens"]
