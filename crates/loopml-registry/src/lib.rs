@@ -24,6 +24,8 @@ pub use service::{NewModelVersion, RegistryService};
 
 /// Tag that marks a registered model as an MLflow prompt.
 pub const PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
+/// The model-version tag holding a prompt's template (text, or chat messages as JSON).
+pub const PROMPT_TEXT_TAG: &str = "mlflow.prompt.text";
 
 /// The registry tables' migrations, in order.
 pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {

@@ -225,13 +225,20 @@ fn make_entity(prefix: Option<&str>, key: String, src: &str) -> Result<Entity> {
 }
 
 fn parse_identifier(s: &mut Scanner<'_>) -> Result<Entity> {
+    let src = s.src;
+    let (prefix, key) = parse_name(s)?;
+    make_entity(prefix.as_deref(), key, src)
+}
+
+/// An identifier as `(prefix, key)`: `key`, `prefix.key`, `prefix.\`quoted key\`` or a fully
+/// quoted name.
+fn parse_name(s: &mut Scanner<'_>) -> Result<(Option<String>, String)> {
     s.skip_ws();
     let src = s.src;
     match s.peek() {
         Some('`') | Some('"') => {
             // A fully quoted identifier: an attribute name such as `Run name`.
-            let name = s.quoted()?;
-            make_entity(None, name, src)
+            Ok((None, s.quoted()?))
         }
         Some(c) if c.is_alphanumeric() || c == '_' => {
             let w = s.word();
@@ -240,16 +247,16 @@ fn parse_identifier(s: &mut Scanner<'_>) -> Result<Entity> {
                 match s.peek() {
                     Some('`') | Some('"') | Some('\'') => {
                         let key = s.quoted()?;
-                        make_entity(Some(prefix), key, src)
+                        Ok((Some(prefix.to_string()), key))
                     }
                     _ => Err(invalid(format!(
                         "Invalid identifier '{w}' in filter '{src}'"
                     ))),
                 }
             } else if let Some((prefix, key)) = w.split_once('.') {
-                make_entity(Some(prefix), key.to_string(), src)
+                Ok((Some(prefix.to_string()), key.to_string()))
             } else {
-                make_entity(None, w.to_string(), src)
+                Ok((None, w.to_string()))
             }
         }
         _ => Err(invalid(format!(
@@ -389,6 +396,84 @@ fn parse_value(s: &mut Scanner<'_>, op: Op) -> Result<Literal> {
             s.rest()
         ))),
     }
+}
+
+/// One clause with its identifier not yet interpreted: `prefix.key op value`, for searches
+/// whose prefixes are their own (traces: `tag`, `request_metadata`, `span`, `feedback`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawClause {
+    /// The part before the first dot, if any (as written).
+    pub prefix: Option<String>,
+    /// The rest.
+    pub key: String,
+    /// Operator.
+    pub op: Op,
+    /// Right side.
+    pub value: Literal,
+}
+
+/// Parses a filter string with MLflow's grammar, leaving the prefixes to the caller.
+pub fn parse_raw_filter(filter: &str) -> Result<Vec<RawClause>> {
+    let mut s = Scanner::new(filter);
+    let mut clauses = Vec::new();
+    if s.at_end() {
+        return Ok(clauses);
+    }
+    loop {
+        s.skip_ws();
+        if s.peek() == Some('(') {
+            return Err(invalid(format!(
+                "Invalid clause(s) in filter string: parentheses are not supported in '{filter}'"
+            )));
+        }
+        let (prefix, key) = parse_name(&mut s)?;
+        let op = parse_op(&mut s)?;
+        let value = parse_value(&mut s, op)?;
+        clauses.push(RawClause {
+            prefix,
+            key,
+            op,
+            value,
+        });
+        if s.at_end() {
+            break;
+        }
+        if s.keyword("AND") {
+            continue;
+        }
+        if s.keyword("OR") {
+            return Err(invalid(format!(
+                "Invalid clause(s) in filter string: 'OR'. Only AND is supported in '{filter}'"
+            )));
+        }
+        return Err(invalid(format!(
+            "Invalid filter '{filter}': expected AND at '{}'",
+            s.rest()
+        )));
+    }
+    Ok(clauses)
+}
+
+/// Parses an order-by entry (`name [ASC|DESC]`) leaving the prefix to the caller:
+/// `(prefix, key, ascending)`.
+pub fn parse_raw_order_by(raw: &str) -> Result<(Option<String>, String, bool)> {
+    let mut s = Scanner::new(raw);
+    if s.at_end() {
+        return Err(invalid("Invalid order_by clause ''."));
+    }
+    let (prefix, key) = parse_name(&mut s)?;
+    let ascending = if s.keyword("DESC") {
+        false
+    } else {
+        s.keyword("ASC");
+        true
+    };
+    if !s.at_end() {
+        return Err(invalid(format!(
+            "Invalid order_by clause '{raw}'. Could not be parsed."
+        )));
+    }
+    Ok((prefix, key, ascending))
 }
 
 /// Parses a filter string into its clauses (empty filter → no clauses).

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The sources MLflow's client gives prompt versions (the template is in the tags).
+const PROMPT_SOURCES: &[&str] = &["dummy-source", "prompt-template"];
+
 impl RegistryService {
     /// The latest version in each requested stage (all stages when none are given).
     pub async fn get_latest_versions(
@@ -222,7 +225,8 @@ impl RegistryService {
         }
     }
 
-    /// Creates the next version of a registered model.
+    /// Creates the next version of a registered model; a prompt version (tagged
+    /// `mlflow.prompt.is_prompt`) keeps its placeholder source and needs its template tag.
     pub async fn create_model_version(&self, req: NewModelVersion) -> Result<ModelVersion> {
         v::validate_model_name(&req.name, "name")?;
         for t in &req.tags {
@@ -230,8 +234,30 @@ impl RegistryService {
         }
         let run_id = req.run_id.clone().filter(|s| !s.is_empty());
         let model_id = req.model_id.clone().filter(|s| !s.is_empty());
-        let (source, storage, run_id, model_id) =
-            self.resolve_source(&req.source, run_id, model_id).await?;
+        let is_prompt = req
+            .tags
+            .iter()
+            .any(|t| t.key == crate::PROMPT_TAG && t.value.eq_ignore_ascii_case("true"));
+        let (source, storage, run_id, model_id) = if is_prompt {
+            // A prompt version's text lives in its tags; its source is the client's
+            // placeholder, and nothing else (as `mlflow server` checks it).
+            if !PROMPT_SOURCES.contains(&req.source.as_str()) {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid prompt source: '{}'. A prompt version's source must be one of {}.",
+                    req.source,
+                    PROMPT_SOURCES.join(", ")
+                )));
+            }
+            if !req.tags.iter().any(|t| t.key == crate::PROMPT_TEXT_TAG) {
+                return Err(Error::InvalidParameter(format!(
+                    "A prompt version needs its template in the tag '{}'.",
+                    crate::PROMPT_TEXT_TAG
+                )));
+            }
+            (req.source.clone(), req.source.clone(), run_id, model_id)
+        } else {
+            self.resolve_source(&req.source, run_id, model_id).await?
+        };
         let name = req.name.clone();
         let (mv, seq) = self
             .db()
