@@ -75,7 +75,7 @@ def test_prompt_sources_and_deletion(server, experiment, name):
     mlflow.genai.register_prompt(name=name, template="v1 {{a}}")
     mlflow.genai.register_prompt(name=name, template="v2 {{a}}")
     # A model version of a prompt with a real source is refused, as mlflow server does.
-    r = server.api("POST", "/api/2.0/mlflow/model-versions/create", json={
+    r = server.api("POST", "model-versions/create", json={
         "name": name, "source": "/etc/passwd",
         "tags": [{"key": "mlflow.prompt.is_prompt", "value": "true"},
                  {"key": "mlflow.prompt.text", "value": "x"}]})

@@ -742,12 +742,22 @@ pub fn build_app(
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
     let compare_datasets = datasets.clone();
+    let traces =
+        loopml_traces::TraceService::new(tracking.clone()).context("cannot initialise traces")?;
+    // LLM spans without a cost of their own are priced from the gateway's table.
+    traces.set_pricer(std::sync::Arc::new(
+        |model: &str, input: u64, output: u64| {
+            loopml_gateway::prices::bundled(model)
+                .map(|p| input as f64 * p.input + output as f64 * p.output)
+        },
+    ));
     let router = Router::new()
         .route("/health", get(health))
         .merge(ready_route(tracking.database().clone(), lifecycle))
         .route("/version", get(version))
         .route("/api/2.0/loopml/version", get(loopml_version))
         .merge(loopml_tracking::router(tracking.clone()))
+        .merge(loopml_traces::router(traces))
         .merge(loopml_registry::router(registry.clone()))
         .merge(loopml_data::routes::router(loopml_data::routes::DataApi {
             store: datasets,
