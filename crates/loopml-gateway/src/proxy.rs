@@ -917,9 +917,20 @@ impl Gateway {
         headers: HeaderMap,
         body: Value,
     ) -> Result<Response, ApiError> {
+        let caller = self.authenticate(&headers).await?;
+        self.call_as(caller, path, headers, body).await
+    }
+
+    /// [`Self::call_json`] for a caller already known.
+    pub(crate) async fn call_as(
+        &self,
+        caller: Caller,
+        path: &str,
+        headers: HeaderMap,
+        body: Value,
+    ) -> Result<Response, ApiError> {
         let started = Instant::now();
         let start_ms = now_ms();
-        let caller = self.authenticate(&headers).await?;
         let model = body["model"]
             .as_str()
             .filter(|m| !m.is_empty())
@@ -1674,6 +1685,61 @@ async fn metrics(State(g): State<Gateway>) -> Response {
         .into_response()
 }
 
+/// `POST /gateway/mlflow/v1/chat/completions`: the route MLflow's client calls for a judge or
+/// scorer whose model is `gateway:/<endpoint>` (the endpoint is a model group here). It needs
+/// no key (the tracking server's own auth guards it); a virtual key sent with it is used and
+/// metered as usual. Unknown endpoints answer MLflow's gateway error shape.
+async fn mlflow_gateway(State(g): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let detail = |status: StatusCode, code: &str, message: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"detail": {"error_code": code, "message": message}}).to_string(),
+        )
+            .into_response()
+    };
+    let mut v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return detail(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETER_VALUE",
+                "the body must be an OpenAI chat completion request (a JSON object)".into(),
+            );
+        }
+    };
+    let endpoint = v["model"].as_str().unwrap_or("").to_string();
+    if g.group(&endpoint).is_empty() {
+        return detail(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_DOES_NOT_EXIST",
+            format!(
+                "GatewayEndpoint not found (name='{endpoint}'); the gateway's endpoints are {}",
+                g.config().model_names().join(", ")
+            ),
+        );
+    }
+    let caller = if Gateway::presented(&headers).is_empty() {
+        Caller::Open
+    } else {
+        match g.authenticate(&headers).await {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        }
+    };
+    if v["user"].is_null()
+        && let Some(who) = headers
+            .get("x-mlflow-gateway-caller")
+            .and_then(|h| h.to_str().ok())
+    {
+        v["user"] = json!(format!("mlflow-{who}"));
+    }
+    match g.call_as(caller, "chat/completions", headers, v).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Largest request body taken: long contexts and base64 images exceed axum's 2 MB default.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -1712,6 +1778,7 @@ pub fn router(g: Gateway) -> Router {
         .route("/v1/messages", post(crate::anthropic::messages))
         .route("/chat/completions", post(chat))
         .route("/embeddings", post(embeddings))
+        .route("/gateway/mlflow/v1/chat/completions", post(mlflow_gateway))
         .merge(mgmt)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(g)

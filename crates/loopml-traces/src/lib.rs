@@ -6,6 +6,7 @@
 #![allow(missing_docs)] // the OTLP protobuf fields are documented by their .proto files
 
 pub mod assessments;
+pub mod datasets;
 pub mod error;
 pub mod model;
 pub mod otlp;
@@ -19,11 +20,18 @@ pub use routes::router;
 pub use service::{Pricer, Search, TraceService};
 
 /// The traces tables' migrations, in order.
-pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
-    name: "0001_traces",
-    sqlite: include_str!("../migrations/sqlite/0001_traces.sql"),
-    postgres: include_str!("../migrations/postgres/0001_traces.sql"),
-}];
+pub const MIGRATIONS: &[loopml_store::Migration] = &[
+    loopml_store::Migration {
+        name: "0001_traces",
+        sqlite: include_str!("../migrations/sqlite/0001_traces.sql"),
+        postgres: include_str!("../migrations/postgres/0001_traces.sql"),
+    },
+    loopml_store::Migration {
+        name: "0002_datasets",
+        sqlite: include_str!("../migrations/sqlite/0002_datasets.sql"),
+        postgres: include_str!("../migrations/postgres/0002_datasets.sql"),
+    },
+];
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {

@@ -63,7 +63,7 @@ fn decode_pct(s: &str) -> String {
 }
 
 /// Query parameters, repeated keys kept in order.
-fn query(raw: Option<String>) -> HashMap<String, Vec<String>> {
+pub(crate) fn query(raw: Option<String>) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -72,7 +72,7 @@ fn query(raw: Option<String>) -> HashMap<String, Vec<String>> {
     out
 }
 
-fn one<'a>(q: &'a HashMap<String, Vec<String>>, k: &str) -> Option<&'a str> {
+pub(crate) fn one<'a>(q: &'a HashMap<String, Vec<String>>, k: &str) -> Option<&'a str> {
     q.get(k).and_then(|v| v.first()).map(String::as_str)
 }
 
@@ -511,7 +511,8 @@ pub fn router(s: TraceService) -> Router {
             .route(&format!("{base}/link-prompts"), post(link_prompts));
     }
     r.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(s)
+        .with_state(s.clone())
+        .merge(crate::datasets::router(s))
 }
 
 #[cfg(test)]

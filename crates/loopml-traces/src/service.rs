@@ -126,8 +126,12 @@ impl TraceService {
         let _ = self.inner.pricer.set(p);
     }
 
-    fn db(&self) -> &Database {
+    pub(crate) fn db(&self) -> &Database {
         &self.inner.db
+    }
+
+    pub(crate) fn tracking(&self) -> &TrackingService {
+        &self.inner.tracking
     }
 
     /// The artifact location tag value of a trace of `experiment_id`; errors when the
