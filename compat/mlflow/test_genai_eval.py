@@ -22,6 +22,7 @@ class Judge(BaseHTTPRequestHandler):
     """A fake OpenAI upstream for the judge: 'yes' unless the rubric mentions 'wrong'."""
 
     calls = 0
+    last: dict = {}
 
     def log_message(self, *args):
         pass
@@ -29,6 +30,7 @@ class Judge(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Judge.calls += 1
+        Judge.last = body
         prompt = json.dumps(body["messages"])
         verdict = "no" if "wrong" in prompt else "yes"
         data = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": body["model"],
@@ -146,3 +148,36 @@ def test_unknown_gateway_endpoint_is_mlflows_error(genai):
                       timeout=10)
     assert r.status_code == 404
     assert r.json()["detail"]["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_the_gateway_renders_a_registered_prompt_by_alias(genai):
+    openai = pytest.importorskip("openai")
+    name = "support_prompt"
+    mlflow.genai.register_prompt(
+        name=name, template=[{"role": "system", "content": "You help with {{product}}."},
+                             {"role": "user", "content": "{{question}}"}],
+        model_config={"temperature": 0.3, "max_tokens": 40})
+    mlflow.genai.register_prompt(name=name, template="v2: {{question}} about {{product}}")
+    mlflow.genai.set_prompt_alias(name, alias="prod", version=1)
+    client = openai.OpenAI(base_url=genai.url + "/v1", api_key="sk-admin", max_retries=0)
+    vars_ = {"product": "loopml", "question": "How do I log a run?"}
+    client.chat.completions.create(model="judge", messages=[], extra_body={
+        "prompt_id": f"prompts:/{name}@prod", "prompt_variables": vars_})
+    sent = Judge.last
+    assert sent["messages"] == [{"role": "system", "content": "You help with loopml."},
+                                {"role": "user", "content": "How do I log a run?"}]
+    assert sent["temperature"] == 0.3 and sent["max_tokens"] == 40
+    assert "prompt_id" not in sent
+    # Moving the alias changes what the application sends, with no deploy.
+    mlflow.genai.set_prompt_alias(name, alias="prod", version=2)
+    client.chat.completions.create(model="judge", messages=[], extra_body={
+        "prompt_id": f"prompts:/{name}@prod", "prompt_variables": vars_})
+    assert Judge.last["messages"] == [
+        {"role": "user", "content": "v2: How do I log a run? about loopml"}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="judge", messages=[], extra_body={
+            "prompt_id": f"prompts:/{name}@prod", "prompt_variables": {"product": "x"}})
+    assert "question" in e.value.body["message"]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="judge", messages=[], extra_body={
+            "prompt_id": "prompts:/nope@prod"})

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod prices;
+pub mod prompts;
 pub mod providers;
 pub mod proxy;
 pub mod spend;

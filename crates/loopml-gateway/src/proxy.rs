@@ -54,6 +54,8 @@ struct Inner {
     metrics: Metrics,
     /// Work a finished call leaves behind (settling in Redis, draining an abandoned stream).
     tasks: tokio_util::task::TaskTracker,
+    /// Where `prompt_id` references are resolved (the model registry, in `loopml server`).
+    prompts: std::sync::OnceLock<crate::prompts::PromptSource>,
 }
 
 /// A deployment's live figures for routing.
@@ -283,7 +285,13 @@ impl Gateway {
             spend,
             metrics: Metrics::default(),
             tasks: tokio_util::task::TaskTracker::new(),
+            prompts: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Lets chat requests name a registered prompt (`prompt_id`, `prompt_variables`).
+    pub fn set_prompts(&self, p: crate::prompts::PromptSource) {
+        let _ = self.0.prompts.set(p);
     }
 
     /// Its config.
@@ -775,6 +783,31 @@ impl Gateway {
         self.call_json(path, headers, body).await
     }
 
+    /// Puts the registered prompt `uri` into a chat request (see [`crate::prompts`]).
+    async fn render_prompt(&self, path: &str, uri: &str, body: &mut Value) -> Result<(), ApiError> {
+        if path != "chat/completions" {
+            return Err(ApiError::bad(format!(
+                "\"prompt_id\" works with /v1/chat/completions, not /v1/{path}"
+            )));
+        }
+        let Some(source) = self.0.prompts.get() else {
+            return Err(ApiError::bad(
+                "\"prompt_id\" needs the prompt registry: run the gateway in loopml server                  (--gateway-config)"
+                    .into(),
+            ));
+        };
+        let p = source.resolve(uri.to_string()).await.map_err(|why| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "prompt_not_found",
+                format!("prompt_id '{uri}': {why}"),
+            )
+        })?;
+        crate::prompts::apply(body, &p)
+            .map_err(|why| ApiError::bad(format!("prompt_id '{uri}': {why}")))
+    }
+
     /// Whether `caller` may call model group `model`.
     fn may_use(&self, caller: &Caller, model: &str) -> Result<(), ApiError> {
         let Caller::Key(k) = caller else {
@@ -927,10 +960,17 @@ impl Gateway {
         caller: Caller,
         path: &str,
         headers: HeaderMap,
-        body: Value,
+        mut body: Value,
     ) -> Result<Response, ApiError> {
         let started = Instant::now();
         let start_ms = now_ms();
+        if let Some(uri) = body
+            .get("prompt_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        {
+            self.render_prompt(path, &uri, &mut body).await?;
+        }
         let model = body["model"]
             .as_str()
             .filter(|m| !m.is_empty())

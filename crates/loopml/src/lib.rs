@@ -792,6 +792,7 @@ pub fn build_app(
             serving
                 .metrics
                 .add_source(std::sync::Arc::new(move || source.encode_metrics()));
+            g.set_prompts(std::sync::Arc::new(RegistryPrompts(registry.clone())));
             lifecycle.background.spawn(g.clone().run_background());
             Some(g)
         }
@@ -813,6 +814,53 @@ pub fn build_app(
             gateway,
         },
     ))
+}
+
+/// The gateway's `prompt_id` references, resolved in the model registry.
+struct RegistryPrompts(loopml_registry::RegistryService);
+
+impl loopml_gateway::prompts::Prompts for RegistryPrompts {
+    fn resolve(
+        &self,
+        uri: String,
+    ) -> futures::future::BoxFuture<'static, Result<loopml_gateway::prompts::PromptTemplate, String>>
+    {
+        let registry = self.0.clone();
+        Box::pin(async move {
+            let rest = uri
+                .strip_prefix("prompts:/")
+                .unwrap_or(&uri)
+                .trim_matches('/');
+            let (name, selector) = if let Some((n, alias)) = rest.split_once('@') {
+                (n.to_string(), format!("@{alias}"))
+            } else if let Some((n, v)) = rest.rsplit_once('/') {
+                (n.to_string(), v.to_string())
+            } else {
+                (rest.to_string(), "latest".to_string())
+            };
+            let v = registry
+                .resolve_selector(&name, &selector)
+                .await
+                .map_err(|e| e.to_string())?;
+            let tag = |k: &str| v.tags.iter().find(|t| t.key == k).map(|t| t.value.clone());
+            if tag(loopml_registry::PROMPT_TAG).as_deref() != Some("true") {
+                return Err(format!("'{name}' is a model, not a prompt"));
+            }
+            let text = tag(loopml_registry::PROMPT_TEXT_TAG)
+                .ok_or_else(|| format!("prompt '{name}' version {} has no template", v.version))?;
+            let template = if tag("_mlflow_prompt_type").as_deref() == Some("chat") {
+                serde_json::from_str(&text).map_err(|e| format!("bad chat template: {e}"))?
+            } else {
+                serde_json::Value::String(text)
+            };
+            let json = |k: &str| tag(k).and_then(|t| serde_json::from_str(&t).ok());
+            Ok(loopml_gateway::prompts::PromptTemplate {
+                template,
+                model_config: json("_mlflow_prompt_model_config"),
+                response_format: json("_mlflow_prompt_response_format"),
+            })
+        })
+    }
 }
 
 /// The gateway alone: its `/v1` routes, its key and spend API, `/health`, `/metrics`, and
