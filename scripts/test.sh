@@ -67,10 +67,10 @@ echo "PostgreSQL: $PG_URL  S3: $S3_URL  Redis: $REDIS_URL"
 # Same workspace and features as above, so cargo reuses the build: every crate's unit tests
 # (the store's conformance suite and artifact backends among them) and the service-level
 # integration tests.
-step "cargo test on PostgreSQL + S3 (store conformance, artifact backends, tracking, registry, datasets, gateway keys)"
+step "cargo test on PostgreSQL + S3 (store conformance, artifact backends, tracking, registry, datasets, gateway keys, traces)"
 LOOPML_TEST_DATABASE_URL="$PG_URL" LOOPML_TEST_DATABASE_CA=$(scripts/postgres.sh ca) \
   LOOPML_TEST_ARTIFACTS_URL=s3://loopml-test LOOPML_TEST_REDIS_URL="$REDIS_URL" cargo test --workspace --release --locked \
-  --lib --test api --test webhooks --test versions --test keys
+  --lib --test api --test webhooks --test versions --test keys --test traces
 
 step "compatibility suite on PostgreSQL + S3 + Redis: real mlflow client against loopml --database-url postgres:// --artifacts-destination s3:// --redis-url redis://"
 COMPAT_DATABASE_URL="$PG_URL" COMPAT_ARTIFACTS_URL=s3://loopml-test COMPAT_REDIS_URL="$REDIS_URL" \

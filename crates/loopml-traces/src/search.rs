@@ -124,7 +124,12 @@ impl Builder {
             "end_time" | "end_time_ms" => self.numeric_cmp("(t.request_time + t.execution_ms)", c),
             "status" | "state" => self.string_cmp("t.state", c),
             "client_request_id" => self.string_cmp("t.client_request_id", c),
-            "name" => self.string_cmp("t.name", c),
+            // The name is the `mlflow.traceName` tag, however the trace got it.
+            "name" => {
+                let mut tag = c.clone();
+                tag.key = crate::model::TRACE_NAME.to_string();
+                self.pairs("trace_tags", &tag)
+            }
             "run_id" => {
                 let a = self.string_cmp("t.source_run", c)?;
                 let b = self.string_cmp("r.run_id", c)?;

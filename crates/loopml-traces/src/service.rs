@@ -245,7 +245,8 @@ impl TraceService {
                         c.execute(
                             "UPDATE traces SET request_time = ?2, execution_ms = ?3, state = ?4, \
                              request_preview = COALESCE(request_preview, ?5), \
-                             response_preview = COALESCE(response_preview, ?6) \
+                             response_preview = COALESCE(response_preview, ?6), \
+                             name = COALESCE(name, ?7) \
                              WHERE trace_id = ?1 AND finalized = 0",
                             &[
                                 trace_id.as_str().into(),
@@ -254,6 +255,7 @@ impl TraceService {
                                 state.into(),
                                 r.attr("mlflow.spanInputs").map(plain).as_ref().and_then(preview).into(),
                                 r.attr("mlflow.spanOutputs").map(plain).as_ref().and_then(preview).into(),
+                                r.name.as_str().into(),
                             ],
                         )?;
                     }
