@@ -51,6 +51,16 @@ impl DatasetVersion {
     }
 }
 
+fn uuid_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
 /// Parses `name`, `name@3` or `name@latest`.
 pub fn parse_reference(raw: &str) -> Result<(String, Option<i64>)> {
     let (name, version) = match raw.rsplit_once('@') {
@@ -455,6 +465,70 @@ impl DatasetStore {
             .artifacts
             .get(&Self::blob_path(&v.digest, &v.format)?)
             .await?)
+    }
+
+    /// The named columns of dataset `reference` (`name`, `name@3`, `name@latest`) as text,
+    /// row by row (nulls as empty text); the file is fetched into `staging` for the read.
+    pub async fn text_columns(
+        &self,
+        reference: &str,
+        columns: Vec<String>,
+        staging: &Path,
+    ) -> Result<Vec<Vec<String>>> {
+        let (name, version) = parse_reference(reference)?;
+        let v = self.get(&name, version).await?;
+        std::fs::create_dir_all(staging)
+            .map_err(|e| Error::Invalid(format!("{}: cannot create: {e}", staging.display())))?;
+        let file = staging.join(format!(
+            "text-{}-{}.{}",
+            v.short_digest(),
+            uuid_suffix(),
+            v.format
+        ));
+        self.download(&v, &file).await?;
+        let path = file.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<String>>> {
+            use arrow::array::Array;
+            let reader = BatchReader::open_columns(&path, &columns)?;
+            let mut rows = Vec::new();
+            for batch in reader {
+                let batch = batch?;
+                let cols = columns
+                    .iter()
+                    .map(|c| {
+                        let i = batch
+                            .schema()
+                            .index_of(c)
+                            .map_err(|e| Error::Invalid(e.to_string()))?;
+                        arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)
+                            .map_err(|e| Error::Invalid(format!("column '{c}' is not text: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let strings: Vec<&arrow::array::StringArray> = cols
+                    .iter()
+                    .filter_map(|a| a.as_any().downcast_ref::<arrow::array::StringArray>())
+                    .collect();
+                for r in 0..batch.num_rows() {
+                    rows.push(
+                        strings
+                            .iter()
+                            .map(|a| {
+                                if a.is_null(r) {
+                                    String::new()
+                                } else {
+                                    a.value(r).to_string()
+                                }
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("reading the dataset failed: {e}")));
+        let _ = std::fs::remove_file(&file);
+        read?
     }
 
     /// Writes a version's bytes to a local file (temp file, then rename).

@@ -289,6 +289,50 @@ impl Gateway {
         })))
     }
 
+    /// Embeds `texts` with model group `model`, as a call from loopml itself (no key; metered
+    /// and logged like any call): for retrieval indexes and their queries.
+    pub async fn embed(&self, model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+        let body = json!({"model": model, "input": texts, "user": "loopml-retrieval"});
+        let resp = self
+            .call_as(Caller::Open, "embeddings", HeaderMap::new(), body)
+            .await
+            .map_err(|e| e.message)?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 30)
+            .await
+            .map_err(|e| format!("reading the embeddings failed: {e}"))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the embeddings answer is not JSON: {e}"))?;
+        if !status.is_success() {
+            return Err(v["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the embedding model answered {status}")));
+        }
+        let mut data: Vec<(u64, Vec<f32>)> = v["data"]
+            .as_array()
+            .ok_or("the embeddings answer has no data")?
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let e = d["embedding"]
+                    .as_array()
+                    .ok_or("an embedding is not a list of numbers (ask for encoding_format float)")?
+                    .iter()
+                    .map(|x| {
+                        x.as_f64()
+                            .map(|f| f as f32)
+                            .ok_or("an embedding holds a non-number")
+                    })
+                    .collect::<Result<Vec<f32>, _>>()?;
+                Ok((d["index"].as_u64().unwrap_or(i as u64), e))
+            })
+            .collect::<Result<_, &str>>()
+            .map_err(str::to_string)?;
+        data.sort_by_key(|(i, _)| *i);
+        Ok(data.into_iter().map(|(_, e)| e).collect())
+    }
+
     /// Lets chat requests name a registered prompt (`prompt_id`, `prompt_variables`).
     pub fn set_prompts(&self, p: crate::prompts::PromptSource) {
         let _ = self.0.prompts.set(p);

@@ -742,6 +742,7 @@ pub fn build_app(
         .start_webhook_delivery()
         .context("cannot start webhook delivery")?;
     let compare_datasets = datasets.clone();
+    let retrieval_datasets = datasets.clone();
     let traces =
         loopml_traces::TraceService::new(tracking.clone()).context("cannot initialise traces")?;
     // LLM spans without a cost of their own are priced from the gateway's table.
@@ -798,6 +799,17 @@ pub fn build_app(
         }
         None => None,
     };
+    // Retrieval indexes read dataset versions and embed with the gateway's models.
+    let router = router.merge(loopml_traces::retrieval::router(
+        loopml_traces::retrieval::Retrieval::new(
+            std::sync::Arc::new(GatewayEmbedder(gateway.clone())),
+            std::sync::Arc::new(DatasetCorpus {
+                store: retrieval_datasets,
+                staging: config.data_dir.join("staging"),
+            }),
+            tracking.clone(),
+        ),
+    ));
     let router = match &gateway {
         Some(g) => router.merge(loopml_gateway::router(g.clone())),
         None => router,
@@ -814,6 +826,58 @@ pub fn build_app(
             gateway,
         },
     ))
+}
+
+/// Embeddings for retrieval indexes, from the gateway's embedding models.
+struct GatewayEmbedder(Option<loopml_gateway::Gateway>);
+
+impl loopml_traces::retrieval::Embedder for GatewayEmbedder {
+    fn embed(
+        &self,
+        model: String,
+        texts: Vec<String>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<Vec<f32>>, String>> {
+        let g = self.0.clone();
+        Box::pin(async move {
+            match g {
+                Some(g) => g.embed(&model, texts).await,
+                None => Err("embeddings need the LLM gateway: start the server with \
+                             --gateway-config and an embedding model in its model_list"
+                    .into()),
+            }
+        })
+    }
+}
+
+/// Text columns of dataset versions, for retrieval indexes and labelled queries.
+struct DatasetCorpus {
+    store: loopml_data::versions::DatasetStore,
+    staging: std::path::PathBuf,
+}
+
+impl loopml_traces::retrieval::Corpus for DatasetCorpus {
+    fn columns(
+        &self,
+        dataset: String,
+        first: String,
+        second: String,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<(String, String)>, String>> {
+        let (store, staging) = (self.store.clone(), self.staging.clone());
+        Box::pin(async move {
+            let rows = store
+                .text_columns(&dataset, vec![first, second], &staging)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .map(|mut r| {
+                    let b = r.pop().unwrap_or_default();
+                    let a = r.pop().unwrap_or_default();
+                    (a, b)
+                })
+                .collect())
+        })
+    }
 }
 
 /// The gateway's `prompt_id` references, resolved in the model registry.
