@@ -324,9 +324,6 @@ impl App {
             g.flush().await;
         }
         if let Some(db) = self.gateway_db.clone() {
-            if let Err(e) = db.release_all_leases().await {
-                tracing::warn!(error = %e, "cannot release this process's leases");
-            }
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await
             {
                 tracing::warn!(error = %e, "final WAL checkpoint failed");
