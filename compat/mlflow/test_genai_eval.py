@@ -181,3 +181,26 @@ def test_the_gateway_renders_a_registered_prompt_by_alias(genai):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="judge", messages=[], extra_body={
             "prompt_id": "prompts:/nope@prod"})
+
+
+def test_evaluate_over_existing_traces(genai):
+    from mlflow.genai.scorers import scorer
+
+    @mlflow.trace
+    def app(question: str) -> str:
+        return "yes" if "?" in question else "no"
+
+    app("is it?")
+    app("statement")
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces()
+    assert len(traces) >= 2
+
+    @scorer
+    def said_yes(outputs) -> bool:
+        return outputs == "yes"
+
+    result = mlflow.genai.evaluate(data=traces, scorers=[said_yes])
+    assert result.metrics["said_yes/mean"] == 0.5
+    scored = mlflow.search_traces(filter_string="feedback.said_yes = 'true'", return_type="list")
+    assert len(scored) == 1
