@@ -29,12 +29,7 @@ def traced(server, experiment):
 
 def flush():
     # Trace export is asynchronous by default: wait for it.
-    from mlflow.tracing.export.async_export_queue import AsyncTraceExportQueue  # noqa: F401
-
-    try:
-        mlflow.flush_trace_async_logging()
-    except Exception:  # noqa: BLE001 - older helpers
-        time.sleep(1)
+    mlflow.flush_trace_async_logging()
 
 
 def test_traced_functions_are_stored_once_and_read_back_typed(traced, server):
