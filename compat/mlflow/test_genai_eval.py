@@ -204,3 +204,27 @@ def test_evaluate_over_existing_traces(genai):
     assert result.metrics["said_yes/mean"] == 0.5
     scored = mlflow.search_traces(filter_string="feedback.said_yes = 'true'", return_type="list")
     assert len(scored) == 1
+
+
+def test_scorer_registry_keeps_judges_and_refuses_code(genai):
+    from mlflow.genai.scorers import Guidelines, delete_scorer, get_scorer, list_scorers, scorer
+
+    exp = mlflow.get_experiment_by_name("genai-eval").experiment_id
+    g = Guidelines(name="polite", guidelines=["Be polite."], model="gateway:/judge")
+    g.register(name="polite", experiment_id=exp)
+    Guidelines(name="polite", guidelines=["Be very polite."], model="gateway:/judge").register(
+        name="polite", experiment_id=exp)
+    names = [s.name for s in list_scorers(experiment_id=exp)]
+    assert names == ["polite"]
+    latest = get_scorer(name="polite", experiment_id=exp)
+    assert latest.guidelines == ["Be very polite."], "the latest version"
+
+    @scorer
+    def code(outputs) -> bool:
+        return True
+
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        code.register(name="code", experiment_id=exp)
+    assert "code" in str(e.value).lower()
+    delete_scorer(name="polite", experiment_id=exp, version="all")
+    assert list_scorers(experiment_id=exp) == []

@@ -12,6 +12,7 @@ pub mod model;
 pub mod otlp;
 pub mod retrieval;
 pub mod routes;
+pub mod scorers;
 pub mod search;
 pub mod service;
 
@@ -31,6 +32,11 @@ pub const MIGRATIONS: &[loopml_store::Migration] = &[
         name: "0002_datasets",
         sqlite: include_str!("../migrations/sqlite/0002_datasets.sql"),
         postgres: include_str!("../migrations/postgres/0002_datasets.sql"),
+    },
+    loopml_store::Migration {
+        name: "0003_scorers",
+        sqlite: include_str!("../migrations/sqlite/0003_scorers.sql"),
+        postgres: include_str!("../migrations/postgres/0003_scorers.sql"),
     },
 ];
 

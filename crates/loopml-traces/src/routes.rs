@@ -512,7 +512,8 @@ pub fn router(s: TraceService) -> Router {
     }
     r.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(s.clone())
-        .merge(crate::datasets::router(s))
+        .merge(crate::datasets::router(s.clone()))
+        .merge(crate::scorers::router(s))
 }
 
 #[cfg(test)]
