@@ -323,11 +323,10 @@ impl App {
         if let Some(g) = &self.gateway {
             g.flush().await;
         }
-        if let Some(db) = self.gateway_db.clone() {
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await
-            {
-                tracing::warn!(error = %e, "final WAL checkpoint failed");
-            }
+        if let Some(db) = self.gateway_db.clone()
+            && let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.checkpoint_truncate()).await
+        {
+            tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
         let Some(serving) = &self.serving else {
             tracing::info!("{} stopped", self.what.trim_end_matches(" listening"));
