@@ -64,9 +64,13 @@ model_list:
 general_settings: {{master_key: sk-admin}}
 """)
     srv = start_server(tmp_path / "genai", ["--gateway-config", str(cfg)])
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(srv.url)
     mlflow.set_experiment("genai-eval")
-    return srv
+    yield srv
+    # Later test files use the session's server through the fluent API.
+    mlflow.flush_trace_async_logging()
+    mlflow.set_tracking_uri(before)
 
 
 def test_evaluate_with_code_scorers_and_gateway_judges(genai):

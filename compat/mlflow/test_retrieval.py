@@ -90,8 +90,16 @@ def test_index_query_and_retrieval_metrics_as_a_run(rag):
     hits = r.json()["results"]
     assert hits[0]["id"] == "d4" and hits[0]["score"] > hits[1]["score"]
 
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(rag.url)
-    exp = mlflow.create_experiment("rag-eval")
+    try:
+        exp = mlflow.create_experiment("rag-eval")
+        check_rag_run(rag, api, exp)
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def check_rag_run(rag, api, exp):
     r = requests.post(api + "/evaluate", json={
         "index": "docs", "experiment_id": exp, "run_name": "bow-64", "k": [1, 3],
         "queries": [{"query": "cat on a mat", "relevant": ["d1"]},
