@@ -224,12 +224,6 @@ fn make_entity(prefix: Option<&str>, key: String, src: &str) -> Result<Entity> {
     })
 }
 
-fn parse_identifier(s: &mut Scanner<'_>) -> Result<Entity> {
-    let src = s.src;
-    let (prefix, key) = parse_name(s)?;
-    make_entity(prefix.as_deref(), key, src)
-}
-
 /// An identifier as `(prefix, key)`: `key`, `prefix.key`, `prefix.\`quoted key\`` or a fully
 /// quoted name.
 fn parse_name(s: &mut Scanner<'_>) -> Result<(Option<String>, String)> {
@@ -478,60 +472,25 @@ pub fn parse_raw_order_by(raw: &str) -> Result<(Option<String>, String, bool)> {
 
 /// Parses a filter string into its clauses (empty filter → no clauses).
 pub fn parse_filter(filter: &str) -> Result<Vec<Clause>> {
-    let mut s = Scanner::new(filter);
-    let mut clauses = Vec::new();
-    if s.at_end() {
-        return Ok(clauses);
-    }
-    loop {
-        s.skip_ws();
-        if s.peek() == Some('(') {
-            return Err(invalid(format!(
-                "Invalid clause(s) in filter string: parentheses are not supported in '{filter}'"
-            )));
-        }
-        let entity = parse_identifier(&mut s)?;
-        let op = parse_op(&mut s)?;
-        let value = parse_value(&mut s, op)?;
-        clauses.push(Clause { entity, op, value });
-        if s.at_end() {
-            break;
-        }
-        if s.keyword("AND") {
-            continue;
-        }
-        if s.keyword("OR") {
-            return Err(invalid(format!(
-                "Invalid clause(s) in filter string: 'OR'. Only AND is supported in '{filter}'"
-            )));
-        }
-        return Err(invalid(format!(
-            "Invalid filter '{filter}': expected AND at '{}'",
-            s.rest()
-        )));
-    }
-    Ok(clauses)
+    parse_raw_filter(filter)?
+        .into_iter()
+        .map(|r| {
+            Ok(Clause {
+                entity: make_entity(r.prefix.as_deref(), r.key, filter)?,
+                op: r.op,
+                value: r.value,
+            })
+        })
+        .collect()
 }
 
 /// Parses one `order_by` entry: `<identifier> [ASC|DESC]`.
 pub fn parse_order_by(raw: &str) -> Result<OrderBy> {
-    let mut s = Scanner::new(raw);
-    if s.at_end() {
-        return Err(invalid("Invalid order_by clause ''."));
-    }
-    let entity = parse_identifier(&mut s)?;
-    let ascending = if s.keyword("DESC") {
-        false
-    } else {
-        s.keyword("ASC");
-        true
-    };
-    if !s.at_end() {
-        return Err(invalid(format!(
-            "Invalid order_by clause '{raw}'. Could not be parsed."
-        )));
-    }
-    Ok(OrderBy { entity, ascending })
+    let (prefix, key, ascending) = parse_raw_order_by(raw)?;
+    Ok(OrderBy {
+        entity: make_entity(prefix.as_deref(), key, raw)?,
+        ascending,
+    })
 }
 
 impl Clause {
