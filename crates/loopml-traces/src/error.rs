@@ -19,6 +19,9 @@ pub enum Error {
     /// The metadata database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A bug: an answer could not be written (INTERNAL_ERROR).
+    #[error("{0}")]
+    Internal(String),
     /// Tracking (experiments, runs) failed.
     #[error(transparent)]
     Tracking(#[from] loopml_tracking::Error),
@@ -35,6 +38,7 @@ impl Error {
                 ("INVALID_PARAMETER_VALUE", StatusCode::BAD_REQUEST)
             }
             Error::NotFound(_) => ("RESOURCE_DOES_NOT_EXIST", StatusCode::NOT_FOUND),
+            Error::Internal(_) => ("INTERNAL_ERROR", StatusCode::INTERNAL_SERVER_ERROR),
             Error::Store(e) => e.mlflow_code_and_status(),
             Error::Tracking(e) => e.code_and_status(),
         }

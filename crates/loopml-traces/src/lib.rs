@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[loopml_store::Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_scorers.sql"),
         postgres: include_str!("../migrations/postgres/0003_scorers.sql"),
     },
+    loopml_store::Migration {
+        name: "0004_search_index",
+        sqlite: include_str!("../migrations/sqlite/0004_search_index.sql"),
+        postgres: include_str!("../migrations/postgres/0004_search_index.sql"),
+    },
 ];
 
 /// Milliseconds since the epoch.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 
@@ -163,53 +163,86 @@ impl TraceInfo {
 
     /// As `TraceInfoV3` JSON.
     pub fn to_json(&self) -> Value {
-        let mut metadata: Map<String, Value> = self
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        if !metadata.contains_key(TOKEN_USAGE)
-            && let (Some(i), Some(o)) = (self.input_tokens, self.output_tokens)
-        {
-            metadata.insert(
-                TOKEN_USAGE.into(),
-                Value::String(
-                    json!({"input_tokens": i, "output_tokens": o, "total_tokens": i + o})
-                        .to_string(),
-                ),
-            );
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Protobuf's Duration in JSON (`"0.063s"`).
+struct Seconds(i64);
+
+impl serde::Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}s", self.0 as f64 / 1000.0))
+    }
+}
+
+/// A trace's metadata as sent: the stored pairs, plus token usage and cost when the spans
+/// gave them and the client did not.
+struct Metadata<'a>(&'a TraceInfo);
+
+impl serde::Serialize for Metadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let t = self.0;
+        let usage = match (t.input_tokens, t.output_tokens) {
+            (Some(i), Some(o)) if !t.metadata.contains_key(TOKEN_USAGE) => Some(format!(
+                "{{\"input_tokens\":{i},\"output_tokens\":{o},\"total_tokens\":{}}}",
+                i + o
+            )),
+            _ => None,
+        };
+        let cost = t
+            .cost
+            .filter(|_| !t.metadata.contains_key(TRACE_COST))
+            .map(|c| json!({"total_cost": c}).to_string());
+        let extra = usize::from(usage.is_some()) + usize::from(cost.is_some());
+        let mut m = s.serialize_map(Some(t.metadata.len() + extra))?;
+        for (k, v) in &t.metadata {
+            m.serialize_entry(k, v)?;
         }
-        if !metadata.contains_key(TRACE_COST)
-            && let Some(c) = self.cost
-        {
-            metadata.insert(
-                TRACE_COST.into(),
-                Value::String(json!({"total_cost": c}).to_string()),
-            );
+        if let Some(u) = &usage {
+            m.serialize_entry(TOKEN_USAGE, u)?;
         }
-        let mut out = json!({
-            "trace_id": self.trace_id,
-            "trace_location": {"type": "MLFLOW_EXPERIMENT",
-                "mlflow_experiment": {"experiment_id": self.experiment_id.to_string()}},
-            "request_time": timestamp(self.request_time),
-            "state": self.state,
-            "trace_metadata": metadata,
-            "tags": self.tags,
-            "assessments": self.assessments,
-        });
-        if let Some(ms) = self.execution_ms {
-            out["execution_duration"] = json!(format!("{}s", ms as f64 / 1000.0));
+        if let Some(c) = &cost {
+            m.serialize_entry(TRACE_COST, c)?;
         }
-        for (k, v) in [
+        m.end()
+    }
+}
+
+/// `TraceInfoV3` JSON, written straight to the output (a search page is 100 of them).
+impl serde::Serialize for TraceInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let optional = [
             ("client_request_id", &self.client_request_id),
             ("request_preview", &self.request_preview),
             ("response_preview", &self.response_preview),
-        ] {
+        ];
+        let n = 7
+            + usize::from(self.execution_ms.is_some())
+            + optional.iter().filter(|(_, v)| v.is_some()).count();
+        let mut m = s.serialize_map(Some(n))?;
+        m.serialize_entry("trace_id", &self.trace_id)?;
+        m.serialize_entry(
+            "trace_location",
+            &json!({"type": "MLFLOW_EXPERIMENT",
+                "mlflow_experiment": {"experiment_id": self.experiment_id.to_string()}}),
+        )?;
+        m.serialize_entry("request_time", &timestamp(self.request_time))?;
+        m.serialize_entry("state", &self.state)?;
+        m.serialize_entry("trace_metadata", &Metadata(self))?;
+        m.serialize_entry("tags", &self.tags)?;
+        m.serialize_entry("assessments", &self.assessments)?;
+        if let Some(ms) = self.execution_ms {
+            m.serialize_entry("execution_duration", &Seconds(ms))?;
+        }
+        for (k, v) in optional {
             if let Some(v) = v {
-                out[k] = json!(v);
+                m.serialize_entry(k, v)?;
             }
         }
-        out
+        m.end()
     }
 }
 

@@ -294,7 +294,29 @@ fn order_column(prefix: Option<&str>, key: &str) -> Result<&'static str> {
     })
 }
 
+/// The key/value table an equality clause can drive a search from (`tags.k = 'v'`,
+/// `metadata.k = 'v'`, `name = 'v'`), with the key it looks up.
+fn driver(c: &RawClause) -> Option<(&'static str, String)> {
+    if c.op != Op::Eq || !matches!(c.value, Literal::Str(_) | Literal::Num(..)) {
+        return None;
+    }
+    let prefix = c.prefix.as_deref().map(str::to_ascii_lowercase);
+    match prefix.as_deref() {
+        Some("tag" | "tags") => Some(("trace_tags", c.key.clone())),
+        Some("request_metadata" | "metadata") => Some(("trace_metadata", c.key.clone())),
+        None | Some("attribute" | "attributes" | "trace") if c.key == "name" => {
+            Some(("trace_tags", crate::model::TRACE_NAME.to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// The query for one page: `limit` trace ids from `offset`.
+///
+/// Newest first (or oldest first) with an equality on a tag or metadata key, the page is read
+/// from that table's `(experiment_id, key, value, request_time, trace_id)` index, so it costs
+/// the page, not the matches before it; otherwise the experiment's traces are walked in order
+/// and every clause is a condition on them.
 pub fn build(
     experiments: &[i64],
     filter: &str,
@@ -303,10 +325,53 @@ pub fn build(
     offset: usize,
 ) -> Result<Query> {
     let mut b = Builder { params: Vec::new() };
-    let exps: Vec<String> = experiments.iter().map(|e| b.p(*e)).collect();
-    let mut conds = vec![format!("t.experiment_id IN ({})", exps.join(", "))];
     let clauses = parse_raw_filter(filter).map_err(|e| invalid(e.to_string()))?;
-    for c in &clauses {
+    let mut order = Vec::new();
+    let mut by_time: Option<bool> = None;
+    for o in order_by {
+        let (prefix, key, asc) = parse_raw_order_by(o).map_err(|e| invalid(e.to_string()))?;
+        let col = order_column(prefix.as_deref(), &key)?;
+        by_time = (order_by.len() == 1 && col == "t.request_time").then_some(asc);
+        order.push(format!("{col} {}", if asc { "ASC" } else { "DESC" }));
+    }
+    if order.is_empty() {
+        order.push("t.request_time DESC".into());
+        by_time = Some(false);
+    }
+    order.push("t.trace_id DESC".into());
+    let drive = by_time.and_then(|asc| {
+        clauses
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| driver(c).map(|(table, key)| (i, table, key, asc)))
+    });
+    let exps: Vec<String> = experiments.iter().map(|e| b.p(*e)).collect();
+    let exps = exps.join(", ");
+    let (from, mut conds) = match &drive {
+        Some((i, table, key, asc)) => {
+            let k = b.p(key.clone());
+            let v = b.text(&clauses[*i])?;
+            let dir = if *asc { "ASC" } else { "DESC" };
+            order = vec![
+                format!("d.request_time {dir}"),
+                "d.trace_id DESC".to_string(),
+            ];
+            (
+                format!("{table} d JOIN traces t ON t.trace_id = d.trace_id"),
+                vec![format!(
+                    "d.experiment_id IN ({exps}) AND d.key = {k} AND d.value = {v}"
+                )],
+            )
+        }
+        None => (
+            "traces t".to_string(),
+            vec![format!("t.experiment_id IN ({exps})")],
+        ),
+    };
+    for (i, c) in clauses.iter().enumerate() {
+        if drive.as_ref().is_some_and(|d| d.0 == i) {
+            continue;
+        }
         let prefix = c.prefix.as_deref().map(str::to_ascii_lowercase);
         conds.push(match prefix.as_deref() {
             None | Some("attribute" | "attributes" | "trace") => b.attribute(c)?,
@@ -323,21 +388,11 @@ pub fn build(
             }
         });
     }
-    let mut order = Vec::new();
-    for o in order_by {
-        let (prefix, key, asc) = parse_raw_order_by(o).map_err(|e| invalid(e.to_string()))?;
-        let col = order_column(prefix.as_deref(), &key)?;
-        order.push(format!("{col} {}", if asc { "ASC" } else { "DESC" }));
-    }
-    if order.is_empty() {
-        order.push("t.request_time DESC".into());
-    }
-    order.push("t.trace_id DESC".into());
     let l = b.p(limit as i64);
     let o = b.p(offset as i64);
     Ok(Query {
         sql: format!(
-            "SELECT t.trace_id FROM traces t WHERE {} ORDER BY {} LIMIT {l} OFFSET {o}",
+            "SELECT t.trace_id FROM {from} WHERE {} ORDER BY {} LIMIT {l} OFFSET {o}",
             conds.join(" AND "),
             order.join(", ")
         ),
@@ -377,15 +432,29 @@ mod tests {
             0,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert!(q.sql.contains("x.key = ?3 AND x.value = ?4"), "{}", q.sql);
-        assert!(q.sql.contains("s.span_type = "), "{}", q.sql);
-        assert!(q.sql.contains("a.kind = 'feedback'"), "{}", q.sql);
+        assert!(q.sql.contains("FROM trace_tags d JOIN traces t"), "{}", q.sql);
+        assert!(q.sql.contains("d.key = ?3 AND d.value = ?4"), "{}", q.sql);
         assert!(
-            q.sql
-                .contains("ORDER BY t.request_time ASC, t.trace_id DESC"),
+            q.sql.contains("ORDER BY d.request_time ASC, d.trace_id DESC"),
             "{}",
             q.sql
         );
+        assert!(q.sql.contains("s.span_type = "), "{}", q.sql);
+        assert!(q.sql.contains("a.kind = 'feedback'"), "{}", q.sql);
+        // A tag inequality or another order walks the traces instead.
+        let q = build(&[1], "tags.env != 'prod'", &["status DESC".into()], 10, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(q.sql.contains("FROM traces t WHERE"), "{}", q.sql);
+        assert!(q.sql.contains("x.key = ?2 AND x.value != ?3"), "{}", q.sql);
+        assert!(
+            q.sql.contains("ORDER BY t.state DESC, t.trace_id DESC"),
+            "{}",
+            q.sql
+        );
+        let q = build(&[1], "metadata.user = 'u' AND tags.env = 'a'", &[], 10, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(q.sql.contains("FROM trace_metadata d"), "{}", q.sql);
+        assert!(q.sql.contains("EXISTS (SELECT 1 FROM trace_tags x"), "{}", q.sql);
         assert_eq!(read_token(&token(200)).ok(), Some(200));
         assert!(build(&[1], "planet.x = 'y'", &[], 10, 0).is_err());
         assert!(build(&[1], "attributes.nope = 'y'", &[], 10, 0).is_err());

@@ -199,8 +199,7 @@ impl TraceService {
                         .map(|(k, v)| [trace_id.as_str().into(), k.into(), v.into()])
                         .collect();
                     c.execute_many(
-                        "INSERT INTO trace_tags (trace_id, key, value) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (trace_id, key) DO NOTHING",
+                        &pair_insert("trace_tags", "DO NOTHING"),
                         rows.iter().map(|r| r.as_slice()),
                     )?;
                     let mut span_rows: Vec<[Sql<'static>; 12]> = Vec::with_capacity(spans.len());
@@ -420,18 +419,19 @@ impl TraceService {
             _ => 0,
         };
         let q = crate::search::build(&s.experiment_ids, &s.filter, &s.order_by, max + 1, offset)?;
-        let (ids, more) = self
+        // The page and its infos in one snapshot.
+        let (infos, more) = self
             .db()
             .read(move |c| -> Result<_> {
                 let params: Vec<Sql<'_>> = q.params.to_vec();
                 let mut ids = c.query(&q.sql, &params, |r| r.string(0))?;
                 let more = ids.len() > max;
                 ids.truncate(max);
-                Ok((ids, more))
+                Ok((load_infos(c, &ids)?, more))
             })
             .await?;
         let next = more.then(|| crate::search::token(offset + max));
-        Ok((self.infos(ids).await?, next))
+        Ok((infos, next))
     }
 
     /// Sets a tag on a trace.
@@ -749,16 +749,23 @@ fn require(c: &Conn<'_>, trace_id: &str) -> Result<()> {
     .ok_or_else(|| Error::NotFound(format!("Trace with ID '{trace_id}' not found.")))
 }
 
+/// Inserts a (trace, key, value) row into `table` with its trace's experiment and start time
+/// (the search index's columns; a trigger keeps them equal when the trace's time changes).
+fn pair_insert(table: &str, on_conflict: &str) -> String {
+    format!(
+        "INSERT INTO {table} (trace_id, key, value, experiment_id, request_time) \
+         SELECT ?1, ?2, ?3, t.experiment_id, t.request_time FROM traces t WHERE t.trace_id = ?1 \
+         ON CONFLICT (trace_id, key) {on_conflict}"
+    )
+}
+
 fn upsert_pairs(c: &Conn<'_>, table: &str, trace_id: &str, pairs: &[(&str, &str)]) -> Result<()> {
     let rows: Vec<[Sql<'_>; 3]> = pairs
         .iter()
         .map(|(k, v)| [trace_id.into(), (*k).into(), (*v).into()])
         .collect();
     c.execute_many(
-        &format!(
-            "INSERT INTO {table} (trace_id, key, value) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (trace_id, key) DO UPDATE SET value = excluded.value"
-        ),
+        &pair_insert(table, "DO UPDATE SET value = excluded.value"),
         rows.iter().map(|r| r.as_slice()),
     )?;
     Ok(())
