@@ -432,10 +432,15 @@ mod tests {
             0,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert!(q.sql.contains("FROM trace_tags d JOIN traces t"), "{}", q.sql);
+        assert!(
+            q.sql.contains("FROM trace_tags d JOIN traces t"),
+            "{}",
+            q.sql
+        );
         assert!(q.sql.contains("d.key = ?3 AND d.value = ?4"), "{}", q.sql);
         assert!(
-            q.sql.contains("ORDER BY d.request_time ASC, d.trace_id DESC"),
+            q.sql
+                .contains("ORDER BY d.request_time ASC, d.trace_id DESC"),
             "{}",
             q.sql
         );
@@ -454,7 +459,11 @@ mod tests {
         let q = build(&[1], "metadata.user = 'u' AND tags.env = 'a'", &[], 10, 0)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(q.sql.contains("FROM trace_metadata d"), "{}", q.sql);
-        assert!(q.sql.contains("EXISTS (SELECT 1 FROM trace_tags x"), "{}", q.sql);
+        assert!(
+            q.sql.contains("EXISTS (SELECT 1 FROM trace_tags x"),
+            "{}",
+            q.sql
+        );
         assert_eq!(read_token(&token(200)).ok(), Some(200));
         assert!(build(&[1], "planet.x = 'y'", &[], 10, 0).is_err());
         assert!(build(&[1], "attributes.nope = 'y'", &[], 10, 0).is_err());

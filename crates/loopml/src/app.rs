@@ -119,7 +119,14 @@ impl App {
     /// schedule, registry followers, deployment sync and counters) started.
     pub async fn server(config: &ServerConfig) -> anyhow::Result<Self> {
         let lifecycle = Lifecycle::default();
+        if config.auth.is_some() {
+            crate::check_admin_password()?;
+        }
         let (router, handle) = build_app(config, &lifecycle)?;
+        let router = match &config.auth {
+            Some(a) => crate::with_auth(router, &handle, a).await?,
+            None => router,
+        };
         handle
             .tracking
             .artifacts()

@@ -47,6 +47,12 @@ pub struct ServerFileConfig {
     pub redis_url: Option<String>,
     /// The LLM gateway's config (LiteLLM's proxy `config.yaml`); set: `/v1/…` is served.
     pub gateway_config: Option<PathBuf>,
+    /// Require a login (MLflow's basic-auth app); the admin's password comes from
+    /// `MLFLOW_AUTH_ADMIN_PASSWORD`.
+    pub auth: Option<bool>,
+    /// What users may do where no grant says otherwise: READ (MLflow's default), USE, EDIT,
+    /// MANAGE or NO_PERMISSIONS.
+    pub auth_default_permission: Option<String>,
 }
 
 /// The whole `loopml.toml`.
@@ -113,6 +119,27 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// The LLM gateway's config (LiteLLM's proxy `config.yaml`); `None`: no gateway.
     pub gateway_config: Option<PathBuf>,
+    /// Authentication (`--app-name basic-auth` or `--auth`); `None`: off (the embedded,
+    /// single-user default).
+    pub auth: Option<AuthSettings>,
+}
+
+/// How authentication is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// The admin's name (`admin`).
+    pub admin_username: String,
+    /// The default permission.
+    pub default_permission: loopml_auth::Permission,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            admin_username: "admin".into(),
+            default_permission: loopml_auth::Permission::Read,
+        }
+    }
 }
 
 /// A model to serve: an endpoint name and an ONNX file.
@@ -158,6 +185,7 @@ impl Default for ServerConfig {
             artifacts_direct_downloads: false,
             redis_url: None,
             gateway_config: None,
+            auth: None,
         }
     }
 }
@@ -323,6 +351,8 @@ pub struct AppHandle {
     pub monitors: Option<loopml_monitor::MonitorService>,
     /// The LLM gateway (with `--gateway-config`).
     pub gateway: Option<loopml_gateway::Gateway>,
+    /// Traces.
+    pub traces: loopml_traces::TraceService,
 }
 
 fn is_registry_uri(p: &std::path::Path) -> bool {
@@ -758,7 +788,7 @@ pub fn build_app(
         .route("/version", get(version))
         .route("/api/2.0/loopml/version", get(loopml_version))
         .merge(loopml_tracking::router(tracking.clone()))
-        .merge(loopml_traces::router(traces))
+        .merge(loopml_traces::router(traces.clone()))
         .merge(loopml_registry::router(registry.clone()))
         .merge(loopml_data::routes::router(loopml_data::routes::DataApi {
             store: datasets,
@@ -824,8 +854,118 @@ pub fn build_app(
             serving,
             monitors,
             gateway,
+            traces,
         },
     ))
+}
+
+/// Which experiment a run, trace or logged model belongs to, for the auth layer.
+struct AuthResources {
+    tracking: loopml_tracking::TrackingService,
+    traces: loopml_traces::TraceService,
+}
+
+impl loopml_auth::Resolver for AuthResources {
+    fn run_experiment(
+        &self,
+        run_id: String,
+    ) -> futures::future::BoxFuture<'static, Option<String>> {
+        let t = self.tracking.clone();
+        Box::pin(async move {
+            t.get_run(run_id)
+                .await
+                .ok()
+                .map(|r| r.info.experiment_id.to_string())
+        })
+    }
+
+    fn experiment_by_name(
+        &self,
+        name: String,
+    ) -> futures::future::BoxFuture<'static, Option<String>> {
+        let t = self.tracking.clone();
+        Box::pin(async move {
+            t.get_experiment_by_name(name)
+                .await
+                .ok()
+                .map(|e| e.id.to_string())
+        })
+    }
+
+    fn trace_experiment(
+        &self,
+        trace_id: String,
+    ) -> futures::future::BoxFuture<'static, Option<String>> {
+        let t = self.traces.clone();
+        Box::pin(async move {
+            t.get_info(&trace_id)
+                .await
+                .ok()
+                .map(|i| i.experiment_id.to_string())
+        })
+    }
+
+    fn logged_model_experiment(
+        &self,
+        model_id: String,
+    ) -> futures::future::BoxFuture<'static, Option<String>> {
+        let t = self.tracking.clone();
+        Box::pin(async move {
+            t.get_logged_model(model_id, true)
+                .await
+                .ok()
+                .map(|m| m.experiment_id.to_string())
+        })
+    }
+}
+
+/// The environment variable holding the admin's password (as MLflow 3.17).
+pub const ADMIN_PASSWORD_ENV: &str = "MLFLOW_AUTH_ADMIN_PASSWORD";
+
+/// Refuses to start auth without a strong admin password, naming the setting.
+pub fn check_admin_password() -> anyhow::Result<()> {
+    let pw = std::env::var(ADMIN_PASSWORD_ENV).unwrap_or_default();
+    if pw.is_empty() {
+        anyhow::bail!(
+            "authentication needs the admin's password: set {ADMIN_PASSWORD_ENV} (at least 12 \
+             characters; loopml ships no default)"
+        );
+    }
+    loopml_auth::password::check_policy(&pw)
+        .map_err(|e| anyhow::anyhow!("{ADMIN_PASSWORD_ENV} is refused: {e}"))
+}
+
+/// Puts the auth layer in front of every route of `router` and adds the auth API: users must
+/// log in (HTTP Basic or a bearer token) and each route checks its permission.
+pub async fn with_auth(
+    router: Router,
+    handle: &AppHandle,
+    settings: &AuthSettings,
+) -> anyhow::Result<Router> {
+    let password = std::env::var(ADMIN_PASSWORD_ENV).unwrap_or_default();
+    let auth = loopml_auth::AuthService::new(
+        handle.tracking.database().clone(),
+        loopml_auth::AuthConfig {
+            admin_username: settings.admin_username.clone(),
+            admin_password: password,
+            default_permission: settings.default_permission,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("authentication cannot start: {e}"))?;
+    let guard = loopml_auth::Guard {
+        auth: auth.clone(),
+        resolver: std::sync::Arc::new(AuthResources {
+            tracking: handle.tracking.clone(),
+            traces: handle.traces.clone(),
+        }),
+    };
+    Ok(router
+        .merge(loopml_auth::router(auth))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            loopml_auth::guard,
+        )))
 }
 
 /// Embeddings for retrieval indexes, from the gateway's embedding models.

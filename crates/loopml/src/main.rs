@@ -198,12 +198,52 @@ struct ServerArgs {
     /// unchanged (model_list, router_settings, litellm_settings, general_settings.master_key)
     #[arg(long, env = "LOOPML_GATEWAY_CONFIG", value_name = "FILE")]
     gateway_config: Option<PathBuf>,
+    /// Require a login, as MLflow's `--app-name basic-auth`: HTTP Basic
+    /// (MLFLOW_TRACKING_USERNAME/PASSWORD) or a bearer token (MLFLOW_TRACKING_TOKEN); the
+    /// admin `admin` gets its password from MLFLOW_AUTH_ADMIN_PASSWORD
+    #[arg(long, env = "LOOPML_AUTH")]
+    auth: bool,
+    /// MLflow's spelling of --auth: the only app is "basic-auth"
+    #[arg(long, value_name = "NAME")]
+    app_name: Option<String>,
+    /// With --auth: what users may do where no grant says otherwise (READ, USE, EDIT, MANAGE
+    /// or NO_PERMISSIONS) [default: READ]
+    #[arg(long, env = "LOOPML_AUTH_DEFAULT_PERMISSION", value_name = "LEVEL")]
+    auth_default_permission: Option<String>,
 }
 
-fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
+fn resolve(args: ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
     let d = ServerConfig::default();
     let f = file.server;
-    ServerConfig {
+    if let Some(app) = &args.app_name
+        && app != "basic-auth"
+    {
+        anyhow::bail!("--app-name '{app}': the only app is 'basic-auth' (or use --auth)");
+    }
+    let auth_on = args.auth || args.app_name.is_some() || f.auth.unwrap_or(false);
+    let auth = if auth_on {
+        let level = args
+            .auth_default_permission
+            .or(f.auth_default_permission)
+            .unwrap_or_else(|| "READ".into());
+        let default_permission: loopml_auth::Permission = level
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--auth-default-permission: {e}"))?;
+        if default_permission == loopml_auth::Permission::Deny {
+            anyhow::bail!(
+                "--auth-default-permission: DENY is a grant, not a default; use NO_PERMISSIONS"
+            );
+        }
+        Some(loopml::AuthSettings {
+            default_permission,
+            ..loopml::AuthSettings::default()
+        })
+    } else {
+        None
+    };
+    Ok(ServerConfig {
+        auth,
         host: args.host.or(f.host).unwrap_or(d.host),
         port: args.port.or(f.port).unwrap_or(d.port),
         data_dir: args.db.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
@@ -232,7 +272,7 @@ fn resolve(args: ServerArgs, file: FileConfig) -> ServerConfig {
                 .unwrap_or(0.0)
                 .max(0.0),
         ),
-    }
+    })
 }
 
 fn init_logging(level: &str) {
@@ -285,7 +325,7 @@ fn run() -> anyhow::Result<()> {
     let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => {
-            let config = resolve(args, file);
+            let config = resolve(args, file)?;
             let addr = config.addr()?;
             init_logging(&config.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -295,7 +335,7 @@ fn run() -> anyhow::Result<()> {
             rt.block_on(loopml::serve_models(config))
         }
         Command::Server(args) => {
-            let config = resolve(args, file);
+            let config = resolve(args, file)?;
             config.addr()?;
             init_logging(&config.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -304,7 +344,7 @@ fn run() -> anyhow::Result<()> {
             rt.block_on(loopml::serve(config))
         }
         Command::Config(args) => {
-            let config = resolve(args, file);
+            let config = resolve(args, file)?;
             config.addr()?;
             println!("host        = {}", config.host);
             println!("port        = {}", config.port);

@@ -1,0 +1,407 @@
+//! The auth layer in front of every router: authenticates each request (HTTP Basic or a
+//! bearer token), applies the route's [`Rule`], and does MLflow's after-request work (the
+//! creator becomes owner, a deleted model's grants go, searches see only readable rows).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::permission::Action;
+use crate::policy::{self, Rule, Subject};
+use crate::service::{AuthService, Principal, Visibility};
+
+/// Largest request body the layer reads to find a resource (a JSON request).
+pub const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
+/// Largest answer the layer reads to filter or to find a created resource.
+const MAX_FILTERED_ANSWER: usize = 64 * 1024 * 1024;
+
+/// Finds which experiment a run, trace or logged model belongs to, and experiments by name
+/// (implemented by the binary over the tracking and trace stores).
+pub trait Resolver: Send + Sync {
+    /// The experiment id of a run.
+    fn run_experiment(&self, run_id: String) -> BoxFuture<'static, Option<String>>;
+    /// The id of an experiment by name.
+    fn experiment_by_name(&self, name: String) -> BoxFuture<'static, Option<String>>;
+    /// The experiment id of a trace.
+    fn trace_experiment(&self, trace_id: String) -> BoxFuture<'static, Option<String>>;
+    /// The experiment id of a logged model.
+    fn logged_model_experiment(&self, model_id: String) -> BoxFuture<'static, Option<String>>;
+}
+
+/// The layer's state.
+#[derive(Clone)]
+pub struct Guard {
+    /// Users, grants, tokens.
+    pub auth: AuthService,
+    /// Resource lookups.
+    pub resolver: Arc<dyn Resolver>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+/// Reads the caller from the `Authorization` header.
+async fn authenticate(auth: &AuthService, headers: &HeaderMap) -> Result<Principal, Error> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(Error::Unauthenticated(
+            "You are not authenticated. Set MLFLOW_TRACKING_USERNAME and \
+             MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+                .into(),
+        ));
+    };
+    let bad = || Error::Unauthenticated("Malformed Authorization header".into());
+    let value = value.to_str().map_err(|_| bad())?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(bad)?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (user, pw) = text.split_once(':').ok_or_else(bad)?;
+        auth.basic(user, pw).await
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        auth.bearer(rest).await
+    } else {
+        Err(bad())
+    }
+}
+
+/// A request field from the query string or the JSON body.
+fn field(query: &[(String, String)], body: &Value, keys: &[&str]) -> Option<String> {
+    for k in keys {
+        if let Some((_, v)) = query.iter().find(|(q, _)| q == k) {
+            return Some(v.clone());
+        }
+        match &body[*k] {
+            Value::String(s) => return Some(s.clone()),
+            Value::Number(n) => return Some(n.to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The request's body, read (bounded: 413 beyond [`MAX_JSON_BODY`]).
+async fn read_body(req: Request) -> Result<(axum::http::request::Parts, Bytes), Error> {
+    let (parts, body) = req.into_parts();
+    axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map(|b| (parts, b))
+        .map_err(|_| Error::TooLarge(format!("The request body is over {MAX_JSON_BODY} bytes")))
+}
+
+fn json_of(b: &[u8]) -> Value {
+    if b.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(b).unwrap_or(Value::Null)
+    }
+}
+
+/// The trace id a trace route names: the path segment after `traces/`, or the body's.
+fn trace_id_of(path: &str, query: &[(String, String)], body: &Value) -> Option<String> {
+    if let Some(id) = field(query, body, &["trace_id", "request_id"]) {
+        return Some(id);
+    }
+    if let Some(ids) = body["trace_ids"].as_array() {
+        return ids.first().and_then(|v| v.as_str()).map(str::to_string);
+    }
+    let after = path.split("/traces/").nth(1)?;
+    let id = after.split('/').next()?;
+    (!id.is_empty() && !matches!(id, "get" | "search" | "batchGet")).then(|| id.to_string())
+}
+
+/// The resource a request names: `(resource type, id)`, or none when it cannot be found.
+async fn subject(
+    g: &Guard,
+    s: Subject,
+    parts: &axum::http::request::Parts,
+    query: &[(String, String)],
+    body: &Value,
+) -> Option<(&'static str, String)> {
+    let path = parts.uri.path();
+    let exp = |id: Option<String>| id.map(|i| ("experiment", i));
+    match s {
+        Subject::Experiment => exp(field(query, body, &["experiment_id"]).or_else(|| {
+            // StartTraceV3: trace.trace_info.trace_location.mlflow_experiment.experiment_id.
+            let info = &body["trace"]["trace_info"];
+            let info = if info.is_null() {
+                &body["trace_info"]
+            } else {
+                info
+            };
+            let e = &info["trace_location"]["mlflow_experiment"]["experiment_id"];
+            e.as_str()
+                .map(str::to_string)
+                .or_else(|| e.as_i64().map(|n| n.to_string()))
+                .or_else(|| {
+                    body["locations"][0]["mlflow_experiment"]["experiment_id"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+        })),
+        Subject::ExperimentName => {
+            let name = field(query, body, &["experiment_name"])?;
+            exp(g.resolver.experiment_by_name(name).await)
+        }
+        Subject::Run => {
+            let run = field(query, body, &["run_id", "run_uuid"])?;
+            exp(g.resolver.run_experiment(run).await)
+        }
+        Subject::Trace => {
+            let id = trace_id_of(path, query, body)?;
+            exp(g.resolver.trace_experiment(id).await)
+        }
+        Subject::LoggedModel => {
+            let id = field(query, body, &["model_id"]).or_else(|| {
+                let after = path.split("/logged-models/").nth(1)?;
+                after.split('/').next().map(str::to_string)
+            })?;
+            exp(g.resolver.logged_model_experiment(id).await)
+        }
+        Subject::Model => field(query, body, &["name"]).map(|n| ("registered_model", n)),
+        Subject::ArtifactPath => {
+            let after = path.split("/artifacts/").nth(1).or_else(|| {
+                path.split("/mpu/")
+                    .nth(1)
+                    .and_then(|p| p.split_once('/').map(|x| x.1))
+            })?;
+            let first = after.split('/').next()?;
+            (first.parse::<i64>().is_ok()).then(|| ("experiment", first.to_string()))
+        }
+        Subject::ExperimentHeader => exp(parts
+            .headers
+            .get("x-mlflow-experiment-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)),
+    }
+}
+
+fn rebuild(parts: axum::http::request::Parts, body: Bytes) -> Request {
+    Request::from_parts(parts, Body::from(body))
+}
+
+/// Reads an answer's body (bounded) to inspect it; gives back an equal response.
+async fn read_answer(resp: Response) -> (axum::http::response::Parts, Option<Bytes>) {
+    let (parts, body) = resp.into_parts();
+    (
+        parts,
+        axum::body::to_bytes(body, MAX_FILTERED_ANSWER).await.ok(),
+    )
+}
+
+fn json_response(mut parts: axum::http::response::Parts, v: &Value) -> Response {
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(v.to_string()))
+}
+
+/// Keeps the experiment ids of a search request the user may read.
+fn filter_ids(ids: &mut Value, vis: &Visibility) {
+    if let Some(a) = ids.as_array_mut() {
+        a.retain(|v| {
+            let id = v
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_i64().map(|n| n.to_string()))
+                .unwrap_or_default();
+            vis.allows(&id)
+        });
+    }
+}
+
+/// The layer (for `axum::middleware::from_fn_with_state`).
+pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    match run(&g, req, next).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
+    let rule = policy::rule(req.method(), req.uri().path());
+    if matches!(rule, Rule::Public | Rule::Gateway) {
+        return Ok(next.run(req).await);
+    }
+    let who = authenticate(&g.auth, req.headers()).await?;
+    let user = who.user.clone();
+    let query = query_pairs(req.uri());
+    let mut req = req;
+    req.extensions_mut().insert(who.clone());
+    match rule {
+        Rule::Public | Rule::Gateway | Rule::AnyUser | Rule::AuthApi => Ok(next.run(req).await),
+        Rule::Admin => {
+            if user.is_admin {
+                Ok(next.run(req).await)
+            } else {
+                Err(Error::PermissionDenied(
+                    "Permission denied: this route is for admins".into(),
+                ))
+            }
+        }
+        Rule::On(s, action) => {
+            if who.read_only && action != Action::Read {
+                return Err(Error::PermissionDenied(
+                    "Permission denied: this token is read-only".into(),
+                ));
+            }
+            // Uploads stream (their resource is in the path or a header) and GETs have no
+            // body: only a JSON request's body is read.
+            let streamed = matches!(s, Subject::ArtifactPath | Subject::ExperimentHeader)
+                || matches!(*req.method(), Method::GET | Method::HEAD);
+            let (parts, body, json) = if streamed {
+                let (p, b) = req.into_parts();
+                (p, b, Value::Null)
+            } else {
+                let (p, b) = read_body(req).await?;
+                let j = json_of(&b);
+                (p, Body::from(b), j)
+            };
+            if !user.is_admin {
+                match subject(g, s, &parts, &query, &json).await {
+                    Some((t, id)) => g.auth.check(&who, t, &id, action).await?,
+                    // MLflow answers a missing run with 403 too: no existence oracle.
+                    None => return Err(Error::PermissionDenied("Permission denied".into())),
+                }
+            }
+            Ok(next.run(Request::from_parts(parts, body)).await)
+        }
+        Rule::CreateExperiment | Rule::CreateModel => {
+            if who.read_only {
+                return Err(Error::PermissionDenied(
+                    "Permission denied: this token is read-only".into(),
+                ));
+            }
+            let (parts, body) = read_body(req).await?;
+            let json = json_of(&body);
+            let resp = next.run(rebuild(parts, body)).await;
+            if !resp.status().is_success() {
+                return Ok(resp);
+            }
+            let (rparts, rbody) = read_answer(resp).await;
+            let rbody = rbody.unwrap_or_default();
+            let answer = json_of(&rbody);
+            let owned = if rule == Rule::CreateExperiment {
+                answer["experiment_id"]
+                    .as_str()
+                    .map(|e| ("experiment", e.to_string()))
+            } else {
+                json["name"]
+                    .as_str()
+                    .map(|n| ("registered_model", n.to_string()))
+            };
+            if let Some((t, id)) = owned {
+                g.auth.make_owner(&user, t, &id).await?;
+            }
+            Ok(Response::from_parts(rparts, Body::from(rbody)))
+        }
+        Rule::DeleteModel => {
+            let (parts, body) = read_body(req).await?;
+            let json = json_of(&body);
+            let name = field(&query, &json, &["name"]).unwrap_or_default();
+            if !user.is_admin {
+                g.auth
+                    .check(&who, "registered_model", &name, Action::Delete)
+                    .await?;
+            }
+            let resp = next.run(rebuild(parts, body)).await;
+            if resp.status().is_success() {
+                g.auth
+                    .forget_resource(&user.username, "registered_model", &name)
+                    .await?;
+            }
+            Ok(resp)
+        }
+        Rule::SearchRuns | Rule::SearchTraces => {
+            let vis = g.auth.visibility(&user, "experiment").await?;
+            if vis == Visibility::All {
+                return Ok(next.run(req).await);
+            }
+            if req.method() == Method::GET {
+                // A GET search names its experiments in the query: each must be readable.
+                for (k, v) in &query {
+                    if k == "experiment_ids" && !vis.allows(v) {
+                        return Err(Error::PermissionDenied("Permission denied".into()));
+                    }
+                }
+                return Ok(next.run(req).await);
+            }
+            let (parts, body) = read_body(req).await?;
+            let mut json = json_of(&body);
+            let count = |j: &Value| {
+                j["experiment_ids"].as_array().map_or(0, Vec::len)
+                    + j["locations"].as_array().map_or(0, Vec::len)
+            };
+            let asked = count(&json);
+            filter_ids(&mut json["experiment_ids"], &vis);
+            if let Some(locs) = json["locations"].as_array_mut() {
+                locs.retain(|l| {
+                    let e = &l["mlflow_experiment"]["experiment_id"];
+                    let id = e
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| e.as_i64().map(|n| n.to_string()))
+                        .unwrap_or_default();
+                    vis.allows(&id)
+                });
+            }
+            // Nothing readable left: an empty page, as MLflow answers.
+            if asked > 0 && count(&json) == 0 {
+                return Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{}",
+                )
+                    .into_response());
+            }
+            Ok(next
+                .run(rebuild(parts, Bytes::from(json.to_string())))
+                .await)
+        }
+        Rule::SearchExperiments | Rule::SearchModels => {
+            let (kind, lists, key): (&str, &[&str], &str) = if rule == Rule::SearchExperiments {
+                ("experiment", &["experiments"], "experiment_id")
+            } else {
+                (
+                    "registered_model",
+                    &["registered_models", "model_versions"],
+                    "name",
+                )
+            };
+            let vis = g.auth.visibility(&user, kind).await?;
+            let resp = next.run(req).await;
+            if vis == Visibility::All || !resp.status().is_success() {
+                return Ok(resp);
+            }
+            let (parts, body) = read_answer(resp).await;
+            let mut answer = json_of(&body.unwrap_or_default());
+            for l in lists {
+                if let Some(a) = answer[*l].as_array_mut() {
+                    a.retain(|row| row[key].as_str().is_some_and(|id| vis.allows(id)));
+                }
+            }
+            Ok(json_response(parts, &answer))
+        }
+    }
+}

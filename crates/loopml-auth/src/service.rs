@@ -1,0 +1,798 @@
+//! The auth service: who a request is (HTTP Basic or a bearer token), what they may do to a
+//! resource, and the user, grant and token operations behind MLflow's auth API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loopml_store::Database;
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::password;
+use crate::permission::{Action, Permission};
+use crate::store::{self, AuditEntry, Grant, TokenInfo, User};
+
+/// How auth is configured.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The admin's name (`admin`, as MLflow's `basic_auth.ini`).
+    pub admin_username: String,
+    /// The admin's password (`MLFLOW_AUTH_ADMIN_PASSWORD`); checked against the policy.
+    pub admin_password: String,
+    /// What a user may do where no grant says otherwise (MLflow's `default_permission`, READ).
+    pub default_permission: Permission,
+}
+
+/// Who is calling, after authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user: User,
+    /// Whether the credential only allows reading (a read-only token).
+    pub read_only: bool,
+    /// `basic` or `token`.
+    pub scheme: &'static str,
+}
+
+/// Failed logins per user: after [`FREE_FAILURES`] a wait that doubles, capped.
+#[derive(Debug, Default)]
+struct Throttle {
+    users: HashMap<String, (u32, Instant)>,
+}
+
+/// Failures allowed before a user's logins are slowed down.
+const FREE_FAILURES: u32 = 5;
+/// The longest wait between two login attempts of one user.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a verified password is remembered (keyed by user, password and stored hash).
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// The auth service; cheap to clone.
+#[derive(Clone)]
+pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    default_permission: Permission,
+    throttle: Mutex<Throttle>,
+    /// sha256(user, password, stored hash) → when verified: a password check costs an Argon2
+    /// hash once, not on every request (MLflow runs scrypt per request). Keyed on the stored
+    /// hash, so a password change on any replica invalidates it at once.
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("default_permission", &self.inner.default_permission)
+            .finish_non_exhaustive()
+    }
+}
+
+fn verified_key(username: &str, pw: &str, hash: &str) -> [u8; 32] {
+    let mut h = sha2::Sha256::new();
+    for part in [username, pw, hash] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+impl AuthService {
+    /// Opens the auth tables on `db` (migrated) and creates the admin when missing. Refuses a
+    /// missing or weak admin password, naming the setting.
+    pub async fn new(db: Database, config: AuthConfig) -> Result<Self> {
+        if config.admin_password.is_empty() {
+            return Err(Error::InvalidParameter(
+                "authentication needs the admin's password: set MLFLOW_AUTH_ADMIN_PASSWORD \
+                 (at least 12 characters; loopml ships no default)"
+                    .into(),
+            ));
+        }
+        password::check_policy(&config.admin_password).map_err(|e| {
+            Error::InvalidParameter(format!("MLFLOW_AUTH_ADMIN_PASSWORD is refused: {e}"))
+        })?;
+        db.migrate("auth", crate::MIGRATIONS)?;
+        store::bootstrap_admin(&db, &config.admin_username, &config.admin_password).await?;
+        Ok(AuthService {
+            inner: Arc::new(Inner {
+                db,
+                default_permission: config.default_permission,
+                throttle: Mutex::default(),
+                verified: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The default permission.
+    pub fn default_permission(&self) -> Permission {
+        self.inner.default_permission
+    }
+
+    fn throttled(&self, username: &str) -> Option<Duration> {
+        let t = self.inner.throttle.lock().ok()?;
+        let (n, last) = t.users.get(username)?;
+        if *n < FREE_FAILURES {
+            return None;
+        }
+        let wait = Duration::from_secs(1u64 << (n - FREE_FAILURES).min(6)).min(MAX_WAIT);
+        let left = wait.checked_sub(last.elapsed())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    fn record(&self, username: &str, ok: bool) {
+        if let Ok(mut t) = self.inner.throttle.lock() {
+            if ok {
+                t.users.remove(username);
+            } else {
+                let e = t
+                    .users
+                    .entry(username.to_string())
+                    .or_insert((0, Instant::now()));
+                e.0 = e.0.saturating_add(1);
+                e.1 = Instant::now();
+                // Bounded memory under a spray of made-up names.
+                if t.users.len() > 100_000 {
+                    t.users.retain(|_, (_, at)| at.elapsed() < MAX_WAIT);
+                }
+            }
+        }
+    }
+
+    /// HTTP Basic: the user when the password matches. Unknown users cost the same as known
+    /// ones; a user with too many recent failures waits (429), others are not affected.
+    pub async fn basic(&self, username: &str, pw: &str) -> Result<Principal> {
+        if let Some(wait) = self.throttled(username) {
+            return Err(Error::Throttled(format!(
+                "Too many failed logins for this user; retry in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        let name = username.to_string();
+        let cred = self
+            .inner
+            .db
+            .read(move |c| store::credential(c, &name))
+            .await?;
+        let ok = match &cred {
+            Some(cred) => {
+                let key = verified_key(username, pw, &cred.password_hash);
+                let cached = self
+                    .inner
+                    .verified
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).copied())
+                    .is_some_and(|at| at.elapsed() < VERIFIED_TTL);
+                if cached {
+                    true
+                } else {
+                    let (p, h) = (pw.to_string(), cred.password_hash.clone());
+                    let ok = tokio::task::spawn_blocking(move || password::verify_password(&p, &h))
+                        .await
+                        .unwrap_or(false);
+                    // The shipped default of old MLflow releases never logs in.
+                    let ok = ok && pw != "password1234";
+                    if ok && let Ok(mut m) = self.inner.verified.lock() {
+                        if m.len() > 10_000 {
+                            m.retain(|_, at| at.elapsed() < VERIFIED_TTL);
+                        }
+                        m.insert(key, Instant::now());
+                    }
+                    ok
+                }
+            }
+            None => {
+                let p = pw.to_string();
+                let _ = tokio::task::spawn_blocking(move || password::dummy_verify(&p)).await;
+                false
+            }
+        };
+        self.record(username, ok);
+        match cred {
+            Some(c) if ok => Ok(Principal {
+                user: c.user,
+                read_only: false,
+                scheme: "basic",
+            }),
+            _ => Err(Error::Unauthenticated(
+                "You are not authenticated: wrong username or password".into(),
+            )),
+        }
+    }
+
+    /// A bearer token: its user when it exists, is not revoked and has not expired.
+    pub async fn bearer(&self, token: &str) -> Result<Principal> {
+        let hash = password::token_hash(token);
+        let now = store::now_ms();
+        let found = self
+            .inner
+            .db
+            .read(move |c| -> Result<_> {
+                Ok(c.query_opt(
+                    "SELECT u.id, u.username, u.is_admin, t.read_only FROM auth_tokens t \
+                     JOIN auth_users u ON u.id = t.user_id WHERE t.token_hash = ?1 \
+                     AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+                    &[hash.into(), now.into()],
+                    |r| {
+                        Ok((
+                            User {
+                                id: r.i64(0)?,
+                                username: r.string(1)?,
+                                is_admin: r.i64(2)? != 0,
+                            },
+                            r.i64(3)? != 0,
+                        ))
+                    },
+                )?)
+            })
+            .await?;
+        let (user, read_only) = found.ok_or_else(|| {
+            Error::Unauthenticated("The token is unknown, revoked or expired".into())
+        })?;
+        Ok(Principal {
+            user,
+            read_only,
+            scheme: "token",
+        })
+    }
+
+    /// The user's effective permission on a resource (admins: MANAGE).
+    pub async fn permission(
+        &self,
+        user: &User,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<Permission> {
+        if user.is_admin {
+            return Ok(Permission::Manage);
+        }
+        let (id, t, r) = (user.id, resource_type.to_string(), resource_id.to_string());
+        let grant = self
+            .inner
+            .db
+            .read(move |c| store::grant_of(c, id, &t, &r))
+            .await?;
+        Ok(Permission::effective(grant, self.inner.default_permission))
+    }
+
+    /// Whether `p` may do `action` on a resource: `Ok` or PERMISSION_DENIED.
+    pub async fn check(
+        &self,
+        p: &Principal,
+        resource_type: &str,
+        resource_id: &str,
+        action: Action,
+    ) -> Result<()> {
+        if p.read_only && action != Action::Read {
+            return Err(Error::PermissionDenied(
+                "Permission denied: this token is read-only".into(),
+            ));
+        }
+        let level = self.permission(&p.user, resource_type, resource_id).await?;
+        if level.allows(action) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied("Permission denied".into()))
+        }
+    }
+
+    /// The ids of resources of a type the user may not read (DENY, or every id without a
+    /// grant when the default is below READ: then `Err(readable)` lists what it may read).
+    pub async fn visibility(&self, user: &User, resource_type: &str) -> Result<Visibility> {
+        if user.is_admin {
+            return Ok(Visibility::All);
+        }
+        let (id, t) = (user.id, resource_type.to_string());
+        let rows = self
+            .inner
+            .db
+            .read(move |c| -> Result<_> {
+                Ok(c.query(
+                    "SELECT resource_id, permission FROM auth_permissions \
+                     WHERE user_id = ?1 AND resource_type = ?2",
+                    &[id.into(), t.as_str().into()],
+                    |r| Ok((r.string(0)?, r.string(1)?)),
+                )?)
+            })
+            .await?;
+        let default = self.inner.default_permission;
+        let wild: Option<Permission> = rows
+            .iter()
+            .find(|(r, _)| r == "*")
+            .and_then(|(_, p)| p.parse().ok());
+        // As `grant_of`: DENY anywhere vetoes, an exact grant wins over the wildcard, the
+        // result is floored at the default.
+        let base = Permission::effective(wild, default);
+        let mut listed = Vec::new();
+        for (r, p) in rows.iter().filter(|(r, _)| r != "*") {
+            let exact = p.parse::<Permission>().ok();
+            let combined = match (exact, wild) {
+                (Some(Permission::Deny), _) | (_, Some(Permission::Deny)) => Some(Permission::Deny),
+                (Some(e), _) => Some(e),
+                (None, w) => w,
+            };
+            let level = Permission::effective(combined, default);
+            if level.allows(Action::Read) != base.allows(Action::Read) {
+                listed.push(r.clone());
+            }
+        }
+        Ok(if base.allows(Action::Read) {
+            Visibility::AllBut(listed)
+        } else {
+            Visibility::Only(listed)
+        })
+    }
+
+    /// Creates a user (MLflow's policy on the password).
+    pub async fn create_user(&self, by: &str, username: &str, pw: &str) -> Result<User> {
+        store::validate_username(username)?;
+        password::check_policy(pw)?;
+        let p = pw.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash_password(&p))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (name, by) = (username.to_string(), by.to_string());
+        self.inner
+            .db
+            .write(move |c| -> Result<User> {
+                let u = store::insert_user(c, &name, &hash, false)?;
+                store::audit(c, &by, "create_user", &format!("user:{name}"), "")?;
+                Ok(u)
+            })
+            .await
+    }
+
+    /// A user by name.
+    pub async fn get_user(&self, username: &str) -> Result<User> {
+        let name = username.to_string();
+        self.inner.db.read(move |c| store::user(c, &name)).await
+    }
+
+    /// Every user.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.inner.db.read(store::list_users).await
+    }
+
+    /// Sets a user's password (the caller checked who may).
+    pub async fn update_password(&self, by: &str, username: &str, pw: &str) -> Result<()> {
+        password::check_policy(pw)?;
+        let p = pw.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash_password(&p))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (name, by) = (username.to_string(), by.to_string());
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                let u = store::user(c, &name)?;
+                c.execute(
+                    "UPDATE auth_users SET password_hash = ?1 WHERE id = ?2",
+                    &[hash.as_str().into(), u.id.into()],
+                )?;
+                store::audit(c, &by, "update_password", &format!("user:{name}"), "")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Whether `pw` is the user's current password (for a self-service change).
+    pub async fn password_matches(&self, username: &str, pw: &str) -> Result<bool> {
+        let name = username.to_string();
+        let cred = self
+            .inner
+            .db
+            .read(move |c| store::credential(c, &name))
+            .await?;
+        let Some(cred) = cred else {
+            return Ok(false);
+        };
+        let p = pw.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || password::verify_password(&p, &cred.password_hash))
+                .await
+                .unwrap_or(false),
+        )
+    }
+
+    /// Makes a user an admin or not.
+    pub async fn update_admin(&self, by: &str, username: &str, admin: bool) -> Result<()> {
+        let (name, by) = (username.to_string(), by.to_string());
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                let u = store::user(c, &name)?;
+                c.execute(
+                    "UPDATE auth_users SET is_admin = ?1 WHERE id = ?2",
+                    &[i64::from(admin).into(), u.id.into()],
+                )?;
+                store::audit(
+                    c,
+                    &by,
+                    "update_admin",
+                    &format!("user:{name}"),
+                    &format!("is_admin={admin}"),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Deletes a user, their grants and tokens.
+    pub async fn delete_user(&self, by: &str, username: &str) -> Result<()> {
+        let (name, by) = (username.to_string(), by.to_string());
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                let u = store::user(c, &name)?;
+                for t in ["auth_permissions", "auth_tokens"] {
+                    c.execute(
+                        &format!("DELETE FROM {t} WHERE user_id = ?1"),
+                        &[u.id.into()],
+                    )?;
+                }
+                c.execute("DELETE FROM auth_users WHERE id = ?1", &[u.id.into()])?;
+                store::audit(c, &by, "delete_user", &format!("user:{name}"), "")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Grants (or changes) a user's permission on a resource; `create` refuses an existing one.
+    pub async fn grant(
+        &self,
+        by: &str,
+        username: &str,
+        resource_type: &str,
+        resource_id: &str,
+        p: Permission,
+        create: bool,
+    ) -> Result<()> {
+        if !store::RESOURCE_TYPES.contains(&resource_type) {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid resource_type '{resource_type}': valid types are {}",
+                store::RESOURCE_TYPES.join(", ")
+            )));
+        }
+        if !p.grantable() {
+            return Err(Error::InvalidParameter(
+                "Invalid permission NO_PERMISSIONS: grants accept only: ('DENY', 'EDIT', \
+                 'MANAGE', 'READ', 'USE'); revoke the grant instead"
+                    .into(),
+            ));
+        }
+        if resource_id.is_empty() {
+            return Err(Error::InvalidParameter("'resource_id' is required".into()));
+        }
+        let (name, by, t, r) = (
+            username.to_string(),
+            by.to_string(),
+            resource_type.to_string(),
+            resource_id.to_string(),
+        );
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                let u = store::user(c, &name)?;
+                let existing = store::find_grant(c, u.id, &t, &r)?;
+                if create && existing.is_some() {
+                    return Err(Error::AlreadyExists(format!(
+                        "Permission on {t} '{r}' for user {name} already exists"
+                    )));
+                }
+                if !create && existing.is_none() {
+                    return Err(Error::NotFound(format!(
+                        "No permission on {t} '{r}' for user {name}"
+                    )));
+                }
+                store::put_grant(c, u.id, &t, &r, p)?;
+                store::audit(c, &by, "grant", &format!("{t}:{r}"), &format!("{name}={p}"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Gives the creator MANAGE on what it just created (MLflow's after-request hook).
+    pub async fn make_owner(
+        &self,
+        user: &User,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<()> {
+        if user.is_admin {
+            return Ok(());
+        }
+        let (id, name, t, r) = (
+            user.id,
+            user.username.clone(),
+            resource_type.to_string(),
+            resource_id.to_string(),
+        );
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                store::put_grant(c, id, &t, &r, Permission::Manage)?;
+                store::audit(c, &name, "create", &format!("{t}:{r}"), "owner: MANAGE")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes a user's grant on a resource.
+    pub async fn revoke(
+        &self,
+        by: &str,
+        username: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<()> {
+        let (name, by, t, r) = (
+            username.to_string(),
+            by.to_string(),
+            resource_type.to_string(),
+            resource_id.to_string(),
+        );
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                let u = store::user(c, &name)?;
+                let n = c.execute(
+                    "DELETE FROM auth_permissions WHERE user_id = ?1 AND resource_type = ?2 \
+                     AND resource_id = ?3",
+                    &[u.id.into(), t.as_str().into(), r.as_str().into()],
+                )?;
+                if n == 0 {
+                    return Err(Error::NotFound(format!(
+                        "No permission on {t} '{r}' for user {name}"
+                    )));
+                }
+                store::audit(c, &by, "revoke", &format!("{t}:{r}"), &name)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Drops every grant on a resource (it was deleted; names get reused).
+    pub async fn forget_resource(
+        &self,
+        by: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<()> {
+        let (by, t, r) = (
+            by.to_string(),
+            resource_type.to_string(),
+            resource_id.to_string(),
+        );
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                c.execute(
+                    "DELETE FROM auth_permissions WHERE resource_type = ?1 AND resource_id = ?2",
+                    &[t.as_str().into(), r.as_str().into()],
+                )?;
+                store::audit(c, &by, "delete", &format!("{t}:{r}"), "grants removed")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The stored grant of a user on a resource.
+    pub async fn stored_grant(
+        &self,
+        username: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<Option<Grant>> {
+        let (name, t, r) = (
+            username.to_string(),
+            resource_type.to_string(),
+            resource_id.to_string(),
+        );
+        self.inner
+            .db
+            .read(move |c| -> Result<_> {
+                let u = store::user(c, &name)?;
+                store::find_grant(c, u.id, &t, &r)
+            })
+            .await
+    }
+
+    /// Every grant of a user.
+    pub async fn grants(&self, username: &str) -> Result<Vec<Grant>> {
+        let name = username.to_string();
+        self.inner
+            .db
+            .read(move |c| -> Result<_> {
+                store::user(c, &name)?;
+                store::grants_of(c, &name)
+            })
+            .await
+    }
+
+    /// Issues a bearer token for a user: its secret (shown once) and its description.
+    pub async fn create_token(
+        &self,
+        by: &str,
+        username: &str,
+        name: &str,
+        ttl: Option<Duration>,
+        read_only: bool,
+    ) -> Result<(String, TokenInfo)> {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidParameter(
+                "A token needs a name of at most 255 bytes, without control characters".into(),
+            ));
+        }
+        let secret = password::new_token();
+        let hash = password::token_hash(&secret);
+        let id = format!("tok-{}", uuid::Uuid::new_v4().simple());
+        let now = store::now_ms();
+        let expires = ttl.map(|d| now.saturating_add(d.as_millis() as i64));
+        let (user, by, label) = (username.to_string(), by.to_string(), name.to_string());
+        let info = self
+            .inner
+            .db
+            .write(move |c| -> Result<TokenInfo> {
+                let u = store::user(c, &user)?;
+                c.execute(
+                    "INSERT INTO auth_tokens (id, user_id, name, token_hash, read_only, \
+                     created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    &[
+                        id.as_str().into(),
+                        u.id.into(),
+                        label.as_str().into(),
+                        hash.as_str().into(),
+                        i64::from(read_only).into(),
+                        now.into(),
+                        expires.into(),
+                    ],
+                )?;
+                store::audit(
+                    c,
+                    &by,
+                    "create_token",
+                    &format!("user:{user}"),
+                    &format!("token {id} '{label}'"),
+                )?;
+                Ok(TokenInfo {
+                    id,
+                    username: user,
+                    name: label,
+                    read_only,
+                    created_at: now,
+                    expires_at: expires,
+                    revoked_at: None,
+                })
+            })
+            .await?;
+        Ok((secret, info))
+    }
+
+    /// A user's tokens (or everyone's, for `None`).
+    pub async fn tokens(&self, username: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let name = username.map(str::to_string);
+        self.inner
+            .db
+            .read(move |c| -> Result<_> {
+                let sql = format!(
+                    "SELECT {} FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id \
+                     WHERE (?1 IS NULL OR u.username = ?1) ORDER BY t.created_at, t.id",
+                    store::TOKEN_COLUMNS
+                );
+                Ok(c.query(&sql, &[name.as_deref().into()], store::token_row)?)
+            })
+            .await
+    }
+
+    /// A token's description.
+    pub async fn token(&self, id: &str) -> Result<TokenInfo> {
+        let id = id.to_string();
+        self.inner
+            .db
+            .read(move |c| -> Result<_> {
+                let sql = format!(
+                    "SELECT {} FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id \
+                     WHERE t.id = ?1",
+                    store::TOKEN_COLUMNS
+                );
+                c.query_opt(&sql, &[id.as_str().into()], store::token_row)?
+                    .ok_or_else(|| Error::NotFound(format!("Token '{id}' not found")))
+            })
+            .await
+    }
+
+    /// Revokes a token (it stops working at once, on every replica).
+    pub async fn revoke_token(&self, by: &str, id: &str) -> Result<()> {
+        let (id, by) = (id.to_string(), by.to_string());
+        let now = store::now_ms();
+        self.inner
+            .db
+            .write(move |c| -> Result<()> {
+                let n = c.execute(
+                    "UPDATE auth_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                    &[now.into(), id.as_str().into()],
+                )?;
+                if n == 0 {
+                    return Err(Error::NotFound(format!(
+                        "Token '{id}' not found or already revoked"
+                    )));
+                }
+                store::audit(c, &by, "revoke_token", &format!("token:{id}"), "")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records an action in the audit log.
+    pub async fn audit(&self, who: &str, action: &str, resource: &str, detail: &str) -> Result<()> {
+        let (w, a, r, d) = (
+            who.to_string(),
+            action.to_string(),
+            resource.to_string(),
+            detail.to_string(),
+        );
+        self.inner
+            .db
+            .write(move |c| store::audit(c, &w, &a, &r, &d))
+            .await
+    }
+
+    /// Audit entries after `after` (an id), oldest first, at most `limit`.
+    pub async fn audit_log(
+        &self,
+        after: i64,
+        limit: usize,
+        username: Option<String>,
+    ) -> Result<Vec<AuditEntry>> {
+        self.inner
+            .db
+            .read(move |c| -> Result<_> {
+                Ok(c.query(
+                    "SELECT id, at_ms, username, action, resource, detail FROM auth_audit \
+                     WHERE id > ?1 AND (?2 IS NULL OR username = ?2) ORDER BY id LIMIT ?3",
+                    &[
+                        after.into(),
+                        username.as_deref().into(),
+                        (limit as i64).into(),
+                    ],
+                    |r| {
+                        Ok(AuditEntry {
+                            id: r.i64(0)?,
+                            at_ms: r.i64(1)?,
+                            username: r.string(2)?,
+                            action: r.string(3)?,
+                            resource: r.string(4)?,
+                            detail: r.string(5)?,
+                        })
+                    },
+                )?)
+            })
+            .await
+    }
+}
+
+/// Which resources of one type a user may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Everything (an admin).
+    All,
+    /// Everything except these ids.
+    AllBut(Vec<String>),
+    /// Only these ids.
+    Only(Vec<String>),
+}
+
+impl Visibility {
+    /// Whether the id is readable.
+    pub fn allows(&self, id: &str) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::AllBut(v) => !v.iter().any(|x| x == id),
+            Visibility::Only(v) => v.iter().any(|x| x == id),
+        }
+    }
+}
