@@ -1,0 +1,265 @@
+"""Authentication and permissions (issue 20) with the real clients: `mlflow.MlflowClient` with
+MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN, and MLflow's own
+`AuthServiceClient`, against `loopml server --app-name basic-auth`. Users of each permission
+level try the guarded operations: allowed ones succeed, denied ones fail with the client's
+PERMISSION_DENIED and change nothing."""
+
+import contextlib
+import os
+import uuid
+
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.server.auth.client import AuthServiceClient
+
+ADMIN_PW = "admin-password-for-tests"
+
+
+@contextlib.contextmanager
+def as_user(username=None, password=None, token=None):
+    """The client's credentials for the block (it reads them at every call)."""
+    keys = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"]
+    saved = {k: os.environ.get(k) for k in keys}
+    for k in keys:
+        os.environ.pop(k, None)
+    if username is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    if token is not None:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = token
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def denied(fn, code="PERMISSION_DENIED"):
+    with pytest.raises((RestException, MlflowException)) as e:
+        fn()
+    assert e.value.error_code == code, e.value
+    return e.value
+
+
+@pytest.fixture
+def auth_server(start_server):
+    os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = ADMIN_PW
+    try:
+        srv = start_server(extra_args=["--app-name", "basic-auth"])
+    finally:
+        os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    return srv
+
+
+@pytest.fixture
+def users(auth_server):
+    """alice and bob (plain users) created by the admin through AuthServiceClient."""
+    pw = {"alice": "alice-password-1", "bob": "bob-password-12"}
+    with as_user("admin", ADMIN_PW):
+        auth = AuthServiceClient(auth_server.url)
+        for name, p in pw.items():
+            auth.create_user(name, p)
+    return pw
+
+
+def test_startup_refuses_a_missing_or_weak_admin_password(start_server):
+    for pw in [None, "short", "password1234"]:
+        if pw is None:
+            os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+        else:
+            os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = pw
+        try:
+            with pytest.raises(RuntimeError) as e:
+                start_server(extra_args=["--auth"])
+            assert "MLFLOW_AUTH_ADMIN_PASSWORD" in str(e.value)
+        finally:
+            os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+
+
+def test_no_credentials_or_a_wrong_password_is_unauthenticated(auth_server, users):
+    url = auth_server.url
+    r = requests.post(url + "/api/2.0/mlflow/experiments/search", json={})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == 'Basic realm="mlflow"'
+    assert r.json()["error_code"] == "UNAUTHENTICATED"
+    # Open without a login, as in MLflow: health and server-info.
+    assert requests.get(url + "/health").status_code == 200
+    assert requests.get(url + "/api/2.0/mlflow/server-info").status_code != 401
+    with as_user():
+        denied(lambda: MlflowClient(url).search_experiments(), "UNAUTHENTICATED")
+    with as_user("alice", "not-her-password"):
+        denied(lambda: MlflowClient(url).search_experiments(), "UNAUTHENTICATED")
+    with as_user("nobody", "whatever-password"):
+        denied(lambda: MlflowClient(url).search_experiments(), "UNAUTHENTICATED")
+    # Error bodies never show a hash or SQL.
+    r = requests.post(url + "/api/2.0/mlflow/users/create", auth=("admin", ADMIN_PW),
+                      json={"username": "alice", "password": "another-password-1"})
+    assert r.status_code == 400 and r.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    assert "argon2" not in r.text and "INSERT" not in r.text
+
+
+def test_failed_logins_are_throttled_per_user_only(auth_server, users):
+    url = auth_server.url + "/api/2.0/mlflow/experiments/search"
+    codes = [requests.post(url, json={}, auth=("bob", f"wrong-{i}")).status_code for i in range(7)]
+    assert codes[:5] == [401] * 5 and codes[6] == 429, codes
+    # Even the right password waits now; alice is not affected.
+    assert requests.post(url, json={}, auth=("bob", users["bob"])).status_code == 429
+    assert requests.post(url, json={}, auth=("alice", users["alice"])).status_code == 200
+
+
+def test_owner_default_read_grants_and_deny(auth_server, users):
+    url = auth_server.url
+    with as_user("alice", users["alice"]):
+        alice = MlflowClient(url)
+        exp = alice.create_experiment(f"alice-{uuid.uuid4().hex[:8]}")
+        run = alice.create_run(exp)
+        alice.log_metric(run.info.run_id, "loss", 0.5)
+        # The creator owns it.
+        perms = AuthServiceClient(url).get_user_permission("alice", "experiment", exp)
+        assert perms.permission == "MANAGE"
+    with as_user("bob", users["bob"]):
+        bob = MlflowClient(url)
+        # Default READ: bob reads alice's experiment and run ...
+        assert bob.get_experiment(exp).experiment_id == exp
+        assert bob.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        assert [r.info.run_id for r in bob.search_runs([exp])] == [run.info.run_id]
+        # ... but cannot write to it, and nothing changes.
+        denied(lambda: bob.log_metric(run.info.run_id, "loss", 9.0))
+        denied(lambda: bob.create_run(exp))
+        denied(lambda: bob.set_experiment_tag(exp, "owner", "bob"))
+        denied(lambda: bob.delete_experiment(exp))
+        # Nor grant himself anything.
+        denied(lambda: AuthServiceClient(url).grant_user_permission("bob", "experiment", exp, "MANAGE"))
+    with as_user("alice", users["alice"]):
+        assert alice.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+        assert alice.get_experiment(exp).lifecycle_stage == "active"
+        AuthServiceClient(url).grant_user_permission("bob", "experiment", exp, "EDIT")
+    with as_user("bob", users["bob"]):
+        bob.log_metric(run.info.run_id, "loss", 0.25)
+        bob.create_run(exp)
+        # EDIT is not delete.
+        denied(lambda: bob.delete_experiment(exp))
+        denied(lambda: bob.delete_run(run.info.run_id))
+    with as_user("alice", users["alice"]):
+        auth = AuthServiceClient(url)
+        auth.revoke_user_permission("bob", "experiment", exp)
+        auth.grant_user_permission("bob", "experiment", exp, "DENY")
+        assert auth.get_user_permission("bob", "experiment", exp).permission == "DENY"
+    with as_user("bob", users["bob"]):
+        denied(lambda: bob.get_experiment(exp))
+        denied(lambda: bob.get_run(run.info.run_id))
+        # A denied experiment vanishes from searches.
+        assert bob.search_runs([exp]) == []
+        assert exp not in [e.experiment_id for e in bob.search_experiments()]
+    with as_user("admin", ADMIN_PW):
+        # Admins pass every check.
+        assert MlflowClient(url).get_run(run.info.run_id).data.metrics["loss"] == 0.25
+
+
+def test_registered_models_follow_the_same_model(auth_server, users):
+    url = auth_server.url
+    name = f"model-{uuid.uuid4().hex[:8]}"
+    with as_user("alice", users["alice"]):
+        MlflowClient(url).create_registered_model(name)
+    with as_user("bob", users["bob"]):
+        bob = MlflowClient(url)
+        assert bob.get_registered_model(name).name == name
+        denied(lambda: bob.update_registered_model(name, description="bob was here"))
+        denied(lambda: bob.delete_registered_model(name))
+        denied(lambda: bob.set_registered_model_tag(name, "k", "v"))
+    with as_user("alice", users["alice"]):
+        m = MlflowClient(url).get_registered_model(name)
+        assert m.description in (None, "") and m.tags == {}
+        # The legacy 2.0 route user scripts still call.
+        r = requests.post(url + "/api/2.0/mlflow/registered-models/permissions/create",
+                          auth=("alice", users["alice"]),
+                          json={"name": name, "username": "bob", "permission": "EDIT"})
+        assert r.status_code == 200, r.text
+        assert r.json()["registered_model_permission"]["permission"] == "EDIT"
+    with as_user("bob", users["bob"]):
+        MlflowClient(url).update_registered_model(name, description="edited")
+        denied(lambda: MlflowClient(url).delete_registered_model(name))
+    with as_user("alice", users["alice"]):
+        MlflowClient(url).delete_registered_model(name)
+    with as_user("admin", ADMIN_PW):
+        # Its grants went with it: a new model of the same name starts clean.
+        assert AuthServiceClient(url).get_user_permission(
+            "bob", "registered_model", name).permission == "READ"
+
+
+def test_user_management_through_auth_service_client(auth_server, users):
+    url = auth_server.url
+    with as_user("admin", ADMIN_PW):
+        auth = AuthServiceClient(url)
+        u = auth.get_user("alice")
+        assert u.username == "alice" and not u.is_admin
+        with pytest.raises(RestException) as e:
+            auth.create_user("carol", "short")
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        auth.create_user("carol", "carol-password-1")
+        auth.update_user_admin("carol", True)
+        assert auth.get_user("carol").is_admin
+        auth.update_user_password("carol", "carol-password-2")
+    with as_user("carol", "carol-password-1"):
+        denied(lambda: MlflowClient(url).search_experiments(), "UNAUTHENTICATED")
+    with as_user("carol", "carol-password-2"):
+        MlflowClient(url).search_experiments()
+    with as_user("bob", users["bob"]):
+        auth = AuthServiceClient(url)
+        # Users see themselves, not others; only admins list or delete users.
+        assert auth.get_user("bob").username == "bob"
+        denied(lambda: auth.get_user("alice"))
+        denied(lambda: auth.delete_user("alice"))
+        r = requests.get(url + "/api/2.0/mlflow/users/list", auth=("bob", users["bob"]))
+        assert r.status_code == 403
+        # A self-service password change needs the current password.
+        denied(lambda: auth.update_user_password("bob", "bob-password-99",
+                                                 current_password="not-current-pw"))
+        auth.update_user_password("bob", "bob-password-99", current_password=users["bob"])
+    with as_user("admin", ADMIN_PW):
+        AuthServiceClient(url).delete_user("carol")
+        with pytest.raises(RestException) as e:
+            AuthServiceClient(url).get_user("carol")
+        assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        audit = requests.get(url + "/api/2.0/mlflow/audit", auth=("admin", ADMIN_PW)).json()
+        actions = [(e["username"], e["action"], e["resource"]) for e in audit["entries"]]
+        assert ("admin", "create_user", "user:carol") in actions
+        assert ("admin", "delete_user", "user:carol") in actions
+        assert all(ADMIN_PW not in e["detail"] for e in audit["entries"])
+
+
+def test_bearer_tokens_issue_scope_expire_and_revoke(auth_server, users):
+    url = auth_server.url
+    r = requests.post(url + "/api/2.0/mlflow/tokens/create", auth=("alice", users["alice"]),
+                      json={"name": "ci"})
+    assert r.status_code == 200, r.text
+    token, info = r.json()["token"], r.json()["token_info"]
+    with as_user(token=token):
+        c = MlflowClient(url)
+        exp = c.create_experiment(f"tok-{uuid.uuid4().hex[:8]}")
+        assert c.get_experiment(exp).name.startswith("tok-")
+    # A read-only token reads but cannot write.
+    ro = requests.post(url + "/api/2.0/mlflow/tokens/create", auth=("alice", users["alice"]),
+                       json={"name": "dashboards", "read_only": True}).json()["token"]
+    with as_user(token=ro):
+        assert MlflowClient(url).get_experiment(exp).experiment_id == exp
+        denied(lambda: MlflowClient(url).create_run(exp))
+    # The secret is stored hashed: listing never shows it.
+    listed = requests.get(url + "/api/2.0/mlflow/tokens/list", auth=("alice", users["alice"]))
+    assert token not in listed.text and info["id"] in listed.text
+    # bob cannot revoke alice's token; alice can, and it stops working at once.
+    r = requests.post(url + "/api/2.0/mlflow/tokens/revoke", auth=("bob", users["bob"]),
+                      json={"id": info["id"]})
+    assert r.status_code == 403
+    r = requests.post(url + "/api/2.0/mlflow/tokens/revoke", auth=("alice", users["alice"]),
+                      json={"id": info["id"]})
+    assert r.status_code == 200
+    with as_user(token=token):
+        denied(lambda: MlflowClient(url).get_experiment(exp), "UNAUTHENTICATED")
+    with as_user(token="lml_made_up_token_value_that_does_not_exist_0000"):
+        denied(lambda: MlflowClient(url).get_experiment(exp), "UNAUTHENTICATED")
