@@ -680,7 +680,7 @@ impl AuthService {
             .read(move |c| -> Result<_> {
                 let sql = format!(
                     "SELECT {} FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id \
-                     WHERE (?1 IS NULL OR u.username = ?1) ORDER BY t.created_at, t.id",
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR u.username = ?1) ORDER BY t.created_at, t.id",
                     store::TOKEN_COLUMNS
                 );
                 Ok(c.query(&sql, &[name.as_deref().into()], store::token_row)?)
@@ -753,7 +753,7 @@ impl AuthService {
             .read(move |c| -> Result<_> {
                 Ok(c.query(
                     "SELECT id, at_ms, username, action, resource, detail FROM auth_audit \
-                     WHERE id > ?1 AND (?2 IS NULL OR username = ?2) ORDER BY id LIMIT ?3",
+                     WHERE id > ?1 AND (CAST(?2 AS TEXT) IS NULL OR username = ?2) ORDER BY id LIMIT ?3",
                     &[
                         after.into(),
                         username.as_deref().into(),

@@ -284,3 +284,103 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Tag equality searches read their page from the pairs' own (experiment, time) columns: those
+/// must follow the trace's time whichever request set it last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_searches_follow_a_trace_whose_time_moves() {
+    for db in TestDatabase::all() {
+        let dir = tempfile_dir();
+        let tracking = loopml_tracking::TrackingService::new(
+            db.database(),
+            loopml_store::ArtifactStore::local(dir.join("art")).unwrap(),
+        )
+        .unwrap();
+        let exp = tracking
+            .create_experiment(format!("t-{}", uuid()), None, vec![])
+            .await
+            .unwrap();
+        let s = TraceService::new(tracking.clone()).unwrap();
+        let start = |id: &str, ms: i64| {
+            TraceInfo::from_json(&json!({"trace_id": format!("tr-{}", id.repeat(32)),
+                "trace_location": {"type": "MLFLOW_EXPERIMENT",
+                    "mlflow_experiment": {"experiment_id": exp.to_string()}},
+                "request_time": ms, "state": "OK", "tags": {"env": "prod"},
+                "trace_metadata": {"team": "search"}}))
+            .unwrap()
+        };
+        // x: spans first (their time: 1,700,000,000,000 ms), then StartTraceV3 moves it later.
+        s.log_spans(
+            exp,
+            None,
+            vec![span(
+                &"1".repeat(32),
+                "0000000000000001",
+                None,
+                "x",
+                json!({}),
+            )],
+        )
+        .await
+        .unwrap();
+        s.start_trace(start("1", 1_700_000_005_000)).await.unwrap();
+        s.start_trace(start("2", 1_700_000_003_000)).await.unwrap();
+        s.start_trace(start("3", 1_700_000_004_000)).await.unwrap();
+        // w: tagged at 2,000, then its StartTraceV3 is sent again with a later time.
+        s.start_trace(start("4", 1_700_000_002_000)).await.unwrap();
+        s.start_trace(start("4", 1_700_000_006_000)).await.unwrap();
+        // A trace without the tag value.
+        let mut other = start("5", 1_700_000_007_000);
+        other.tags.insert("env".into(), "dev".into());
+        s.start_trace(other).await.unwrap();
+        let page = |filter: &str, order: Vec<String>, max: usize, token: Option<String>| {
+            let s = s.clone();
+            let filter = filter.to_string();
+            async move {
+                let (infos, next) = s
+                    .search(Search {
+                        experiment_ids: vec![exp],
+                        filter,
+                        max_results: max,
+                        order_by: order,
+                        page_token: token,
+                    })
+                    .await
+                    .unwrap();
+                let ids: Vec<String> = infos.iter().map(|t| t.trace_id[3..4].to_string()).collect();
+                (ids, next)
+            }
+        };
+        for filter in ["tags.env = 'prod'", "metadata.team = 'search'"] {
+            let (ids, _) = page(filter, vec![], 100, None).await;
+            let want = if filter.starts_with("tags") {
+                vec!["4", "1", "3", "2"]
+            } else {
+                vec!["5", "4", "1", "3", "2"]
+            };
+            assert_eq!(ids, want, "{filter} on {}", db.database().backend());
+        }
+        let (ids, _) = page(
+            "tags.env = 'prod'",
+            vec!["timestamp_ms ASC".into()],
+            100,
+            None,
+        )
+        .await;
+        assert_eq!(ids, ["2", "3", "1", "4"]);
+        // Pages of two walk every match once, in order.
+        let (first, next) = page("tags.env = 'prod'", vec![], 2, None).await;
+        let (second, last) = page("tags.env = 'prod'", vec![], 2, next).await;
+        assert_eq!([first, second].concat(), ["4", "1", "3", "2"]);
+        assert!(last.is_none());
+        // Another clause beside the equality still applies.
+        let (ids, _) = page(
+            "tags.env = 'prod' AND timestamp_ms < 1700000004500",
+            vec![],
+            100,
+            None,
+        )
+        .await;
+        assert_eq!(ids, ["3", "2"]);
+    }
+}

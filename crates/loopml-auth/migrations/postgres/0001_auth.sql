@@ -4,7 +4,7 @@ CREATE TABLE auth_users (
     id            BIGSERIAL PRIMARY KEY,
     username      TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
-    is_admin      INTEGER NOT NULL DEFAULT 0,
+    is_admin      BIGINT NOT NULL DEFAULT 0,
     created_at    BIGINT NOT NULL
 );
 
@@ -23,7 +23,7 @@ CREATE TABLE auth_tokens (
     user_id    BIGINT NOT NULL REFERENCES auth_users (id) ON DELETE CASCADE,
     name       TEXT NOT NULL,
     token_hash TEXT NOT NULL UNIQUE,
-    read_only  INTEGER NOT NULL DEFAULT 0,
+    read_only  BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     expires_at BIGINT,
     revoked_at BIGINT
