@@ -78,29 +78,48 @@ async fn authenticate(auth: &AuthService, headers: &HeaderMap) -> Result<Princip
     }
 }
 
-/// A request field from the query string or the JSON body.
-fn field(query: &[(String, String)], body: &Value, keys: &[&str]) -> Option<String> {
-    for k in keys {
-        if let Some((_, v)) = query.iter().find(|(q, _)| q == k) {
-            return Some(v.clone());
-        }
-        match &body[*k] {
-            Value::String(s) => return Some(s.clone()),
-            Value::Number(n) => return Some(n.to_string()),
-            _ => {}
+/// A request's parameters as the handlers read them (MLflow's extractor): the query string for
+/// a GET or an empty body, else the JSON body. A repeated query key becomes a list.
+fn params(method: &Method, uri: &axum::http::Uri, body: &[u8]) -> Value {
+    if *method != Method::GET && !body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(body).unwrap_or(Value::Null);
+    }
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        let v = Value::String(v.into_owned());
+        match map.get_mut(k.as_ref()) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                map.insert(k.into_owned(), v);
+            }
         }
     }
-    None
+    Value::Object(map)
 }
 
-fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
-    uri.query()
-        .map(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// One scalar parameter. A list (a repeated key) is ambiguous: none, so the check fails.
+fn field(params: &Value, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match &params[*k] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// A list parameter (or a single value) of strings.
+fn list(params: &Value, key: &str) -> Vec<String> {
+    match &params[key] {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
 }
 
 /// The request's body, read (bounded: 413 beyond [`MAX_JSON_BODY`]).
@@ -120,35 +139,46 @@ fn json_of(b: &[u8]) -> Value {
     }
 }
 
-/// The trace id a trace route names: the path segment after `traces/`, or the body's.
-fn trace_id_of(path: &str, query: &[(String, String)], body: &Value) -> Option<String> {
-    if let Some(id) = field(query, body, &["trace_id", "request_id"]) {
-        return Some(id);
+/// The trace ids a trace route names: the one in its path, else the request's.
+fn trace_ids_of(path: &str, params: &Value) -> Vec<String> {
+    if let Some(after) = path.split("/traces/").nth(1)
+        && let Some(id) = after.split('/').next()
+        && !matches!(
+            id,
+            "" | "get" | "search" | "batchGet" | "delete-traces" | "link-to-run" | "link-prompts"
+        )
+    {
+        return vec![id.to_string()];
     }
-    if let Some(ids) = body["trace_ids"].as_array() {
-        return ids.first().and_then(|v| v.as_str()).map(str::to_string);
-    }
-    let after = path.split("/traces/").nth(1)?;
-    let id = after.split('/').next()?;
-    (!id.is_empty() && !matches!(id, "get" | "search" | "batchGet")).then(|| id.to_string())
+    let mut ids: Vec<String> = ["trace_id", "request_id"]
+        .iter()
+        .filter_map(|k| field(params, &[k]))
+        .collect();
+    ids.extend(list(params, "trace_ids"));
+    ids.extend(list(params, "request_ids"));
+    ids
 }
 
-/// The resource a request names: `(resource type, id)`, or none when it cannot be found.
-async fn subject(
+/// The resources a request names, `(resource type, id)`; empty when none can be found (then
+/// a non-admin is refused).
+async fn subjects(
     g: &Guard,
     s: Subject,
     parts: &axum::http::request::Parts,
-    query: &[(String, String)],
-    body: &Value,
-) -> Option<(&'static str, String)> {
+    params: &Value,
+) -> Vec<(&'static str, String)> {
     let path = parts.uri.path();
-    let exp = |id: Option<String>| id.map(|i| ("experiment", i));
+    let exp = |id: Option<String>| {
+        id.map(|i| ("experiment", i))
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
     match s {
-        Subject::Experiment => exp(field(query, body, &["experiment_id"]).or_else(|| {
+        Subject::Experiment => exp(field(params, &["experiment_id"]).or_else(|| {
             // StartTraceV3: trace.trace_info.trace_location.mlflow_experiment.experiment_id.
-            let info = &body["trace"]["trace_info"];
+            let info = &params["trace"]["trace_info"];
             let info = if info.is_null() {
-                &body["trace_info"]
+                &params["trace_info"]
             } else {
                 info
             };
@@ -156,40 +186,55 @@ async fn subject(
             e.as_str()
                 .map(str::to_string)
                 .or_else(|| e.as_i64().map(|n| n.to_string()))
-                .or_else(|| {
-                    body["locations"][0]["mlflow_experiment"]["experiment_id"]
-                        .as_str()
-                        .map(str::to_string)
-                })
         })),
-        Subject::ExperimentName => {
-            let name = field(query, body, &["experiment_name"])?;
-            exp(g.resolver.experiment_by_name(name).await)
-        }
-        Subject::Run => {
-            let run = field(query, body, &["run_id", "run_uuid"])?;
-            exp(g.resolver.run_experiment(run).await)
-        }
+        Subject::ExperimentName => match field(params, &["experiment_name"]) {
+            Some(name) => exp(g.resolver.experiment_by_name(name).await),
+            None => Vec::new(),
+        },
+        Subject::Run => match field(params, &["run_id", "run_uuid"]) {
+            Some(run) => exp(g.resolver.run_experiment(run).await),
+            None => Vec::new(),
+        },
         Subject::Trace => {
-            let id = trace_id_of(path, query, body)?;
-            exp(g.resolver.trace_experiment(id).await)
+            let ids = trace_ids_of(path, params);
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match g.resolver.trace_experiment(id).await {
+                    Some(e) => out.push(("experiment", e)),
+                    // One unknown trace fails the whole request.
+                    None => return Vec::new(),
+                }
+            }
+            out
         }
         Subject::LoggedModel => {
-            let id = field(query, body, &["model_id"]).or_else(|| {
-                let after = path.split("/logged-models/").nth(1)?;
-                after.split('/').next().map(str::to_string)
-            })?;
-            exp(g.resolver.logged_model_experiment(id).await)
+            let in_path = path
+                .split("/logged-models/")
+                .nth(1)
+                .and_then(|a| a.split('/').next())
+                .filter(|id| !id.is_empty())
+                .map(str::to_string);
+            match in_path.or_else(|| field(params, &["model_id"])) {
+                Some(id) => exp(g.resolver.logged_model_experiment(id).await),
+                None => Vec::new(),
+            }
         }
-        Subject::Model => field(query, body, &["name"]).map(|n| ("registered_model", n)),
+        Subject::Model => field(params, &["name"])
+            .map(|n| ("registered_model", n))
+            .into_iter()
+            .collect(),
         Subject::ArtifactPath => {
             let after = path.split("/artifacts/").nth(1).or_else(|| {
                 path.split("/mpu/")
                     .nth(1)
                     .and_then(|p| p.split_once('/').map(|x| x.1))
-            })?;
-            let first = after.split('/').next()?;
-            (first.parse::<i64>().is_ok()).then(|| ("experiment", first.to_string()))
+            });
+            after
+                .and_then(|a| a.split('/').next())
+                .filter(|first| first.parse::<i64>().is_ok())
+                .map(|first| ("experiment", first.to_string()))
+                .into_iter()
+                .collect()
         }
         Subject::ExperimentHeader => exp(parts
             .headers
@@ -246,7 +291,6 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
     }
     let who = authenticate(&g.auth, req.headers()).await?;
     let user = who.user.clone();
-    let query = query_pairs(req.uri());
     let mut req = req;
     req.extensions_mut().insert(who.clone());
     match rule {
@@ -270,19 +314,23 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
             // body: only a JSON request's body is read.
             let streamed = matches!(s, Subject::ArtifactPath | Subject::ExperimentHeader)
                 || matches!(*req.method(), Method::GET | Method::HEAD);
-            let (parts, body, json) = if streamed {
+            let (parts, body, params) = if streamed {
                 let (p, b) = req.into_parts();
-                (p, b, Value::Null)
+                let q = params(&p.method, &p.uri, b"");
+                (p, b, q)
             } else {
                 let (p, b) = read_body(req).await?;
-                let j = json_of(&b);
+                let j = params(&p.method, &p.uri, &b);
                 (p, Body::from(b), j)
             };
             if !user.is_admin {
-                match subject(g, s, &parts, &query, &json).await {
-                    Some((t, id)) => g.auth.check(&who, t, &id, action).await?,
+                let found = subjects(g, s, &parts, &params).await;
+                if found.is_empty() {
                     // MLflow answers a missing run with 403 too: no existence oracle.
-                    None => return Err(Error::PermissionDenied("Permission denied".into())),
+                    return Err(Error::PermissionDenied("Permission denied".into()));
+                }
+                for (t, id) in found {
+                    g.auth.check(&who, t, &id, action).await?;
                 }
             }
             Ok(next.run(Request::from_parts(parts, body)).await)
@@ -294,7 +342,7 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
                 ));
             }
             let (parts, body) = read_body(req).await?;
-            let json = json_of(&body);
+            let json = params(&parts.method, &parts.uri, &body);
             let resp = next.run(rebuild(parts, body)).await;
             if !resp.status().is_success() {
                 return Ok(resp);
@@ -318,8 +366,8 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
         }
         Rule::DeleteModel => {
             let (parts, body) = read_body(req).await?;
-            let json = json_of(&body);
-            let name = field(&query, &json, &["name"]).unwrap_or_default();
+            let name =
+                field(&params(&parts.method, &parts.uri, &body), &["name"]).unwrap_or_default();
             if !user.is_admin {
                 g.auth
                     .check(&who, "registered_model", &name, Action::Delete)
@@ -340,10 +388,9 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
             }
             if req.method() == Method::GET {
                 // A GET search names its experiments in the query: each must be readable.
-                for (k, v) in &query {
-                    if k == "experiment_ids" && !vis.allows(v) {
-                        return Err(Error::PermissionDenied("Permission denied".into()));
-                    }
+                let q = params(req.method(), req.uri(), b"");
+                if list(&q, "experiment_ids").iter().any(|e| !vis.allows(e)) {
+                    return Err(Error::PermissionDenied("Permission denied".into()));
                 }
                 return Ok(next.run(req).await);
             }

@@ -86,6 +86,11 @@ pub fn rule(method: &Method, path: &str) -> Rule {
     if path.starts_with("/static") {
         return Rule::Public;
     }
+    // Inference and model metadata (Open Inference Protocol, MLflow /invocations): any user;
+    // loading and unloading models (the repository API) stays with admins.
+    if path == "/invocations" || path == "/v2" || path.starts_with("/v2/models/") {
+        return Rule::AnyUser;
+    }
     if is_gateway(path) {
         return Rule::Gateway;
     }
@@ -250,6 +255,8 @@ mod tests {
         );
         assert_eq!(rule(&post, "/v1/chat/completions"), Rule::Gateway);
         assert_eq!(rule(&get, "/health"), Rule::Public);
+        assert_eq!(rule(&post, "/v2/models/churn/infer"), Rule::AnyUser);
+        assert_eq!(rule(&post, "/v2/repository/models/churn/load"), Rule::Admin);
         assert_eq!(rule(&post, "/api/2.0/loopml/deployments"), Rule::Admin);
         assert_eq!(
             rule(&get, "/api/3.0/mlflow/traces/tr-1"),

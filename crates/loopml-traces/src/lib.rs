@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod error;
 pub mod model;
 pub mod otlp;
+pub mod page;
 pub mod retrieval;
 pub mod routes;
 pub mod scorers;

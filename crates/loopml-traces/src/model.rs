@@ -167,6 +167,30 @@ impl TraceInfo {
     }
 }
 
+/// `{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": "<id>"}}`.
+struct Location(i64);
+
+impl serde::Serialize for Location {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Experiment(i64);
+        impl serde::Serialize for Experiment {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("experiment_id", &self.0.to_string())?;
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("type", "MLFLOW_EXPERIMENT")?;
+        m.serialize_entry("mlflow_experiment", &Experiment(self.0))?;
+        m.end()
+    }
+}
+
 /// Protobuf's Duration in JSON (`"0.063s"`).
 struct Seconds(i64);
 
@@ -224,11 +248,7 @@ impl serde::Serialize for TraceInfo {
             + optional.iter().filter(|(_, v)| v.is_some()).count();
         let mut m = s.serialize_map(Some(n))?;
         m.serialize_entry("trace_id", &self.trace_id)?;
-        m.serialize_entry(
-            "trace_location",
-            &json!({"type": "MLFLOW_EXPERIMENT",
-                "mlflow_experiment": {"experiment_id": self.experiment_id.to_string()}}),
-        )?;
+        m.serialize_entry("trace_location", &Location(self.experiment_id))?;
         m.serialize_entry("request_time", &timestamp(self.request_time))?;
         m.serialize_entry("state", &self.state)?;
         m.serialize_entry("trace_metadata", &Metadata(self))?;

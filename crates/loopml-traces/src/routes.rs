@@ -278,8 +278,8 @@ async fn search(State(s): State<TraceService>, body: Bytes) -> Result<Response> 
                 .collect()
         })
         .unwrap_or_default();
-    let (infos, next) = s
-        .search(Search {
+    let body = s
+        .search_json(Search {
             experiment_ids,
             filter: v["filter"].as_str().unwrap_or("").to_string(),
             max_results,
@@ -287,18 +287,6 @@ async fn search(State(s): State<TraceService>, body: Bytes) -> Result<Response> 
             page_token: v["page_token"].as_str().map(str::to_string),
         })
         .await?;
-    /// A search page, written straight from the infos.
-    #[derive(serde::Serialize)]
-    struct Page<'a> {
-        traces: &'a [TraceInfo],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_page_token: Option<String>,
-    }
-    let body = serde_json::to_string(&Page {
-        traces: &infos,
-        next_page_token: next,
-    })
-    .map_err(|e| Error::Internal(format!("writing a search page: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

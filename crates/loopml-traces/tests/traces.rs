@@ -241,6 +241,17 @@ async fn traces_ingest_search_link_and_assess() {
         s.delete_assessment(&ta, &oid).await.unwrap();
         assert!(s.get_assessment(&ta, &oid).await.is_err());
 
+        // The search page written straight from the rows is the infos' own JSON (token usage,
+        // cost, assessments, previews and durations included).
+        for filter in ["", "tags.env = 'prod'"] {
+            let (infos, _) = s.search(search(exp, filter)).await.unwrap();
+            assert!(!infos.is_empty());
+            let page: serde_json::Value =
+                serde_json::from_str(&s.search_json(search(exp, filter)).await.unwrap()).unwrap();
+            let want: Vec<serde_json::Value> = infos.iter().map(TraceInfo::to_json).collect();
+            assert_eq!(page["traces"], serde_json::Value::Array(want), "{filter}");
+        }
+
         // Tags and deletion.
         s.set_tag(&ta, "reviewed", "yes").await.unwrap();
         assert_eq!(
@@ -382,5 +393,31 @@ async fn tag_searches_follow_a_trace_whose_time_moves() {
         )
         .await;
         assert_eq!(ids, ["3", "2"]);
+        // Spans of a trace of this experiment cannot be logged to another one.
+        let other = tracking
+            .create_experiment(format!("t-{}", uuid()), None, vec![])
+            .await
+            .unwrap();
+        let moved = s
+            .log_spans(
+                other,
+                None,
+                vec![span(
+                    &"1".repeat(32),
+                    "0000000000000009",
+                    None,
+                    "y",
+                    json!({}),
+                )],
+            )
+            .await;
+        assert!(moved.is_err(), "{moved:?}");
+        assert_eq!(
+            s.get_info(&format!("tr-{}", "1".repeat(32)))
+                .await
+                .unwrap()
+                .experiment_id,
+            exp
+        );
     }
 }

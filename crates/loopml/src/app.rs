@@ -173,6 +173,13 @@ impl App {
     /// `loopml serve`: models and deployments alone (a stateless serving replica when given the
     /// server's database).
     pub async fn serving(config: &ServerConfig) -> anyhow::Result<Self> {
+        if config.auth.is_some() {
+            anyhow::bail!(
+                "--auth is not supported by `loopml serve` yet: serve models from `loopml server \
+                 --auth` (its /v2 and /invocations routes are admin-only under auth) or put the \
+                 serving replicas behind a proxy that authenticates"
+            );
+        }
         let lifecycle = Lifecycle::default();
         let ServingApp {
             router,
