@@ -263,3 +263,48 @@ def test_bearer_tokens_issue_scope_expire_and_revoke(auth_server, users):
         denied(lambda: MlflowClient(url).get_experiment(exp), "UNAUTHENTICATED")
     with as_user(token="lml_made_up_token_value_that_does_not_exist_0000"):
         denied(lambda: MlflowClient(url).get_experiment(exp), "UNAUTHENTICATED")
+
+
+def test_traces_are_guarded_by_their_experiment(auth_server, users):
+    import mlflow
+
+    url = auth_server.url
+    with as_user("alice", users["alice"]):
+        alice = MlflowClient(url)
+        exp = alice.create_experiment(f"traces-{uuid.uuid4().hex[:8]}")
+        mlflow.set_tracking_uri(url)
+        try:
+            mlflow.set_experiment(experiment_id=exp)
+
+            @mlflow.trace
+            def answer(q):
+                return q.upper()
+
+            answer("hello")
+            mlflow.flush_trace_async_logging()
+            trace_id = mlflow.get_last_active_trace_id()
+            found = mlflow.search_traces(locations=[exp], return_type="list")
+            assert [t.info.trace_id for t in found] == [trace_id]
+        finally:
+            mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    with as_user("bob", users["bob"]):
+        bob = MlflowClient(url)
+        # READ by default: bob finds and reads the trace ...
+        assert [t.info.trace_id for t in bob.search_traces(locations=[exp])] == [trace_id]
+        assert bob.get_trace(trace_id).info.trace_id == trace_id
+        # ... but cannot tag it, nor send spans to the experiment.
+        denied(lambda: bob.set_trace_tag(trace_id, "reviewed", "bob"))
+        r = requests.post(url + "/v1/traces", auth=("bob", users["bob"]), data=b"",
+                          headers={"content-type": "application/x-protobuf",
+                                   "x-mlflow-experiment-id": exp})
+        assert r.status_code == 403
+    with as_user("alice", users["alice"]):
+        assert "reviewed" not in MlflowClient(url).get_trace(trace_id).info.tags
+        AuthServiceClient(url).grant_user_permission("bob", "experiment", exp, "DENY")
+    with as_user("bob", users["bob"]):
+        denied(lambda: MlflowClient(url).get_trace(trace_id))
+        assert list(MlflowClient(url).search_traces(locations=[exp])) == []
+    # Without credentials, OTLP ingest is refused too (CVE-2026-2652's class).
+    r = requests.post(url + "/v1/traces", data=b"", headers={
+        "content-type": "application/x-protobuf", "x-mlflow-experiment-id": exp})
+    assert r.status_code == 401
