@@ -134,7 +134,7 @@ pub(crate) fn insert_user(c: &Conn<'_>, username: &str, hash: &str, admin: bool)
             "User (username={username}) already exists."
         )));
     }
-    Ok(c.query_opt(
+    c.query_opt(
         "INSERT INTO auth_users (username, password_hash, is_admin, created_at) \
          VALUES (?1, ?2, ?3, ?4) RETURNING id, username, is_admin",
         &[
@@ -145,7 +145,7 @@ pub(crate) fn insert_user(c: &Conn<'_>, username: &str, hash: &str, admin: bool)
         ],
         user_row,
     )?
-    .ok_or_else(|| Error::Internal("inserting a user returned nothing".into()))?)
+    .ok_or_else(|| Error::Internal("inserting a user returned nothing".into()))
 }
 
 pub(crate) fn list_users(c: &Conn<'_>) -> Result<Vec<User>> {
