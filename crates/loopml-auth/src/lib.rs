@@ -5,6 +5,7 @@
 //! layer ([`middleware::guard`]) the binary puts in front of every router.
 
 pub mod error;
+pub mod hardening;
 pub mod middleware;
 pub mod password;
 pub mod permission;
@@ -14,6 +15,7 @@ pub mod service;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use hardening::{AllowedHosts, harden};
 pub use middleware::{Guard, Resolver, guard};
 pub use permission::{Action, Permission};
 pub use routes::router;

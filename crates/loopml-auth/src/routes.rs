@@ -400,11 +400,11 @@ async fn legacy(
 
 macro_rules! legacy_route {
     ($which:expr, $op:literal) => {
-        |State(s): State<AuthService>,
-         Extension(p): Extension<Principal>,
-         headers: HeaderMap,
-         Query(qs): Q,
-         b: Bytes| async move { legacy(s, p, $which, $op, headers, qs, b).await }
+        move |State(s): State<AuthService>,
+              Extension(p): Extension<Principal>,
+              headers: HeaderMap,
+              Query(qs): Q,
+              b: Bytes| async move { legacy(s, p, $which, $op, headers, qs, b).await }
     };
 }
 
@@ -528,42 +528,17 @@ pub fn router(s: AuthService) -> Router {
             ("registered-models", Legacy::Model),
         ] {
             let p = format!("{v2}/{base}/permissions");
-            r = match which {
-                Legacy::Experiment => r
-                    .route(
-                        &format!("{p}/create"),
-                        post(legacy_route!(Legacy::Experiment, "create")),
-                    )
-                    .route(
-                        &format!("{p}/get"),
-                        get(legacy_route!(Legacy::Experiment, "get")),
-                    )
-                    .route(
-                        &format!("{p}/update"),
-                        patch(legacy_route!(Legacy::Experiment, "update")),
-                    )
-                    .route(
-                        &format!("{p}/delete"),
-                        delete(legacy_route!(Legacy::Experiment, "delete")),
-                    ),
-                Legacy::Model => r
-                    .route(
-                        &format!("{p}/create"),
-                        post(legacy_route!(Legacy::Model, "create")),
-                    )
-                    .route(
-                        &format!("{p}/get"),
-                        get(legacy_route!(Legacy::Model, "get")),
-                    )
-                    .route(
-                        &format!("{p}/update"),
-                        patch(legacy_route!(Legacy::Model, "update")),
-                    )
-                    .route(
-                        &format!("{p}/delete"),
-                        delete(legacy_route!(Legacy::Model, "delete")),
-                    ),
-            };
+            r = r
+                .route(&format!("{p}/create"), post(legacy_route!(which, "create")))
+                .route(&format!("{p}/get"), get(legacy_route!(which, "get")))
+                .route(
+                    &format!("{p}/update"),
+                    patch(legacy_route!(which, "update")),
+                )
+                .route(
+                    &format!("{p}/delete"),
+                    delete(legacy_route!(which, "delete")),
+                );
         }
     }
     r.with_state(s)

@@ -74,9 +74,8 @@ pub fn write_infos(c: &Conn<'_>, ids: &[String], out: &mut String) -> Result<()>
         let mut found: HashMap<String, Parts> = HashMap::with_capacity(chunk.len());
         c.query(
             &format!(
-                "SELECT trace_id, experiment_id, request_time, execution_ms, state, \
-                 client_request_id, request_preview, response_preview, input_tokens, \
-                 output_tokens, cost FROM traces WHERE trace_id IN ({list})"
+                "SELECT {} FROM traces WHERE trace_id IN ({list})",
+                crate::service::INFO_COLUMNS
             ),
             &params,
             |r| {

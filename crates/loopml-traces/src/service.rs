@@ -840,6 +840,11 @@ fn placeholders(n: usize, first: usize) -> String {
         .join(", ")
 }
 
+/// The `traces` columns a trace info is read from, in the order both readers expect.
+pub(crate) const INFO_COLUMNS: &str = "trace_id, experiment_id, request_time, execution_ms, \
+     state, client_request_id, request_preview, response_preview, input_tokens, output_tokens, \
+     cost";
+
 fn load_infos(c: &Conn<'_>, ids: &[String]) -> Result<Vec<TraceInfo>> {
     let mut out: Vec<TraceInfo> = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
@@ -847,11 +852,7 @@ fn load_infos(c: &Conn<'_>, ids: &[String]) -> Result<Vec<TraceInfo>> {
         let list = placeholders(chunk.len(), 0);
         let mut found: HashMap<String, TraceInfo> = c
             .query(
-                &format!(
-                    "SELECT trace_id, experiment_id, request_time, execution_ms, state, \
-                     client_request_id, request_preview, response_preview, input_tokens, \
-                     output_tokens, cost FROM traces WHERE trace_id IN ({list})"
-                ),
+                &format!("SELECT {INFO_COLUMNS} FROM traces WHERE trace_id IN ({list})"),
                 &params,
                 |r| {
                     Ok(TraceInfo {

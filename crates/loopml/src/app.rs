@@ -241,7 +241,7 @@ impl App {
     /// Serves on the configured address until `stop` resolves (a signal, in `main`), then
     /// drains and shuts down.
     pub async fn run(
-        self,
+        mut self,
         config: &ServerConfig,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
@@ -282,6 +282,12 @@ impl App {
             "{}; set MLFLOW_TRACKING_URI=http://{local}",
             self.what
         );
+        // Host/Origin checks and security headers in front of everything (not on the in-process
+        // router tests drive).
+        self.router = self.router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.allowed_hosts()),
+            loopml_auth::harden,
+        ));
         self.run_on(listener, config.shutdown_delay, stop).await
     }
 

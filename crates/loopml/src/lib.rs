@@ -53,6 +53,9 @@ pub struct ServerFileConfig {
     /// What users may do where no grant says otherwise: READ (MLflow's default), USE, EDIT,
     /// MANAGE or NO_PERMISSIONS.
     pub auth_default_permission: Option<String>,
+    /// Host names served besides localhost and private addresses (`*.example.com`, `*` for
+    /// any): the DNS-rebinding check.
+    pub allowed_hosts: Option<String>,
 }
 
 /// The whole `loopml.toml`.
@@ -122,6 +125,8 @@ pub struct ServerConfig {
     /// Authentication (`--app-name basic-auth` or `--auth`); `None`: off (the embedded,
     /// single-user default).
     pub auth: Option<AuthSettings>,
+    /// `Host` names served besides localhost and private addresses (`--allowed-hosts`).
+    pub allowed_hosts: Option<String>,
 }
 
 /// How authentication is set up.
@@ -186,11 +191,19 @@ impl Default for ServerConfig {
             redis_url: None,
             gateway_config: None,
             auth: None,
+            allowed_hosts: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The `Host` names this server answers (localhost, private addresses, the bound name and
+    /// `--allowed-hosts`).
+    pub fn allowed_hosts(&self) -> loopml_auth::AllowedHosts {
+        loopml_auth::AllowedHosts::parse(self.allowed_hosts.as_deref().unwrap_or(""))
+            .with(&self.host)
+    }
+
     /// Path of the SQLite metadata file.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("loopml.db")

@@ -96,6 +96,10 @@ struct GatewayArgs {
     /// several gateway replicas (redis://[user:pass@]host:port[/db]) [default: this process]
     #[arg(long, env = "LOOPML_REDIS_URL", value_name = "URL")]
     redis_url: Option<String>,
+    /// Host names served besides localhost and private addresses, comma-separated
+    /// (`*.example.com` patterns; `*`: any). Other Host headers get 403 (DNS rebinding)
+    #[arg(long, env = "LOOPML_ALLOWED_HOSTS", value_name = "NAMES")]
+    allowed_hosts: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +214,10 @@ struct ServerArgs {
     /// or NO_PERMISSIONS) [default: READ]
     #[arg(long, env = "LOOPML_AUTH_DEFAULT_PERMISSION", value_name = "LEVEL")]
     auth_default_permission: Option<String>,
+    /// Host names served besides localhost and private addresses, comma-separated
+    /// (`*.example.com` patterns; `*`: any). Other Host headers get 403 (DNS rebinding)
+    #[arg(long, env = "LOOPML_ALLOWED_HOSTS", value_name = "NAMES")]
+    allowed_hosts: Option<String>,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
@@ -244,6 +252,7 @@ fn resolve(args: ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
     };
     Ok(ServerConfig {
         auth,
+        allowed_hosts: args.allowed_hosts.or(f.allowed_hosts),
         host: args.host.or(f.host).unwrap_or(d.host),
         port: args.port.or(f.port).unwrap_or(d.port),
         data_dir: args.db.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
@@ -313,6 +322,7 @@ fn run() -> anyhow::Result<()> {
                 .unwrap_or_else(|| loopml::ServerConfig::default().data_dir),
             database_url: args.db.database_url.clone(),
             redis_url: args.redis_url.clone(),
+            allowed_hosts: args.allowed_hosts.clone(),
             ..loopml::ServerConfig::default()
         };
         config.addr()?;
