@@ -257,7 +257,7 @@ fn starts_fast_and_serves_default_experiment() {
     let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
     write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: x\r\nx-request-id: abc123\r\nConnection: close\r\n\r\n"
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: abc123\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();

@@ -148,7 +148,7 @@ pub fn start(data_dir: &Path, files: &[PathBuf]) -> Server {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = write!(
                 s,
-                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
             );
             let mut raw = String::new();
             let _ = s.read_to_string(&mut raw);
