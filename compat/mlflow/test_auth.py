@@ -249,6 +249,10 @@ def test_bearer_tokens_issue_scope_expire_and_revoke(auth_server, users):
     with as_user(token=ro):
         assert MlflowClient(url).get_experiment(exp).experiment_id == exp
         denied(lambda: MlflowClient(url).create_run(exp))
+        denied(lambda: MlflowClient(url).create_experiment(f"ro-{uuid.uuid4().hex[:8]}"))
+    r = requests.post(url + "/api/2.0/mlflow/tokens/revoke", json={"id": info["id"]},
+                      headers={"Authorization": f"Bearer {ro}"})
+    assert r.status_code == 403
     # The secret is stored hashed: listing never shows it.
     listed = requests.get(url + "/api/2.0/mlflow/tokens/list", auth=("alice", users["alice"]))
     assert token not in listed.text and info["id"] in listed.text
@@ -265,7 +269,7 @@ def test_bearer_tokens_issue_scope_expire_and_revoke(auth_server, users):
         denied(lambda: MlflowClient(url).get_experiment(exp), "UNAUTHENTICATED")
 
 
-def test_traces_are_guarded_by_their_experiment(auth_server, users):
+def test_traces_are_guarded_by_their_experiment(server, auth_server, users):
     import mlflow
 
     url = auth_server.url
@@ -286,7 +290,9 @@ def test_traces_are_guarded_by_their_experiment(auth_server, users):
             found = mlflow.search_traces(locations=[exp], return_type="list")
             assert [t.info.trace_id for t in found] == [trace_id]
         finally:
-            mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+            # set_tracking_uri also sets MLFLOW_TRACKING_URI: put the shared server back.
+            mlflow.set_tracking_uri(server.url)
+            os.environ["MLFLOW_TRACKING_URI"] = server.url
     with as_user("bob", users["bob"]):
         bob = MlflowClient(url)
         # READ by default: bob finds and reads the trace ...

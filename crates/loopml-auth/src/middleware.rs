@@ -296,7 +296,12 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
     match rule {
         Rule::Public | Rule::Gateway | Rule::AnyUser | Rule::AuthApi => Ok(next.run(req).await),
         Rule::Admin => {
-            if user.is_admin {
+            let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+            if who.read_only && write {
+                Err(Error::PermissionDenied(
+                    "Permission denied: this token is read-only".into(),
+                ))
+            } else if user.is_admin {
                 Ok(next.run(req).await)
             } else {
                 Err(Error::PermissionDenied(
@@ -365,6 +370,11 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
             Ok(Response::from_parts(rparts, Body::from(rbody)))
         }
         Rule::DeleteModel => {
+            if who.read_only {
+                return Err(Error::PermissionDenied(
+                    "Permission denied: this token is read-only".into(),
+                ));
+            }
             let (parts, body) = read_body(req).await?;
             let name =
                 field(&params(&parts.method, &parts.uri, &body), &["name"]).unwrap_or_default();

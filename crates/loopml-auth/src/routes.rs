@@ -459,6 +459,7 @@ async fn revoke_token(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
+    writable(&p)?;
     let v = body(&headers, &b)?;
     let id = text(&v, "id")?;
     let t = s.token(id).await?;

@@ -369,6 +369,21 @@ fn run() -> anyhow::Result<()> {
             );
             println!("durability  = {:?}", config.durability);
             println!("log_level   = {}", config.log_level);
+            match &config.auth {
+                Some(a) => println!(
+                    "auth        = basic-auth (admin '{}', default {})",
+                    a.admin_username, a.default_permission
+                ),
+                None => println!("auth        = off"),
+            }
+            println!(
+                "allowed_hosts = localhost, private addresses{}",
+                config
+                    .allowed_hosts
+                    .as_deref()
+                    .map(|h| format!(", {h}"))
+                    .unwrap_or_default()
+            );
             Ok(())
         }
         Command::Lineage(args) => {
