@@ -119,6 +119,7 @@ def test_owner_default_read_grants_and_deny(auth_server, users):
         exp = alice.create_experiment(f"alice-{uuid.uuid4().hex[:8]}")
         run = alice.create_run(exp)
         alice.log_metric(run.info.run_id, "loss", 0.5)
+        alice.log_text(run.info.run_id, "alice's notes", "notes.txt")
         # The creator owns it.
         perms = AuthServiceClient(url).get_user_permission("alice", "experiment", exp)
         assert perms.permission == "MANAGE"
@@ -135,6 +136,19 @@ def test_owner_default_read_grants_and_deny(auth_server, users):
         denied(lambda: bob.delete_experiment(exp))
         # Nor grant himself anything.
         denied(lambda: AuthServiceClient(url).grant_user_permission("bob", "experiment", exp, "MANAGE"))
+        # Artifacts through the proxy: bob lists and downloads alice's, cannot upload.
+        import tempfile
+        names = [f.path for f in bob.list_artifacts(run.info.run_id)]
+        assert names == ["notes.txt"], names
+        got = bob.download_artifacts(run.info.run_id, "notes.txt", tempfile.mkdtemp())
+        assert open(got).read() == "alice's notes"
+        extra = os.path.join(tempfile.mkdtemp(), "bob.txt")
+        with open(extra, "w") as f:
+            f.write("bob was here")
+        # The artifact client raises requests' HTTPError, not a RestException.
+        with pytest.raises(Exception, match="403"):
+            bob.log_artifact(run.info.run_id, extra)
+        assert [f.path for f in bob.list_artifacts(run.info.run_id)] == ["notes.txt"]
     with as_user("alice", users["alice"]):
         assert alice.get_run(run.info.run_id).data.metrics == {"loss": 0.5}
         assert alice.get_experiment(exp).lifecycle_stage == "active"

@@ -224,15 +224,27 @@ async fn subjects(
             .into_iter()
             .collect(),
         Subject::ArtifactPath => {
-            let after = path.split("/artifacts/").nth(1).or_else(|| {
-                path.split("/mpu/")
-                    .nth(1)
-                    .and_then(|p| p.split_once('/').map(|x| x.1))
+            // `mlflow-artifacts/artifacts/<exp>/…`, `…/mpu/<op>/<exp>/…`, `…/presigned/<exp>/…`,
+            // or a listing's `?path=<exp>/…`: the first segment is the experiment.
+            let in_path = path.split_once("/mlflow-artifacts/").and_then(|(_, r)| {
+                r.strip_prefix("artifacts/")
+                    .or_else(|| r.strip_prefix("presigned/"))
+                    .or_else(|| {
+                        r.strip_prefix("mpu/")
+                            .and_then(|m| m.split_once('/').map(|x| x.1))
+                    })
+                    .map(str::to_string)
             });
-            after
-                .and_then(|a| a.split('/').next())
+            in_path
+                .or_else(|| field(params, &["path"]))
+                .and_then(|a| {
+                    a.trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .map(str::to_string)
+                })
                 .filter(|first| first.parse::<i64>().is_ok())
-                .map(|first| ("experiment", first.to_string()))
+                .map(|first| ("experiment", first))
                 .into_iter()
                 .collect()
         }
@@ -289,12 +301,28 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
     if matches!(rule, Rule::Public | Rule::Gateway) {
         return Ok(next.run(req).await);
     }
+    if rule == Rule::ServerInfo {
+        let resp = next.run(req).await;
+        if !resp.status().is_success() {
+            return Ok(resp);
+        }
+        let (parts, body) = read_answer(resp).await;
+        let mut info = json_of(&body.unwrap_or_default());
+        for k in ["multipart_uploads_enabled", "multipart_downloads_enabled"] {
+            if info.get(k).is_some() {
+                info[k] = Value::Bool(false);
+            }
+        }
+        return Ok(json_response(parts, &info));
+    }
     let who = authenticate(&g.auth, req.headers()).await?;
     let user = who.user.clone();
     let mut req = req;
     req.extensions_mut().insert(who.clone());
     match rule {
-        Rule::Public | Rule::Gateway | Rule::AnyUser | Rule::AuthApi => Ok(next.run(req).await),
+        Rule::Public | Rule::Gateway | Rule::ServerInfo | Rule::AnyUser | Rule::AuthApi => {
+            Ok(next.run(req).await)
+        }
         Rule::Admin => {
             let write = !matches!(*req.method(), Method::GET | Method::HEAD);
             if who.read_only && write {

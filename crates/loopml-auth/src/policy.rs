@@ -30,8 +30,11 @@ pub enum Subject {
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-    /// Nobody needs to log in (health, readiness, server info).
+    /// Nobody needs to log in (health, readiness).
     Public,
+    /// MLflow's server-info, open to all; under auth it reports proxied multipart transfers
+    /// off (their part URLs point back here and the client sends them without credentials).
+    ServerInfo,
     /// Any authenticated user.
     AnyUser,
     /// Admins only.
@@ -112,7 +115,7 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         return Rule::Admin;
     };
     if r == "server-info" {
-        return Rule::Public;
+        return Rule::ServerInfo;
     }
     if r.starts_with("users/")
         || r.starts_with("roles/")
@@ -239,7 +242,7 @@ mod tests {
             assert_eq!(r(&post, "runs/create"), Rule::On(Experiment, Update));
             assert_eq!(r(&post, "registered-models/create"), Rule::CreateModel);
             assert_eq!(r(&post, "users/create"), Rule::AuthApi);
-            assert_eq!(r(&get, "server-info"), Rule::Public);
+            assert_eq!(r(&get, "server-info"), Rule::ServerInfo);
             assert_eq!(r(&post, "no-such-route"), Rule::Admin);
         }
         assert_eq!(
