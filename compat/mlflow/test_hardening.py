@@ -53,3 +53,17 @@ def test_allowed_hosts_adds_names_and_patterns(start_server):
     for host, want in [("ml.example.com", 200), ("a.b.corp.example:443", 200),
                        ("corp.example.evil.com", 403), ("other.example.com", 403)]:
         assert requests.get(srv.url + "/health", headers={"Host": host}).status_code == want, host
+
+
+def test_nul_is_refused_and_other_unicode_round_trips(client):
+    import pytest
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as e:
+        client.create_experiment(f"nul-\x00-{uuid.uuid4().hex[:6]}")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    # NFD stays NFD, an RTL override stays, astral characters stay: byte for byte.
+    name = f"e\u0301 \u202eright 𝄞 名前 {uuid.uuid4().hex[:6]}"
+    exp = client.create_experiment(name)
+    assert client.get_experiment(exp).name == name
+    assert client.get_experiment_by_name(name).experiment_id == exp

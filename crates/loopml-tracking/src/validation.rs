@@ -87,6 +87,13 @@ pub fn validate_experiment_name(name: &str) -> Result<()> {
             "Experiment name exceeds the maximum length of {MAX_EXPERIMENT_NAME_LEN} characters."
         )));
     }
+    // NUL and other control characters would be stored as sent (MLflow stores a NUL) and break
+    // paths, logs and terminals; any other Unicode round-trips.
+    if name.chars().any(|c| c.is_control()) {
+        return Err(Error::InvalidParameter(
+            "Invalid experiment name: it must not contain NUL or other control characters.".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -251,6 +258,16 @@ pub fn decode_history_token(token: Option<&str>) -> Result<Option<crate::sql::Hi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn experiment_names_refuse_control_characters_and_keep_other_unicode() {
+        for bad in ["a\0b", "tab\there", "bell\u{7}", "\u{9b}csi"] {
+            assert!(validate_experiment_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["é ☃ 𝄞", "right\u{202e}left", "e\u{301}", "名前/with slash"] {
+            assert!(validate_experiment_name(good).is_ok(), "{good:?}");
+        }
+    }
 
     #[test]
     fn history_tokens_round_trip_exactly() {
