@@ -40,6 +40,11 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A read-only token tried to change something.
+    pub fn read_only() -> Self {
+        Error::PermissionDenied("Permission denied: this token is read-only".into())
+    }
+
     /// MLflow's error code and the HTTP status.
     pub fn code_and_status(&self) -> (&'static str, StatusCode) {
         match self {

@@ -84,21 +84,7 @@ fn params(method: &Method, uri: &axum::http::Uri, body: &[u8]) -> Value {
     if *method != Method::GET && !body.iter().all(u8::is_ascii_whitespace) {
         return serde_json::from_slice(body).unwrap_or(Value::Null);
     }
-    let mut map = serde_json::Map::new();
-    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        let v = Value::String(v.into_owned());
-        match map.get_mut(k.as_ref()) {
-            Some(Value::Array(a)) => a.push(v),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = Value::Array(vec![first, v]);
-            }
-            None => {
-                map.insert(k.into_owned(), v);
-            }
-        }
-    }
-    Value::Object(map)
+    loopml_tracking::api::query_to_json(uri.query())
 }
 
 /// One scalar parameter. A list (a repeated key) is ambiguous: none, so the check fails.
@@ -326,9 +312,7 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
         Rule::Admin => {
             let write = !matches!(*req.method(), Method::GET | Method::HEAD);
             if who.read_only && write {
-                Err(Error::PermissionDenied(
-                    "Permission denied: this token is read-only".into(),
-                ))
+                Err(Error::read_only())
             } else if user.is_admin {
                 Ok(next.run(req).await)
             } else {
@@ -339,9 +323,7 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
         }
         Rule::On(s, action) => {
             if who.read_only && action != Action::Read {
-                return Err(Error::PermissionDenied(
-                    "Permission denied: this token is read-only".into(),
-                ));
+                return Err(Error::read_only());
             }
             // Uploads stream (their resource is in the path or a header) and GETs have no
             // body: only a JSON request's body is read.
@@ -370,9 +352,7 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
         }
         Rule::CreateExperiment | Rule::CreateModel => {
             if who.read_only {
-                return Err(Error::PermissionDenied(
-                    "Permission denied: this token is read-only".into(),
-                ));
+                return Err(Error::read_only());
             }
             let (parts, body) = read_body(req).await?;
             let json = params(&parts.method, &parts.uri, &body);
@@ -399,9 +379,7 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
         }
         Rule::DeleteModel => {
             if who.read_only {
-                return Err(Error::PermissionDenied(
-                    "Permission denied: this token is read-only".into(),
-                ));
+                return Err(Error::read_only());
             }
             let (parts, body) = read_body(req).await?;
             let name =

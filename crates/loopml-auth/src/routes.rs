@@ -89,9 +89,7 @@ fn self_or_admin(p: &Principal, username: &str) -> Result<()> {
 
 fn writable(p: &Principal) -> Result<()> {
     if p.read_only {
-        Err(Error::PermissionDenied(
-            "Permission denied: this token is read-only".into(),
-        ))
+        Err(Error::read_only())
     } else {
         Ok(())
     }

@@ -268,9 +268,7 @@ impl AuthService {
         action: Action,
     ) -> Result<()> {
         if p.read_only && action != Action::Read {
-            return Err(Error::PermissionDenied(
-                "Permission denied: this token is read-only".into(),
-            ));
+            return Err(Error::read_only());
         }
         let level = self.permission(&p.user, resource_type, resource_id).await?;
         if level.allows(action) {

@@ -370,6 +370,21 @@ impl TraceService {
         self.get_info(&id).await
     }
 
+    /// The experiment a trace belongs to (one primary-key read, for permission checks).
+    pub async fn experiment_of(&self, trace_id: &str) -> Result<i64> {
+        let id = trace_id.to_string();
+        self.db()
+            .read(move |c| -> Result<i64> {
+                c.query_opt(
+                    "SELECT experiment_id FROM traces WHERE trace_id = ?1",
+                    &[id.as_str().into()],
+                    |r| r.i64(0),
+                )?
+                .ok_or_else(|| Error::NotFound(format!("Trace with ID '{id}' not found.")))
+            })
+            .await
+    }
+
     /// A trace's info with its assessments.
     pub async fn get_info(&self, trace_id: &str) -> Result<TraceInfo> {
         let id = trace_id.to_string();

@@ -105,7 +105,8 @@ pub mod de {
 #[derive(Debug)]
 pub struct Mlflow<T>(pub T);
 
-fn query_to_json(query: Option<&str>) -> serde_json::Value {
+/// A query string as the JSON object the request parsers read (a repeated key becomes a list).
+pub fn query_to_json(query: Option<&str>) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     if let Some(q) = query {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {

@@ -469,6 +469,22 @@ impl TrackingService {
             .await
     }
 
+    /// The experiment a run belongs to (one primary-key read: for permission checks, which run
+    /// on every write to a run).
+    pub async fn run_experiment_id(&self, run_id: String) -> Result<i64> {
+        v::validate_run_id(&run_id)?;
+        self.db
+            .read(move |c| {
+                c.query_opt(
+                    "SELECT experiment_id FROM runs WHERE run_uuid = ?1",
+                    &[run_id.as_str().into()],
+                    |r| r.i64(0),
+                )?
+                .ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
+            })
+            .await
+    }
+
     /// Updates status, end time and/or name of a run; returns its info.
     pub async fn update_run(
         &self,

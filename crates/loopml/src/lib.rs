@@ -885,10 +885,10 @@ impl loopml_auth::Resolver for AuthResources {
     ) -> futures::future::BoxFuture<'static, Option<String>> {
         let t = self.tracking.clone();
         Box::pin(async move {
-            t.get_run(run_id)
+            t.run_experiment_id(run_id)
                 .await
                 .ok()
-                .map(|r| r.info.experiment_id.to_string())
+                .map(|e| e.to_string())
         })
     }
 
@@ -910,12 +910,7 @@ impl loopml_auth::Resolver for AuthResources {
         trace_id: String,
     ) -> futures::future::BoxFuture<'static, Option<String>> {
         let t = self.traces.clone();
-        Box::pin(async move {
-            t.get_info(&trace_id)
-                .await
-                .ok()
-                .map(|i| i.experiment_id.to_string())
-        })
+        Box::pin(async move { t.experiment_of(&trace_id).await.ok().map(|e| e.to_string()) })
     }
 
     fn logged_model_experiment(
