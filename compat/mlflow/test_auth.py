@@ -328,3 +328,128 @@ def test_traces_are_guarded_by_their_experiment(server, auth_server, users):
     r = requests.post(url + "/v1/traces", data=b"", headers={
         "content-type": "application/x-protobuf", "x-mlflow-experiment-id": exp})
     assert r.status_code == 401
+
+
+def test_aliases_need_update_to_set_and_delete_to_remove(auth_server, users):
+    """A READ user cannot move or drop an alias (the alias route once took READ for both)."""
+    url = auth_server.url
+    name = f"aliased-{uuid.uuid4().hex[:8]}"
+    with as_user("alice", users["alice"]):
+        alice = MlflowClient(url)
+        run = alice.create_run(alice.create_experiment(f"aliases-{uuid.uuid4().hex[:8]}"))
+        alice.create_registered_model(name)
+        source = f"runs:/{run.info.run_id}/model"
+        v1 = alice.create_model_version(name, source, run_id=run.info.run_id)
+        v2 = alice.create_model_version(name, source, run_id=run.info.run_id)
+        alice.set_registered_model_alias(name, "prod", v1.version)
+    with as_user("bob", users["bob"]):
+        bob = MlflowClient(url)
+        assert bob.get_model_version_by_alias(name, "prod").version == v1.version
+        denied(lambda: bob.set_registered_model_alias(name, "prod", v2.version))
+        denied(lambda: bob.delete_registered_model_alias(name, "prod"))
+    with as_user("alice", users["alice"]):
+        assert alice.get_model_version_by_alias(name, "prod").version == v1.version
+        AuthServiceClient(url).grant_user_permission("bob", "registered_model", name, "EDIT")
+    with as_user("bob", users["bob"]):
+        bob.set_registered_model_alias(name, "prod", v2.version)
+        # EDIT moves an alias; removing one needs delete (MANAGE).
+        denied(lambda: bob.delete_registered_model_alias(name, "prod"))
+    with as_user("alice", users["alice"]):
+        assert alice.get_model_version_by_alias(name, "prod").version == v2.version
+
+
+def test_deployments_follow_the_registered_models_they_serve(auth_server, users):
+    """Deploying, promoting and deleting need update/delete on every model a deployment serves;
+    reading it needs read; a user who cannot read the model does not see the deployment."""
+    import mlflow
+    from pathlib import Path
+
+    url = auth_server.url
+    fixtures = Path(__file__).resolve().parents[2] / "crates" / "loopml-serving" / "tests" / "fixtures"
+    api = url + "/api/2.0/loopml/deployments"
+    name = f"served-{uuid.uuid4().hex[:8]}"
+    dep = f"dep-{uuid.uuid4().hex[:8]}"
+    alice_auth = ("alice", users["alice"])
+    bob_auth = ("bob", users["bob"])
+    with as_user("alice", users["alice"]):
+        alice = MlflowClient(url)
+        exp = alice.create_experiment(f"deploy-{uuid.uuid4().hex[:8]}")
+        run = alice.create_run(exp)
+        alice.log_artifacts(run.info.run_id, str(fixtures / "mlflow_onnx_model"), "model")
+        alice.create_registered_model(name)
+        source = f"runs:/{run.info.run_id}/model"
+        v1 = alice.create_model_version(name, source, run_id=run.info.run_id)
+        v2 = alice.create_model_version(name, source, run_id=run.info.run_id)
+    spec = {"name": dep, "variants": [
+        {"name": "stable", "model": f"models:/{name}/{v1.version}"},
+        {"name": "candidate", "model": f"models:/{name}/{v2.version}"}],
+        "policy": {"strategy": "canary", "percent": 10}}
+    # bob (READ on the model by default) cannot deploy it ...
+    r = requests.post(api, json=spec, auth=bob_auth)
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
+    assert requests.get(f"{api}/{dep}", auth=("admin", ADMIN_PW)).status_code == 404
+    # ... alice (MANAGE, the creator) can.
+    r = requests.post(api, json=spec, auth=alice_auth)
+    assert r.status_code == 201, r.text
+    # bob reads it and calls it, but cannot move its traffic, promote or delete it.
+    assert requests.get(f"{api}/{dep}", auth=bob_auth).status_code == 200
+    assert dep in [d["name"] for d in requests.get(api, auth=bob_auth).json()["deployments"]]
+    row = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    assert requests.post(f"{url}/v2/models/{dep}/infer", json=row, auth=bob_auth).status_code == 200
+    for path, body in [("traffic", {"percent": 90}), ("promote", {}), ("rollback", {})]:
+        r = requests.post(f"{api}/{dep}/{path}", json=body, auth=bob_auth)
+        assert r.status_code == 403, (path, r.text)
+    assert requests.delete(f"{api}/{dep}", auth=bob_auth).status_code == 403
+    r = requests.put(f"{api}/{dep}", json={**spec, "policy": {"strategy": "canary", "percent": 50}},
+                     auth=bob_auth)
+    assert r.status_code == 403, r.text
+    status = requests.get(f"{api}/{dep}", auth=alice_auth).json()
+    assert status["spec"]["policy"]["percent"] == 10, status
+    # Denied on the model: the deployment is out of bob's sight.
+    with as_user("alice", users["alice"]):
+        AuthServiceClient(url).grant_user_permission("bob", "registered_model", name, "DENY")
+    assert requests.get(f"{api}/{dep}", auth=bob_auth).status_code == 403
+    assert dep not in [d["name"] for d in requests.get(api, auth=bob_auth).json()["deployments"]]
+    # With EDIT bob moves traffic; deleting still needs MANAGE.
+    with as_user("alice", users["alice"]):
+        auth = AuthServiceClient(url)
+        auth.revoke_user_permission("bob", "registered_model", name)
+        auth.grant_user_permission("bob", "registered_model", name, "EDIT")
+    r = requests.post(f"{api}/{dep}/traffic", json={"percent": 30}, auth=bob_auth)
+    assert r.status_code == 200, r.text
+    assert requests.delete(f"{api}/{dep}", auth=bob_auth).status_code == 403
+    assert requests.delete(f"{api}/{dep}", auth=alice_auth).status_code == 200
+
+
+def test_evaluation_datasets_follow_their_experiments(auth_server, users):
+    """MLflow 3's evaluation datasets: read, update and delete need that permission on every
+    experiment the dataset is linked to; creating one needs update on them."""
+    url = auth_server.url
+    base = url + "/api/3.0/mlflow/datasets"
+    alice_auth = ("alice", users["alice"])
+    bob_auth = ("bob", users["bob"])
+    with as_user("alice", users["alice"]):
+        exp = MlflowClient(url).create_experiment(f"evals-{uuid.uuid4().hex[:8]}")
+    body = {"name": "qa", "experiment_ids": [exp]}
+    r = requests.post(base + "/create", json=body, auth=bob_auth)
+    assert r.status_code == 403, r.text
+    r = requests.post(base + "/create", json=body, auth=alice_auth)
+    assert r.status_code == 200, r.text
+    ds = r.json()["dataset"]["dataset_id"]
+    records = {"records": '[{"inputs": {"q": "2+2"}, "expectations": {"a": "4"}}]'}
+    assert requests.post(f"{base}/{ds}/records", json=records, auth=alice_auth).status_code == 200
+    # bob reads (default READ) but cannot add records, tag, unlink or delete.
+    assert requests.get(f"{base}/{ds}", auth=bob_auth).status_code == 200
+    assert requests.get(f"{base}/{ds}/records", auth=bob_auth).status_code == 200
+    assert requests.post(f"{base}/{ds}/records", json=records, auth=bob_auth).status_code == 403
+    assert requests.delete(f"{base}/{ds}", auth=bob_auth).status_code == 403
+    r = requests.post(f"{base}/{ds}/remove-experiments", json={"experiment_ids": [exp]},
+                      auth=bob_auth)
+    assert r.status_code == 403, r.text
+    import json
+    got = requests.get(f"{base}/{ds}/records", auth=alice_auth).json()
+    assert len(json.loads(got["records"])) == 1, got
+    with as_user("alice", users["alice"]):
+        AuthServiceClient(url).grant_user_permission("bob", "experiment", exp, "DENY")
+    assert requests.get(f"{base}/{ds}", auth=bob_auth).status_code == 403
+    assert requests.delete(f"{base}/{ds}", auth=alice_auth).status_code == 200

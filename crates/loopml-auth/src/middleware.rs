@@ -34,6 +34,40 @@ pub trait Resolver: Send + Sync {
     fn trace_experiment(&self, trace_id: String) -> BoxFuture<'static, Option<String>>;
     /// The experiment id of a logged model.
     fn logged_model_experiment(&self, model_id: String) -> BoxFuture<'static, Option<String>>;
+    /// The experiments an evaluation dataset is linked to (empty when none or unknown).
+    fn eval_dataset_experiments(&self, dataset_id: String) -> BoxFuture<'static, Vec<String>>;
+    /// The `models:/` URIs a deployment's variants serve; `None` when there is no such
+    /// deployment.
+    fn deployment_models(&self, name: &str) -> Option<Vec<String>>;
+    /// The `models:/` URIs a deployment body (JSON or YAML) names; `None` when it cannot be
+    /// read.
+    fn deployment_body_models(&self, body: &[u8]) -> Option<Vec<String>>;
+    /// The deployment a monitor watches; `None` when there is no such monitor.
+    fn monitor_deployment(&self, name: String) -> BoxFuture<'static, Option<String>>;
+    /// The deployment a monitor body (JSON or YAML) names.
+    fn monitor_body_deployment(&self, body: &[u8]) -> Option<String>;
+}
+
+/// The registered model a `models:/name/3`, `models:/name@alias` or `models:/name/Stage` URI
+/// names; `None` for anything else (a file: only admins may serve one).
+pub fn registered_model_of(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("models:/")?;
+    let name = rest.split(['/', '@']).next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The registered models behind some `models:/` URIs; `None` when one is not a registry URI.
+fn models_of(uris: &[String]) -> Option<Vec<(&'static str, String)>> {
+    uris.iter()
+        .map(|u| registered_model_of(u).map(|m| ("registered_model", m)))
+        .collect()
+}
+
+/// The name segment after `/<collection>/` in a path (`/deployments/{name}/…`).
+fn name_after<'p>(path: &'p str, collection: &str) -> Option<&'p str> {
+    path.split_once(collection)
+        .and_then(|(_, r)| r.split('/').next())
+        .filter(|n| !n.is_empty())
 }
 
 /// The layer's state.
@@ -152,6 +186,7 @@ async fn subjects(
     s: Subject,
     parts: &axum::http::request::Parts,
     params: &Value,
+    body: &[u8],
 ) -> Vec<(&'static str, String)> {
     let path = parts.uri.path();
     let exp = |id: Option<String>| {
@@ -239,6 +274,96 @@ async fn subjects(
             .get("x-mlflow-experiment-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)),
+        Subject::ModelUri => {
+            // The handler reads `uri` or `name`: when both are sent, both must pass.
+            let mut out: Vec<_> = field(params, &["name"])
+                .map(|n| ("registered_model", n))
+                .into_iter()
+                .collect();
+            if let Some(u) = field(params, &["uri"]) {
+                match registered_model_of(&u) {
+                    Some(m) => out.push(("registered_model", m)),
+                    None => return Vec::new(),
+                }
+            }
+            out
+        }
+        Subject::ModelField => field(params, &["model"])
+            .map(|n| ("registered_model", n))
+            .into_iter()
+            .collect(),
+        Subject::ExperimentIds => experiment_list(params),
+        Subject::EvalDataset | Subject::EvalDatasetLink => {
+            let Some(id) = name_after(path, "/datasets/") else {
+                return Vec::new();
+            };
+            let linked = g.resolver.eval_dataset_experiments(id.to_string()).await;
+            if linked.is_empty() {
+                // Linked to no experiment: nobody but an admin may touch it (as MLflow).
+                return Vec::new();
+            }
+            let mut out: Vec<_> = linked.into_iter().map(|e| ("experiment", e)).collect();
+            if s == Subject::EvalDatasetLink {
+                let named = experiment_list(params);
+                if named.is_empty() {
+                    return Vec::new();
+                }
+                out.extend(named);
+            }
+            out
+        }
+        Subject::Deployment => {
+            let mut uris = Vec::new();
+            let in_path = name_after(path, "/deployments/");
+            if let Some(name) = in_path {
+                match g.resolver.deployment_models(name) {
+                    Some(u) => uris.extend(u),
+                    // Replacing (PUT) may create it: the body's models decide then.
+                    None if parts.method == Method::PUT => {}
+                    None => return Vec::new(),
+                }
+            }
+            if matches!(parts.method, Method::POST | Method::PUT)
+                && (in_path.is_none() || parts.method == Method::PUT)
+            {
+                match g.resolver.deployment_body_models(body) {
+                    Some(u) => uris.extend(u),
+                    None => return Vec::new(),
+                }
+            }
+            if uris.is_empty() {
+                return Vec::new();
+            }
+            models_of(&uris).unwrap_or_default()
+        }
+        Subject::Monitor => {
+            let deployment = match name_after(path, "/monitors/") {
+                Some(name) => g.resolver.monitor_deployment(name.to_string()).await,
+                None => g.resolver.monitor_body_deployment(body),
+            };
+            deployment
+                .and_then(|d| g.resolver.deployment_models(&d))
+                .filter(|u| !u.is_empty())
+                .and_then(|u| models_of(&u))
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// The experiments a request's `experiment_ids` names (strings or numbers).
+fn experiment_list(params: &Value) -> Vec<(&'static str, String)> {
+    match &params["experiment_ids"] {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+            })
+            .map(|e| ("experiment", e))
+            .collect(),
+        Value::String(e) => vec![("experiment", e.clone())],
+        _ => Vec::new(),
     }
 }
 
@@ -329,17 +454,17 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
             // body: only a JSON request's body is read.
             let streamed = matches!(s, Subject::ArtifactPath | Subject::ExperimentHeader)
                 || matches!(*req.method(), Method::GET | Method::HEAD);
-            let (parts, body, params) = if streamed {
+            let (parts, body, params, raw) = if streamed {
                 let (p, b) = req.into_parts();
                 let q = params(&p.method, &p.uri, b"");
-                (p, b, q)
+                (p, b, q, Bytes::new())
             } else {
                 let (p, b) = read_body(req).await?;
                 let j = params(&p.method, &p.uri, &b);
-                (p, Body::from(b), j)
+                (p, Body::from(b.clone()), j, b)
             };
             if !user.is_admin {
-                let found = subjects(g, s, &parts, &params).await;
+                let found = subjects(g, s, &parts, &params, &raw).await;
                 if found.is_empty() {
                     // MLflow answers a missing run with 403 too: no existence oracle.
                     return Err(Error::PermissionDenied("Permission denied".into()));
@@ -441,6 +566,35 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
             Ok(next
                 .run(rebuild(parts, Bytes::from(json.to_string())))
                 .await)
+        }
+        Rule::ListDeployments | Rule::ListMonitors => {
+            let vis = g.auth.visibility(&user, "registered_model").await?;
+            let resp = next.run(req).await;
+            if vis == Visibility::All || !resp.status().is_success() {
+                return Ok(resp);
+            }
+            let (parts, body) = read_answer(resp).await;
+            let mut answer = json_of(&body.unwrap_or_default());
+            let key = if rule == Rule::ListDeployments {
+                "deployments"
+            } else {
+                "monitors"
+            };
+            if let Some(a) = answer[key].as_array_mut() {
+                a.retain(|item| {
+                    let deployment = if rule == Rule::ListDeployments {
+                        item["name"].as_str()
+                    } else {
+                        item["monitor"]["deployment"].as_str()
+                    };
+                    deployment
+                        .and_then(|d| g.resolver.deployment_models(d))
+                        .filter(|u| !u.is_empty())
+                        .and_then(|u| models_of(&u))
+                        .is_some_and(|models| models.iter().all(|(_, m)| vis.allows(m)))
+                });
+            }
+            Ok(json_response(parts, &answer))
         }
         Rule::SearchExperiments | Rule::SearchModels => {
             let (kind, lists, key): (&str, &[&str], &str) = if rule == Rule::SearchExperiments {

@@ -25,6 +25,23 @@ pub enum Subject {
     ArtifactPath,
     /// `x-mlflow-experiment-id` header (OTLP ingest).
     ExperimentHeader,
+    /// A registered model named by `name` or by a `models:/` `uri` (lineage, model cards).
+    ModelUri,
+    /// A registered model named by `model` (model comparison).
+    ModelField,
+    /// Every experiment in `experiment_ids` (at least one).
+    ExperimentIds,
+    /// An evaluation dataset (`/datasets/{dataset_id}`): every experiment it is linked to, as
+    /// MLflow's `validate_can_*_dataset` (a dataset linked to none is for admins).
+    EvalDataset,
+    /// An evaluation dataset and the experiments a link or unlink names.
+    EvalDatasetLink,
+    /// A deployment: every registered model its variants serve (the one in the path, and
+    /// those a create or replace body names).
+    Deployment,
+    /// A monitor: the registered models of the deployment it watches (the one in the path,
+    /// or the `deployment` a create body names).
+    Monitor,
 }
 
 /// What a route needs.
@@ -55,6 +72,10 @@ pub enum Rule {
     SearchTraces,
     /// A registered-model or model-version search: unreadable models are removed from the answer.
     SearchModels,
+    /// The deployment list: deployments serving an unreadable model are removed.
+    ListDeployments,
+    /// The monitor list: monitors of unreadable deployments are removed.
+    ListMonitors,
     /// MLflow's auth API and loopml's token and audit API: the handler checks.
     AuthApi,
     /// The gateway's own routes: its master key and virtual keys decide.
@@ -73,49 +94,70 @@ fn mlflow_rest(path: &str) -> Option<(&str, &str)> {
     Some((version, rest))
 }
 
-/// The rule for a request.
+/// The rule for a request: its declaration, else admins only (fail closed).
 pub fn rule(method: &Method, path: &str) -> Rule {
+    declared(method, path).unwrap_or(Rule::Admin)
+}
+
+/// The rule declared for a request; `None` for a route nobody declared (the route-inventory
+/// test in the binary fails for any such route the app serves).
+pub fn declared(method: &Method, path: &str) -> Option<Rule> {
     use Action::*;
     use Subject::*;
-    match path {
+    let r = match path {
+        // Probes.
         "/health" | "/ready" | "/ping" | "/favicon.ico" | "/v2/health/live"
-        | "/v2/health/ready" => {
-            return Rule::Public;
-        }
-        "/version" | "/api/2.0/loopml/version" | "/metrics" => return Rule::AnyUser,
-        "/v1/traces" => return Rule::On(ExperimentHeader, Update),
-        _ => {}
-    }
+        | "/v2/health/ready" => Rule::Public,
+        "/version" | "/api/2.0/loopml/version" | "/metrics" => Rule::AnyUser,
+        "/v1/traces" => Rule::On(ExperimentHeader, Update),
+        // The UI serves these two at the root, as `mlflow server` does.
+        "/get-artifact" => Rule::On(Run, Read),
+        "/model-versions/get-artifact" => Rule::On(Model, Read),
+        // MLflow's GraphQL (the UI's metric histories): its resolvers are not checked one by
+        // one, so it is for admins.
+        "/graphql" => Rule::Admin,
+        _ => return declared_prefixed(method, path),
+    };
+    Some(r)
+}
+
+fn declared_prefixed(method: &Method, path: &str) -> Option<Rule> {
+    use Action::*;
+    use Subject::*;
     if path.starts_with("/static") {
-        return Rule::Public;
+        return Some(Rule::Public);
     }
     // Inference and model metadata (Open Inference Protocol, MLflow /invocations): any user;
     // loading and unloading models (the repository API) stays with admins.
     if path == "/invocations" || path == "/v2" || path.starts_with("/v2/models/") {
-        return Rule::AnyUser;
+        return Some(Rule::AnyUser);
+    }
+    if path.starts_with("/v2/repository/") {
+        return Some(Rule::Admin);
     }
     if is_gateway(path) {
-        return Rule::Gateway;
+        return Some(Rule::Gateway);
     }
-    let Some((version, rest)) = mlflow_rest(path) else {
-        return Rule::Admin;
-    };
+    if let Some(r) = path.strip_prefix("/api/2.0/loopml/") {
+        return loopml_rule(method, r);
+    }
+    let (version, rest) = mlflow_rest(path)?;
     if let Some(r) = rest.strip_prefix("mlflow-artifacts/") {
-        return match (r.split_once('/').map(|x| x.0).unwrap_or(r), method) {
-            ("artifacts", &Method::GET) => Rule::On(ArtifactPath, Read),
-            ("artifacts", &Method::PUT) => Rule::On(ArtifactPath, Update),
-            // Deleting an artifact needs MANAGE (CVE-2024-4263: EDIT could delete).
-            ("artifacts", &Method::DELETE) => Rule::On(ArtifactPath, Delete),
-            ("mpu", _) => Rule::On(ArtifactPath, Update),
-            ("presigned", _) => Rule::On(ArtifactPath, Read),
-            _ => Rule::Admin,
-        };
+        return Some(
+            match (r.split_once('/').map(|x| x.0).unwrap_or(r), method) {
+                ("artifacts", &Method::GET) => Rule::On(ArtifactPath, Read),
+                ("artifacts", &Method::PUT) => Rule::On(ArtifactPath, Update),
+                // Deleting an artifact needs MANAGE (CVE-2024-4263: EDIT could delete).
+                ("artifacts", &Method::DELETE) => Rule::On(ArtifactPath, Delete),
+                ("mpu", _) => Rule::On(ArtifactPath, Update),
+                ("presigned", _) => Rule::On(ArtifactPath, Read),
+                _ => return None,
+            },
+        );
     }
-    let Some(r) = rest.strip_prefix("mlflow/") else {
-        return Rule::Admin;
-    };
+    let r = rest.strip_prefix("mlflow/")?;
     if r == "server-info" {
-        return Rule::ServerInfo;
+        return Some(Rule::ServerInfo);
     }
     if r.starts_with("users/")
         || r.starts_with("roles/")
@@ -125,21 +167,38 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         || r == "tokens"
         || r == "audit"
     {
-        return Rule::AuthApi;
+        return Some(Rule::AuthApi);
     }
     if r.starts_with("traces") {
         return trace_rule(method, version, r);
     }
     if let Some(lm) = r.strip_prefix("logged-models") {
-        return match (lm, method) {
+        return Some(match (lm, method) {
             ("", &Method::POST) => Rule::On(Experiment, Update),
             ("/search", _) => Rule::SearchRuns,
             (_, &Method::GET) => Rule::On(LoggedModel, Read),
-            (_, &Method::DELETE) => Rule::On(LoggedModel, Delete),
+            // Deleting the model itself needs delete; a tag, like a run's tag, update.
+            (_, &Method::DELETE) if !lm.contains("/tags/") => Rule::On(LoggedModel, Delete),
             _ => Rule::On(LoggedModel, Update),
-        };
+        });
     }
-    match r {
+    if let Some(d) = r.strip_prefix("datasets") {
+        return Some(eval_dataset_rule(method, d));
+    }
+    if let Some(sc) = r.strip_prefix("scorers/") {
+        // MLflow: register needs update on the experiment, reading read, delete delete.
+        return Some(match sc {
+            "register" | "online-config" => Rule::On(Experiment, Update),
+            "list" | "get" | "versions" | "online-configs" => Rule::On(Experiment, Read),
+            "delete" => Rule::On(Experiment, Delete),
+            _ => return None,
+        });
+    }
+    if r == "webhooks" || r.starts_with("webhooks/") {
+        // MLflow's webhooks are server-wide: admins.
+        return Some(Rule::Admin);
+    }
+    let rule = match r {
         "experiments/create" => Rule::CreateExperiment,
         "experiments/get" => Rule::On(Experiment, Read),
         "experiments/get-by-name" => Rule::On(ExperimentName, Read),
@@ -149,7 +208,7 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         | "experiments/delete-experiment-tag" => Rule::On(Experiment, Update),
         "experiments/delete" | "experiments/restore" => Rule::On(Experiment, Delete),
         "experiments/search-datasets" => Rule::SearchRuns,
-        "runs/create" => Rule::On(Experiment, Update),
+        "runs/create" | "runs/create-promptlab-run" => Rule::On(Experiment, Update),
         "runs/get" | "metrics/get-history" | "artifacts/list" | "get-artifact" => {
             Rule::On(Run, Read)
         }
@@ -159,15 +218,14 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         | "runs/log-model" | "upload-artifact" => Rule::On(Run, Update),
         "runs/delete" | "runs/restore" => Rule::On(Run, Delete),
         "runs/search" => Rule::SearchRuns,
+        // The UI's prompt lab calls the gateway through this route: a user's own call.
+        "gateway-proxy" => Rule::AnyUser,
         "registered-models/create" => Rule::CreateModel,
         "registered-models/get"
         | "registered-models/get-latest-versions"
-        | "registered-models/alias"
         | "model-versions/get"
         | "model-versions/get-download-uri"
-        | "model-versions/get-artifact"
-        | "model-card"
-        | "lineage" => Rule::On(Model, Read),
+        | "model-versions/get-artifact" => Rule::On(Model, Read),
         "registered-models/update"
         | "registered-models/rename"
         | "registered-models/set-tag"
@@ -179,22 +237,101 @@ pub fn rule(method: &Method, path: &str) -> Rule {
         "registered-models/delete" => Rule::DeleteModel,
         "model-versions/delete" | "model-versions/delete-tag" => Rule::On(Model, Delete),
         "registered-models/search" | "model-versions/search" => Rule::SearchModels,
-        _ if r.starts_with("registered-models/alias") => match *method {
+        // MLflow: reading by alias needs read, setting one update, deleting one delete.
+        "registered-models/alias" => match *method {
             Method::GET => Rule::On(Model, Read),
             Method::DELETE => Rule::On(Model, Delete),
             _ => Rule::On(Model, Update),
         },
-        _ => Rule::Admin,
+        _ => return None,
+    };
+    Some(rule)
+}
+
+/// MLflow 3's evaluation datasets (`/api/3.0/mlflow/datasets…`): permissions follow the
+/// experiments a dataset is linked to, as MLflow's `validate_can_*_dataset`.
+fn eval_dataset_rule(method: &Method, d: &str) -> Rule {
+    use Action::*;
+    use Subject::*;
+    match (d, method) {
+        // Creating one needs update on every experiment it is linked to; searching names the
+        // experiments to search (each readable).
+        ("/create", _) => Rule::On(ExperimentIds, Update),
+        ("/search", _) => Rule::On(ExperimentIds, Read),
+        (_, _) if d.ends_with("/add-experiments") || d.ends_with("/remove-experiments") => {
+            Rule::On(EvalDatasetLink, Update)
+        }
+        (_, &Method::GET) => Rule::On(EvalDataset, Read),
+        // Deleting the dataset needs delete; its records and tags are updates.
+        (_, &Method::DELETE) if d.matches('/').count() == 1 => Rule::On(EvalDataset, Delete),
+        _ => Rule::On(EvalDataset, Update),
     }
 }
 
-fn trace_rule(method: &Method, version: &str, r: &str) -> Rule {
+/// loopml's own routes under `/api/2.0/loopml/`. Datasets are shared by every user of the
+/// server (versions are append-only, so nobody can destroy another's data); deployments and
+/// monitors follow the registered models they serve; the registry's change feed and webhooks
+/// are server-wide (admins).
+fn loopml_rule(method: &Method, r: &str) -> Option<Rule> {
+    use Action::*;
+    use Subject::*;
+    let get = *method == Method::GET;
+    let first = r.split('/').next().unwrap_or(r);
+    let rule = match first {
+        "datasets" | "dataset-checks" => Rule::AnyUser,
+        "deployments" => {
+            let rest = r.strip_prefix("deployments").unwrap_or("");
+            let tail = rest.trim_start_matches('/').split_once('/').map(|x| x.1);
+            match (rest, tail, method) {
+                ("", _, &Method::GET) => Rule::ListDeployments,
+                ("", _, &Method::POST) => Rule::On(Deployment, Update),
+                (_, None, &Method::GET) => Rule::On(Deployment, Read),
+                (_, None, &Method::DELETE) => Rule::On(Deployment, Delete),
+                (_, None, _) => Rule::On(Deployment, Update),
+                (_, Some("log"), _) => Rule::On(Deployment, Read),
+                // Ground truth for served predictions, sent by the application that calls it.
+                (_, Some("feedback"), _) => Rule::On(Deployment, Use),
+                // traffic, switch, promote, rollback.
+                (_, Some(_), _) => Rule::On(Deployment, Update),
+            }
+        }
+        "monitors" => {
+            let rest = r.strip_prefix("monitors").unwrap_or("");
+            let tail = rest.trim_start_matches('/').split_once('/').map(|x| x.1);
+            match (rest, tail, method) {
+                ("", _, &Method::GET) => Rule::ListMonitors,
+                ("", _, _) => Rule::On(Monitor, Update),
+                (_, None, &Method::GET) | (_, Some("results"), _) => Rule::On(Monitor, Read),
+                (_, None, &Method::DELETE) => Rule::On(Monitor, Delete),
+                _ => Rule::On(Monitor, Update),
+            }
+        }
+        // Alerts name monitors and their verdicts, nothing of a model's data.
+        "alerts" => Rule::AnyUser,
+        "models" if r == "models/compare" => Rule::On(ModelField, Read),
+        "registry" => match r.strip_prefix("registry/").unwrap_or("") {
+            "lineage" | "model-card" if get => Rule::On(ModelUri, Read),
+            _ => Rule::Admin,
+        },
+        // Retrieval indexes are built from shared datasets; evaluating one logs a run.
+        "retrieval" => match r {
+            "retrieval/evaluate" => Rule::On(Experiment, Update),
+            _ => Rule::AnyUser,
+        },
+        "version" => Rule::AnyUser,
+        _ => return None,
+    };
+    Some(rule)
+}
+
+fn trace_rule(method: &Method, version: &str, r: &str) -> Option<Rule> {
     use Action::*;
     use Subject::*;
     let rest = r.strip_prefix("traces").unwrap_or("");
-    match (rest, method) {
+    Some(match (rest, method) {
         // StartTraceV3 / StartTrace: the body's location.
         ("", &Method::POST) => Rule::On(Experiment, Update),
+        ("", _) => return None,
         ("/search", _) => Rule::SearchTraces,
         ("/delete-traces", _) => Rule::On(Experiment, Delete),
         ("/batchGet", _) | ("/get", _) => Rule::On(Trace, Read),
@@ -203,9 +340,8 @@ fn trace_rule(method: &Method, version: &str, r: &str) -> Rule {
         (_, &Method::DELETE) if version == "3.0" && rest.contains("/assessments/") => {
             Rule::On(Trace, Update)
         }
-        (_, &Method::DELETE) => Rule::On(Trace, Update),
         _ => Rule::On(Trace, Update),
-    }
+    })
 }
 
 /// The gateway's routes (OpenAI, Anthropic, LiteLLM management): its own keys decide.
@@ -260,7 +396,7 @@ mod tests {
         assert_eq!(rule(&get, "/health"), Rule::Public);
         assert_eq!(rule(&post, "/v2/models/churn/infer"), Rule::AnyUser);
         assert_eq!(rule(&post, "/v2/repository/models/churn/load"), Rule::Admin);
-        assert_eq!(rule(&post, "/api/2.0/loopml/deployments"), Rule::Admin);
+        assert_eq!(rule(&get, "/graphql"), Rule::Admin);
         assert_eq!(
             rule(&get, "/api/3.0/mlflow/traces/tr-1"),
             Rule::On(Trace, Read)
@@ -269,5 +405,59 @@ mod tests {
             rule(&post, "/api/3.0/mlflow/traces/search"),
             Rule::SearchTraces
         );
+    }
+
+    #[test]
+    fn aliases_deployments_monitors_and_evaluation_datasets_are_declared() {
+        let (get, post, del) = (Method::GET, Method::POST, Method::DELETE);
+        let alias = "/api/2.0/mlflow/registered-models/alias";
+        assert_eq!(rule(&get, alias), Rule::On(Model, Read));
+        assert_eq!(rule(&post, alias), Rule::On(Model, Update));
+        assert_eq!(rule(&del, alias), Rule::On(Model, Delete));
+        let d = "/api/2.0/loopml/deployments";
+        assert_eq!(rule(&get, d), Rule::ListDeployments);
+        assert_eq!(rule(&post, d), Rule::On(Deployment, Update));
+        assert_eq!(rule(&get, &format!("{d}/x")), Rule::On(Deployment, Read));
+        assert_eq!(rule(&del, &format!("{d}/x")), Rule::On(Deployment, Delete));
+        assert_eq!(
+            rule(&post, &format!("{d}/x/promote")),
+            Rule::On(Deployment, Update)
+        );
+        assert_eq!(
+            rule(&post, &format!("{d}/x/feedback")),
+            Rule::On(Deployment, Use)
+        );
+        let m = "/api/2.0/loopml/monitors";
+        assert_eq!(rule(&get, m), Rule::ListMonitors);
+        assert_eq!(rule(&post, m), Rule::On(Monitor, Update));
+        assert_eq!(
+            rule(&get, &format!("{m}/x/results")),
+            Rule::On(Monitor, Read)
+        );
+        let e = "/api/3.0/mlflow/datasets";
+        assert_eq!(
+            rule(&post, &format!("{e}/create")),
+            Rule::On(ExperimentIds, Update)
+        );
+        assert_eq!(rule(&get, &format!("{e}/d-1")), Rule::On(EvalDataset, Read));
+        assert_eq!(
+            rule(&del, &format!("{e}/d-1")),
+            Rule::On(EvalDataset, Delete)
+        );
+        assert_eq!(
+            rule(&del, &format!("{e}/d-1/tags/k")),
+            Rule::On(EvalDataset, Update)
+        );
+        assert_eq!(
+            rule(&post, &format!("{e}/d-1/add-experiments")),
+            Rule::On(EvalDatasetLink, Update)
+        );
+        assert_eq!(
+            rule(&del, "/api/2.0/mlflow/logged-models/m-1/tags/k"),
+            Rule::On(LoggedModel, Update)
+        );
+        assert_eq!(rule(&get, "/api/2.0/loopml/registry/events"), Rule::Admin);
+        assert_eq!(declared(&get, "/api/2.0/loopml/nope"), None);
+        assert_eq!(declared(&get, "/api/2.0/mlflow/nope"), None);
     }
 }

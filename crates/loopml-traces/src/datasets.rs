@@ -106,6 +106,16 @@ fn experiments_of(c: &Conn<'_>, id: &str) -> Result<Vec<String>> {
     )?)
 }
 
+impl TraceService {
+    /// The experiments an evaluation dataset is linked to (for the auth layer; empty for an
+    /// unknown dataset).
+    pub async fn eval_dataset_experiments(&self, dataset_id: String) -> Result<Vec<String>> {
+        self.db()
+            .read(move |c| experiments_of(c, &dataset_id))
+            .await
+    }
+}
+
 fn dataset_json(c: &Conn<'_>, d: &Row, with_experiments: bool) -> Result<Value> {
     let mut out = json!({
         "dataset_id": d.id, "name": d.name, "tags": d.tags, "digest": d.digest,

@@ -630,3 +630,131 @@ mod tests {
         assert_eq!(bg.running(), 0);
     }
 }
+
+#[cfg(test)]
+mod inventory {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// Every path template the router holds (read from its `Debug` form: axum lists them).
+    pub(crate) fn templates(router: &Router) -> Vec<String> {
+        let debug = format!("{router:?}");
+        let mut out = Vec::new();
+        let mut rest = debug.as_str();
+        while let Some(i) = rest.find("RouteId(") {
+            rest = &rest[i + 8..];
+            let Some(close) = rest.find("): \"") else {
+                continue;
+            };
+            if !rest[..close].chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let s = &rest[close + 4..];
+            let Some(end) = s.find('"') else { break };
+            out.push(s[..end].to_string());
+            rest = &s[end..];
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A concrete path for a template (`{name}` → `p1`, `{*rest}` → `1/a/b`).
+    pub(crate) fn concrete(template: &str) -> String {
+        template
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with("{*") {
+                    "1/a/b".to_string()
+                } else if seg.starts_with('{') {
+                    "p1".to_string()
+                } else {
+                    seg.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The methods a path answers (axum's 405 names them in `Allow`).
+    pub(crate) async fn methods(router: &Router, path: &str) -> Vec<Method> {
+        let req = Request::builder()
+            .method(Method::from_bytes(b"PROBE").expect("method"))
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("answer");
+        match resp.status() {
+            // The fallback: no route here.
+            StatusCode::NOT_FOUND => return Vec::new(),
+            StatusCode::METHOD_NOT_ALLOWED => {}
+            // A route taking any method.
+            _ => return vec![Method::GET, Method::POST, Method::PUT, Method::DELETE],
+        }
+        resp.headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|m| Method::from_bytes(m.trim().as_bytes()).ok())
+            .filter(|m| *m != Method::HEAD)
+            .collect()
+    }
+
+    /// Every route `loopml server` serves (with the gateway, monitors and auth on) has a
+    /// permission declared in `loopml_auth::policy`; a new route without one fails here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_route_has_a_declared_permission() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gw = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &gw,
+            "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      \
+             api_key: sk-test\n      api_base: http://127.0.0.1:9/v1\n",
+        )
+        .expect("write");
+        let config = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            gateway_config: Some(gw),
+            ..ServerConfig::default()
+        };
+        let app = App::server(&config).await.expect("app");
+        let db = loopml_store::Database::open(loopml_store::DatabaseConfig::sqlite(
+            dir.path().join("auth.db"),
+        ))
+        .expect("db");
+        let auth = loopml_auth::AuthService::new(
+            db,
+            loopml_auth::AuthConfig {
+                admin_username: "admin".into(),
+                admin_password: "a-long-test-password-1".into(),
+                default_permission: loopml_auth::Permission::Read,
+            },
+        )
+        .await
+        .expect("auth");
+        let router = app.router().merge(loopml_auth::router(auth));
+        let all = templates(&router);
+        // The Debug form must still list routes (an axum upgrade could change it).
+        assert!(all.len() > 150, "found only {} routes: {all:?}", all.len());
+        let mut undeclared = Vec::new();
+        let mut checked = 0;
+        for t in all.iter().filter(|t| !t.contains("__private__axum")) {
+            let path = concrete(t);
+            for m in methods(&router, &path).await {
+                checked += 1;
+                if loopml_auth::policy::declared(&m, &path).is_none() {
+                    undeclared.push(format!("{m} {t}"));
+                }
+            }
+        }
+        assert!(checked > 250, "{checked}");
+        assert!(
+            undeclared.is_empty(),
+            "routes with no permission declared in loopml_auth::policy: {undeclared:#?}"
+        );
+        app.shutdown().await;
+    }
+}

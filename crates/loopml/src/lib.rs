@@ -876,6 +876,8 @@ pub fn build_app(
 struct AuthResources {
     tracking: loopml_tracking::TrackingService,
     traces: loopml_traces::TraceService,
+    serving: loopml_serving::routes::ServingApi,
+    monitors: Option<loopml_monitor::MonitorService>,
 }
 
 impl loopml_auth::Resolver for AuthResources {
@@ -925,6 +927,44 @@ impl loopml_auth::Resolver for AuthResources {
                 .map(|m| m.experiment_id.to_string())
         })
     }
+
+    fn eval_dataset_experiments(
+        &self,
+        dataset_id: String,
+    ) -> futures::future::BoxFuture<'static, Vec<String>> {
+        let t = self.traces.clone();
+        Box::pin(async move {
+            t.eval_dataset_experiments(dataset_id)
+                .await
+                .unwrap_or_default()
+        })
+    }
+
+    fn deployment_models(&self, name: &str) -> Option<Vec<String>> {
+        let d = self.serving.deployment(name)?;
+        Some(d.spec().variants.iter().map(|v| v.model.clone()).collect())
+    }
+
+    fn deployment_body_models(&self, body: &[u8]) -> Option<Vec<String>> {
+        let text = std::str::from_utf8(body).ok()?;
+        let spec = loopml_serving::deployments::DeploymentSpec::parse(text).ok()?;
+        Some(spec.variants.into_iter().map(|v| v.model).collect())
+    }
+
+    fn monitor_deployment(
+        &self,
+        name: String,
+    ) -> futures::future::BoxFuture<'static, Option<String>> {
+        let m = self.monitors.clone();
+        Box::pin(async move { m?.get(&name).await.ok().map(|s| s.deployment) })
+    }
+
+    fn monitor_body_deployment(&self, body: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(body).ok()?;
+        loopml_monitor::spec::MonitorSpec::parse(text)
+            .ok()
+            .map(|s| s.deployment)
+    }
 }
 
 /// The environment variable holding the admin's password (as MLflow 3.17).
@@ -966,6 +1006,8 @@ pub async fn with_auth(
         resolver: std::sync::Arc::new(AuthResources {
             tracking: handle.tracking.clone(),
             traces: handle.traces.clone(),
+            serving: handle.serving.clone(),
+            monitors: handle.monitors.clone(),
         }),
     };
     Ok(router
