@@ -67,3 +67,66 @@ def test_nul_is_refused_and_other_unicode_round_trips(client):
     exp = client.create_experiment(name)
     assert client.get_experiment(exp).name == name
     assert client.get_experiment_by_name(name).experiment_id == exp
+
+
+def test_mlflow_writes_must_be_json(server):
+    """A write whose body is not declared JSON (a form or `text/plain`, which a page on another
+    site can send without a preflight, CVE-2023-43472) is refused even with no Origin header."""
+    url = server.url + "/api/2.0/mlflow/experiments/create"
+    name = f"plain-{uuid.uuid4().hex[:8]}"
+    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]:
+        r = requests.post(url, data='{"name": "%s"}' % name, headers={"Content-Type": ct})
+        assert r.status_code == 400, (ct, r.text)
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "application/json" in r.json()["message"]
+    r = requests.post(url, data='{"name": "%s"}' % name, headers={"Content-Type": ""})
+    assert r.status_code == 400, r.text
+    assert MlflowClient(server.url).get_experiment_by_name(name) is None
+    # JSON with parameters is JSON.
+    r = requests.post(url, data='{"name": "%s"}' % name,
+                      headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert r.status_code == 200, r.text
+
+
+def test_oversized_and_deeply_nested_bodies_fail_fast(server):
+    import time
+    url = server.url + "/api/2.0/mlflow/experiments/create"
+    started = time.monotonic()
+    r = requests.post(url, data=b'{"name": "' + b"a" * (50 << 20) + b'"}',
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text[:200]
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert time.monotonic() - started < 5
+    # 100,000 levels of nesting: a clear 400, not a crash (MLflow answers 500 RecursionError).
+    r = requests.post(url, data="[" * 100_000 + "]" * 100_000,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "recursion" in r.json()["message"], r.text[:200]
+    assert requests.get(server.url + "/health").status_code == 200
+
+
+def test_slow_clients_are_cut_off(start_server):
+    """Slowloris: a client that sends its headers a byte at a time is disconnected after
+    --client-timeout, and so is a body that stalls; everyone else is served meanwhile."""
+    import socket
+    import time
+    srv = start_server(extra_args=["--client-timeout", "1"])
+    host, port = srv.url.rsplit("//", 1)[1].split(":")
+    slow = socket.create_connection((host, int(port)))
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    stalled = socket.create_connection((host, int(port)))
+    stalled.sendall(b"POST /api/2.0/mlflow/experiments/create HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na")
+    assert requests.get(srv.url + "/health").status_code == 200
+    started = time.monotonic()
+    for s in (slow, stalled):
+        s.settimeout(10)
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        # Closed (hyper may answer 408 first); the stalled body gets a 400.
+        assert b"200 OK" not in got, got
+    assert time.monotonic() - started < 6
+    assert MlflowClient(srv.url).search_experiments(max_results=5) is not None

@@ -151,6 +151,15 @@ pub async fn harden(State(hosts): State<Arc<AllowedHosts>>, req: Request, next: 
             return refuse(StatusCode::FORBIDDEN, "Cross-origin request blocked");
         }
     }
+    if write && let Some(why) = not_json(&req) {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"error_code": "INVALID_PARAMETER_VALUE", "message": why})
+                .to_string(),
+        )
+            .into_response();
+    }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -166,6 +175,40 @@ pub async fn harden(State(hosts): State<Arc<AllowedHosts>>, req: Request, next: 
         HeaderValue::from_static("same-origin"),
     );
     resp
+}
+
+/// Why a write to MLflow's JSON API is refused for its content type, if it is: a body that
+/// is not declared JSON is what a cross-site form or `text/plain` fetch sends without a CORS
+/// preflight (CVE-2023-43472), so MLflow 3.17 refuses it and so does loopml. Artifact
+/// transfers (`mlflow-artifacts`, the UI's `upload-artifact`) carry files and are exempt.
+fn not_json(req: &Request) -> Option<&'static str> {
+    let path = req.uri().path();
+    let api = path
+        .strip_prefix("/api/")
+        .or_else(|| path.strip_prefix("/ajax-api/"))?;
+    let rest = api
+        .strip_prefix("2.0/mlflow/")
+        .or_else(|| api.strip_prefix("3.0/mlflow/"))?;
+    if rest == "upload-artifact" {
+        return None;
+    }
+    let h = req.headers();
+    let has_body = h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+    if !has_body {
+        return None;
+    }
+    match h
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None => Some("Bad Request. Content-Type header is missing."),
+        Some(ct) if loopml_tracking::api::is_json(ct) => None,
+        Some(_) => Some("Content-Type must be one of ['application/json']"),
+    }
 }
 
 #[cfg(test)]

@@ -188,6 +188,14 @@ pub fn from_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, Error> 
     from_json_value(query_to_json(query))
 }
 
+/// Whether a `Content-Type` is JSON (`application/json`, any parameters, any case).
+pub fn is_json(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
     type Rejection = Error;
 
@@ -197,17 +205,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
         if method == Method::GET {
             return from_json_value(query_to_json(query.as_deref())).map(Mlflow);
         }
-        let has_content_type = req.headers().contains_key(header::CONTENT_TYPE);
-        if method == Method::POST && !has_content_type {
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        if method == Method::POST && content_type.is_none() {
             return Err(Error::InvalidParameter(
                 "Bad Request. Content-Type header is missing.".into(),
             ));
         }
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| Error::InvalidParameter(format!("Could not read request body: {e}")))?;
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::TooLarge(format!(
+                    "The request body is over the limit of {MAX_JSON_BODY} bytes"
+                ))
+            } else {
+                Error::InvalidParameter(format!("Could not read request body: {e}"))
+            }
+        })?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return from_json_value(query_to_json(query.as_deref())).map(Mlflow);
+        }
+        // A body is JSON and says so: a `text/plain` or form POST is what a cross-site page
+        // can send without a preflight (CVE-2023-43472), so it is refused as MLflow does.
+        match content_type.as_ref().map(|v| v.to_str().unwrap_or("")) {
+            Some(ct) if is_json(ct) => {}
+            Some(_) => {
+                return Err(Error::InvalidParameter(
+                    "Bad Request. Content-Type must be application/json.".into(),
+                ));
+            }
+            None => {
+                return Err(Error::InvalidParameter(
+                    "Bad Request. Content-Type header is missing.".into(),
+                ));
+            }
         }
         from_json_body(&body).map(Mlflow)
     }

@@ -25,6 +25,9 @@ pub enum Error {
     /// No such route (`ENDPOINT_NOT_FOUND`).
     #[error("{0}")]
     EndpointNotFound(String),
+    /// The request body is over the route's limit (413, `INVALID_PARAMETER_VALUE`).
+    #[error("{0}")]
+    TooLarge(String),
     /// The storage layer failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -54,6 +57,7 @@ impl Error {
             Error::InvalidState(_) => ("INVALID_STATE", StatusCode::BAD_REQUEST),
             Error::NotImplemented(_) => ("NOT_IMPLEMENTED", StatusCode::NOT_IMPLEMENTED),
             Error::EndpointNotFound(_) => ("ENDPOINT_NOT_FOUND", StatusCode::NOT_FOUND),
+            Error::TooLarge(_) => ("INVALID_PARAMETER_VALUE", StatusCode::PAYLOAD_TOO_LARGE),
             Error::Store(e) => e.mlflow_code_and_status(),
         }
     }

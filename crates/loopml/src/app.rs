@@ -288,7 +288,12 @@ impl App {
             Arc::new(config.allowed_hosts()),
             loopml_auth::harden,
         ));
-        self.run_on(listener, config.shutdown_delay, stop).await
+        let limits = crate::serve::Limits {
+            header_read: config.client_timeout,
+            body_idle: config.client_timeout,
+        };
+        self.run_on(listener, config.shutdown_delay, limits, stop)
+            .await
     }
 
     /// Serves on `listener` until `stop` resolves; then readiness fails for `delay` (requests
@@ -298,34 +303,28 @@ impl App {
         mut self,
         listener: tokio::net::TcpListener,
         delay: Duration,
+        limits: crate::serve::Limits,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
         if let Some(f) = self.on_bound.take() {
             f(listener.local_addr()?);
         }
-        // Small JSON answers must leave at once: Nagle + delayed ACK costs MLflow ~40 ms a call.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let lifecycle = self.lifecycle.clone();
-        let served = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(async move {
-                stop.await;
-                lifecycle.drain();
-                if !delay.is_zero() {
-                    tracing::info!(
-                        delay_s = delay.as_secs_f64(),
-                        "draining: /ready answers 503"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                tracing::info!("stopping: finishing in-flight requests");
-            })
-            .await
-            .context("server failed");
+        crate::serve::serve(listener, self.router.clone(), limits, async move {
+            stop.await;
+            lifecycle.drain();
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_s = delay.as_secs_f64(),
+                    "draining: /ready answers 503"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            tracing::info!("stopping: finishing in-flight requests");
+        })
+        .await;
         self.shutdown().await;
-        served
+        Ok(())
     }
 
     /// Stops the app in order: draining, background work stopped (at most a few seconds),

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod client;
 mod request_id;
+pub mod serve;
 
 pub use app::{App, Background, Lifecycle, serve, serve_gateway, serve_models};
 
@@ -39,6 +40,8 @@ pub struct ServerFileConfig {
     pub log_level: Option<String>,
     /// Seconds `/ready` answers 503 on SIGTERM before the listener closes.
     pub shutdown_delay: Option<f64>,
+    /// Seconds a client may take to send a request's headers, or between two body chunks.
+    pub client_timeout: Option<f64>,
     /// Where artifacts live: a folder, or `s3://bucket/prefix`, `gs://…`, `az://…`.
     pub artifacts_destination: Option<String>,
     /// Hand clients download URLs signed for the bucket itself.
@@ -113,6 +116,9 @@ pub struct ServerConfig {
     /// On SIGTERM, how long `/ready` answers 503 while requests are still served, before the
     /// listener closes (lets a load balancer without a preStop hook stop routing here first).
     pub shutdown_delay: std::time::Duration,
+    /// How long a client may take to send a request's headers (an idle keep-alive connection
+    /// is closed after it too), or between two chunks of a body; slower clients are cut off.
+    pub client_timeout: std::time::Duration,
     /// Artifact destination; `None` is the `artifacts/` folder under the data dir.
     pub artifacts_destination: Option<String>,
     /// Whether presigned download URLs point straight at the bucket (else at this server).
@@ -186,6 +192,7 @@ impl Default for ServerConfig {
             deployments: Vec::new(),
             inference_log: true,
             shutdown_delay: std::time::Duration::ZERO,
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
             artifacts_destination: None,
             artifacts_direct_downloads: false,
             redis_url: None,
@@ -966,6 +973,9 @@ impl loopml_auth::Resolver for AuthResources {
             .map(|s| s.deployment)
     }
 }
+
+/// How long a client may take to send headers or the next body chunk, by default.
+pub const DEFAULT_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The environment variable holding the admin's password (as MLflow 3.17).
 pub const ADMIN_PASSWORD_ENV: &str = "MLFLOW_AUTH_ADMIN_PASSWORD";

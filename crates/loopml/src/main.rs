@@ -156,6 +156,11 @@ struct ServerArgs {
     /// listener (for load balancers without a preStop hook) [default: 0]
     #[arg(long, env = "LOOPML_SHUTDOWN_DELAY", value_name = "SECONDS")]
     shutdown_delay: Option<f64>,
+    /// Seconds a client may take to send a request's headers or the next chunk of its body;
+    /// slower clients (slowloris) are disconnected, and idle keep-alive connections closed
+    /// [default: 30]
+    #[arg(long, env = "LOOPML_CLIENT_TIMEOUT", value_name = "SECONDS")]
+    client_timeout: Option<f64>,
     /// Serve an ONNX model (a .onnx file, or an MLflow model directory with an onnx flavor) as
     /// NAME: /v2/models/NAME/infer and /invocations (repeatable)
     #[arg(long = "model", value_name = "NAME=PATH")]
@@ -281,6 +286,13 @@ fn resolve(args: ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
                 .unwrap_or(0.0)
                 .max(0.0),
         ),
+        client_timeout: match args.client_timeout.or(f.client_timeout) {
+            Some(s) if s.is_finite() && s > 0.0 => std::time::Duration::from_secs_f64(s),
+            Some(s) => {
+                anyhow::bail!("--client-timeout must be a positive number of seconds, not {s}")
+            }
+            None => loopml::DEFAULT_CLIENT_TIMEOUT,
+        },
     })
 }
 
