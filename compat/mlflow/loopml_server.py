@@ -114,6 +114,10 @@ class LoopmlServer:
             self._stderr_offset = self._stderr.tell()
             args = [BIN, "server", "--host", "127.0.0.1", "--port", str(self.port),
                     "--data-dir", self.data_dir, *self.extra_args]
+            # The tests' webhook and alert receivers listen on loopback, which loopml refuses
+            # to call by default (SSRF guard); a test that checks the guard passes its own.
+            if not any(a.startswith("--outbound-allow") for a in self.extra_args):
+                args += ["--outbound-allow", "127.0.0.1"]
             # A data folder whose SQLite state was made by another process (the churn demo's own
             # server) is reopened as it is.
             made_on_sqlite = os.path.exists(os.path.join(self.data_dir, "loopml.db")) and not (

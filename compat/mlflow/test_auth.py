@@ -391,10 +391,23 @@ def test_deployments_follow_the_registered_models_they_serve(auth_server, users)
     # ... alice (MANAGE, the creator) can.
     r = requests.post(api, json=spec, auth=alice_auth)
     assert r.status_code == 201, r.text
-    # bob reads it and calls it, but cannot move its traffic, promote or delete it.
+    # bob reads it (and its inference metadata), but calling it needs USE on the model (in the
+    # Open Inference Protocol's error shape on /v2, MLflow's on /invocations) ...
     assert requests.get(f"{api}/{dep}", auth=bob_auth).status_code == 200
     assert dep in [d["name"] for d in requests.get(api, auth=bob_auth).json()["deployments"]]
+    assert requests.get(f"{url}/v2/models/{dep}", auth=bob_auth).status_code == 200
     row = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    r = requests.post(f"{url}/v2/models/{dep}/infer", json=row, auth=bob_auth)
+    assert r.status_code == 403 and "error" in r.json() and "error_code" not in r.json(), r.text
+    r = requests.post(f"{url}/invocations?model={dep}", json={"inputs": [[1, 2, 3, 4]]},
+                      auth=bob_auth)
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED", r.text
+    r = requests.post(f"{url}/v2/models/{dep}/infer", json=row)
+    assert r.status_code == 401 and "error" in r.json(), r.text
+    assert requests.post(f"{url}/v2/models/{dep}/infer", json=row, auth=alice_auth).status_code == 200
+    # ... which a grant gives him; he still cannot move its traffic, promote or delete it.
+    with as_user("alice", users["alice"]):
+        AuthServiceClient(url).grant_user_permission("bob", "registered_model", name, "USE")
     assert requests.post(f"{url}/v2/models/{dep}/infer", json=row, auth=bob_auth).status_code == 200
     for path, body in [("traffic", {"percent": 90}), ("promote", {}), ("rollback", {})]:
         r = requests.post(f"{api}/{dep}/{path}", json=body, auth=bob_auth)
@@ -407,8 +420,11 @@ def test_deployments_follow_the_registered_models_they_serve(auth_server, users)
     assert status["spec"]["policy"]["percent"] == 10, status
     # Denied on the model: the deployment is out of bob's sight.
     with as_user("alice", users["alice"]):
-        AuthServiceClient(url).grant_user_permission("bob", "registered_model", name, "DENY")
+        auth = AuthServiceClient(url)
+        auth.revoke_user_permission("bob", "registered_model", name)
+        auth.grant_user_permission("bob", "registered_model", name, "DENY")
     assert requests.get(f"{api}/{dep}", auth=bob_auth).status_code == 403
+    assert requests.post(f"{url}/v2/models/{dep}/infer", json=row, auth=bob_auth).status_code == 403
     assert dep not in [d["name"] for d in requests.get(api, auth=bob_auth).json()["deployments"]]
     # With EDIT bob moves traffic; deleting still needs MANAGE.
     with as_user("alice", users["alice"]):

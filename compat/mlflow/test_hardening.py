@@ -2,6 +2,7 @@
 allow-list (DNS rebinding: CVE-2025-14279's class), cross-origin writes refused (drive-by CSRF:
 CVE-2023-43472's class), and security headers on every answer."""
 
+import time
 import uuid
 
 import requests
@@ -67,6 +68,33 @@ def test_nul_is_refused_and_other_unicode_round_trips(client):
     exp = client.create_experiment(name)
     assert client.get_experiment(exp).name == name
     assert client.get_experiment_by_name(name).experiment_id == exp
+    # NUL anywhere (run names, tags, params, model names, descriptions, query strings) is
+    # refused with MLflow's error and stores nothing: PostgreSQL cannot hold it in text.
+    run = client.create_run(exp, run_name="clean")
+    rid = run.info.run_id
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    for call in [lambda: client.create_run(exp, run_name="a\x00b"),
+                 lambda: client.set_tag(rid, "k", "v\x00"),
+                 lambda: client.log_param(rid, "p", "\x00"),
+                 lambda: client.update_run(rid, name="x\x00"),
+                 lambda: client.create_registered_model(f"{model}\x00"),
+                 lambda: client.create_registered_model(model, description="d\x00")]:
+        with pytest.raises(MlflowException) as e:
+            call()
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert "NUL" in e.value.message
+    r = requests.get(client._tracking_client.tracking_uri
+                     + "/api/2.0/mlflow/registered-models/get", params={"name": "a\x00"})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    got = client.get_run(rid)
+    assert got.data.tags.get("k") is None and got.data.params == {}
+    assert got.info.run_name == "clean"
+    assert len(client.search_runs([exp])) == 1
+    assert client.search_registered_models(f"name = '{model}'") == []
+    # Newlines, tabs and any other Unicode in values round-trip.
+    value = "line1\nline2\t‮𝄞 \\u0000 literal"
+    client.set_tag(rid, "note", value)
+    assert client.get_run(rid).data.tags["note"] == value
 
 
 def test_mlflow_writes_must_be_json(server):
@@ -130,3 +158,77 @@ def test_slow_clients_are_cut_off(start_server):
         assert b"200 OK" not in got, got
     assert time.monotonic() - started < 6
     assert MlflowClient(srv.url).search_experiments(max_results=5) is not None
+
+
+def test_webhooks_cannot_reach_loopback_link_local_or_metadata(start_server):
+    """CVE-2026-2393 (SSRF through a webhook URL), replayed with the real client: every
+    spelling of loopback, link-local and cloud metadata is refused with MLflow's error, the
+    loopback listener never sees a connection, and nothing is stored. Monitor alert webhooks
+    are held to the same rule. `--outbound-allow` lets an operator name a receiver."""
+    import socket
+    import threading
+
+    import pytest
+    from mlflow.entities.webhook import WebhookEvent
+    from mlflow.exceptions import MlflowException
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    srv = start_server(extra_args=["--outbound-allow="])
+    client = MlflowClient(srv.url)
+    event = WebhookEvent("model_version", "created")
+    try:
+        for url in [f"http://127.0.0.1:{port}/hook", f"http://[::1]:{port}/hook",
+                    f"http://0x7f000001:{port}/hook", f"http://2130706433:{port}/hook",
+                    f"http://127.1:{port}/hook", f"http://localhost:{port}/hook",
+                    f"http://[::ffff:127.0.0.1]:{port}/hook", "http://0.0.0.0/hook",
+                    "http://169.254.169.254/latest/meta-data/iam/",
+                    "http://[fd00:ec2::254]/latest/", "http://metadata.google.internal/"]:
+            with pytest.raises(MlflowException) as e:
+                client.create_webhook(name="ssrf", url=url, events=[event])
+            assert e.value.error_code == "INVALID_PARAMETER_VALUE", url
+            assert "outbound request refused" in e.value.message, (url, e.value.message)
+        assert len(client.list_webhooks()) == 0
+        # An allowed public name is stored; moving it onto loopback is refused.
+        hook = client.create_webhook(name="ok", url="https://hooks.example.invalid/x", events=[event])
+        with pytest.raises(MlflowException, match="outbound request refused"):
+            client.update_webhook(hook.webhook_id, url=f"http://127.0.0.1:{port}/hook")
+        assert client.get_webhook(hook.webhook_id).url == "https://hooks.example.invalid/x"
+        # Monitor alert receivers: the same rule, with the monitors API's error.
+        spec = ("name: ssrf-mon\ndeployment: none\nreference: r@1\nchecks:\n"
+                "  - feature_drift: {drift_share: 0.5}\n"
+                "alerts:\n  webhooks: ['http://169.254.169.254/latest/meta-data/']\n")
+        r = requests.post(srv.url + "/api/2.0/loopml/monitors", data=spec)
+        assert r.status_code == 400, r.text
+        assert "outbound request refused" in r.json()["message"]
+        time.sleep(0.3)
+        assert accepted == [], "a refused webhook reached the loopback listener"
+    finally:
+        stop.set()
+        t.join()
+        listener.close()
+        for c in accepted:
+            c.close()
+    # Explicitly allowed, the same loopback receiver is accepted.
+    allowed = start_server(extra_args=["--outbound-allow", "127.0.0.1,::1"])
+    hook = MlflowClient(allowed.url).create_webhook(
+        name="local", url=f"http://127.0.0.1:{port}/hook", events=[event])
+    assert hook.url.startswith("http://127.0.0.1:")
+    r = requests.get(allowed.url + "/health")
+    assert r.status_code == 200

@@ -63,6 +63,18 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        self.respond(false)
+    }
+}
+
+impl Error {
+    /// The answer in the Open Inference Protocol's error shape (`{"error": message}`), for
+    /// `/v2/…` routes.
+    pub fn into_oip_response(self) -> Response {
+        self.respond(true)
+    }
+
+    fn respond(self, oip: bool) -> Response {
         let (code, status) = self.code_and_status();
         if status.is_server_error() {
             tracing::error!(error = %self, "auth request failed");
@@ -79,7 +91,11 @@ impl IntoResponse for Error {
         let mut r = (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({"error_code": code, "message": message}).to_string(),
+            if oip {
+                serde_json::json!({"error": message}).to_string()
+            } else {
+                serde_json::json!({"error_code": code, "message": message}).to_string()
+            },
         )
             .into_response();
         if status == StatusCode::UNAUTHORIZED {

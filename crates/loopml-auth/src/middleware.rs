@@ -42,6 +42,9 @@ pub trait Resolver: Send + Sync {
     /// The `models:/` URIs a deployment body (JSON or YAML) names; `None` when it cannot be
     /// read.
     fn deployment_body_models(&self, body: &[u8]) -> Option<Vec<String>>;
+    /// The `models:/` URIs behind an inference endpoint (`None`: the one `/invocations`
+    /// serves); `None` when it is not a deployment (a model loaded from a file) or unknown.
+    fn endpoint_models(&self, endpoint: Option<&str>) -> Option<Vec<String>>;
     /// The deployment a monitor watches; `None` when there is no such monitor.
     fn monitor_deployment(&self, name: String) -> BoxFuture<'static, Option<String>>;
     /// The deployment a monitor body (JSON or YAML) names.
@@ -401,8 +404,11 @@ fn filter_ids(ids: &mut Value, vis: &Visibility) {
 
 /// The layer (for `axum::middleware::from_fn_with_state`).
 pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    // Inference clients (tritonclient, KServe's) read the Open Inference Protocol's errors.
+    let oip = req.uri().path().starts_with("/v2/");
     match run(&g, req, next).await {
         Ok(r) => r,
+        Err(e) if oip => e.into_oip_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -474,6 +480,23 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
                 }
             }
             Ok(next.run(Request::from_parts(parts, body)).await)
+        }
+        Rule::Inference(action) => {
+            // A prediction changes nothing the caller owns: read-only tokens may infer.
+            if !user.is_admin {
+                let endpoint = match name_after(req.uri().path(), "/v2/models/") {
+                    Some(n) => Some(n.to_string()),
+                    None => field(&params(req.method(), req.uri(), b""), &["model"]),
+                };
+                if let Some(uris) = g.resolver.endpoint_models(endpoint.as_deref()) {
+                    for name in uris.iter().filter_map(|u| registered_model_of(u)) {
+                        g.auth
+                            .check(&who, "registered_model", &name, action)
+                            .await?;
+                    }
+                }
+            }
+            Ok(next.run(req).await)
         }
         Rule::CreateExperiment | Rule::CreateModel => {
             if who.read_only {

@@ -80,6 +80,10 @@ pub enum Rule {
     AuthApi,
     /// The gateway's own routes: its master key and virtual keys decide.
     Gateway,
+    /// An inference endpoint (`/v2/models/{name}/…`, `/invocations[?model=]`): a deployment
+    /// needs the action on every registered model its variants serve; a model an operator
+    /// loaded from a file (`--model`, the admins' repository API) is open to any user.
+    Inference(Action),
 }
 
 /// The MLflow part of a path (`experiments/get` of `/ajax-api/2.0/mlflow/experiments/get`).
@@ -127,10 +131,18 @@ fn declared_prefixed(method: &Method, path: &str) -> Option<Rule> {
     if path.starts_with("/static") {
         return Some(Rule::Public);
     }
-    // Inference and model metadata (Open Inference Protocol, MLflow /invocations): any user;
-    // loading and unloading models (the repository API) stays with admins.
-    if path == "/invocations" || path == "/v2" || path.starts_with("/v2/models/") {
+    // Inference (USE) and model metadata (READ) follow the registered models a deployment
+    // serves (Open Inference Protocol, MLflow /invocations); the server's own metadata is
+    // any user's; loading and unloading models (the repository API) stays with admins.
+    if path == "/v2" {
         return Some(Rule::AnyUser);
+    }
+    if path == "/invocations" {
+        return Some(Rule::Inference(Use));
+    }
+    if path.starts_with("/v2/models/") {
+        let infer = path.ends_with("/infer") || path.ends_with("/generate");
+        return Some(Rule::Inference(if infer { Use } else { Read }));
     }
     if path.starts_with("/v2/repository/") {
         return Some(Rule::Admin);
@@ -394,7 +406,20 @@ mod tests {
         );
         assert_eq!(rule(&post, "/v1/chat/completions"), Rule::Gateway);
         assert_eq!(rule(&get, "/health"), Rule::Public);
-        assert_eq!(rule(&post, "/v2/models/churn/infer"), Rule::AnyUser);
+        assert_eq!(
+            rule(&post, "/v2/models/churn/infer"),
+            Rule::Inference(Action::Use)
+        );
+        assert_eq!(
+            rule(&post, "/v2/models/churn/versions/2/infer"),
+            Rule::Inference(Action::Use)
+        );
+        assert_eq!(
+            rule(&get, "/v2/models/churn"),
+            Rule::Inference(Action::Read)
+        );
+        assert_eq!(rule(&post, "/invocations"), Rule::Inference(Action::Use));
+        assert_eq!(rule(&get, "/v2"), Rule::AnyUser);
         assert_eq!(rule(&post, "/v2/repository/models/churn/load"), Rule::Admin);
         assert_eq!(rule(&get, "/graphql"), Rule::Admin);
         assert_eq!(

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use loopml_store::outbound::OutboundPolicy;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -204,6 +205,8 @@ struct Inner {
     last_eval: Mutex<HashMap<String, Instant>>,
     /// Serialises evaluations of one monitor (a scheduled one and an on-demand one).
     running: tokio::sync::Mutex<()>,
+    /// Which addresses alert webhooks may reach (refusing by default).
+    outbound: RwLock<OutboundPolicy>,
 }
 
 /// Monitors: store, evaluate, alert.
@@ -240,8 +243,25 @@ impl MonitorService {
                 wake: tokio::sync::Notify::new(),
                 last_eval: Mutex::new(HashMap::new()),
                 running: tokio::sync::Mutex::new(()),
+                outbound: RwLock::new(OutboundPolicy::default()),
             }),
         })
+    }
+
+    /// Sets which addresses alert webhooks may reach (`--outbound-allow`); without it
+    /// loopback, link-local and metadata addresses are refused.
+    pub fn set_outbound_policy(&self, policy: OutboundPolicy) {
+        if let Ok(mut p) = self.inner.outbound.write() {
+            *p = policy;
+        }
+    }
+
+    fn outbound(&self) -> OutboundPolicy {
+        self.inner
+            .outbound
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Sets what starts alert pipelines.
@@ -261,6 +281,14 @@ impl MonitorService {
     /// Creates or replaces a monitor; its reference must exist.
     pub async fn apply(&self, spec: MonitorSpec) -> Result<MonitorSpec> {
         spec.check()?;
+        let policy = self.outbound();
+        let hooks = spec.alerts.webhooks.clone();
+        tokio::task::spawn_blocking(move || {
+            hooks.iter().try_for_each(|w| policy.check_url_resolving(w))
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot check the alert webhooks: {e}")))?
+        .map_err(|e| Error::Invalid(format!("alerts.webhooks: {e}")))?;
         self.inner.evaluator.reference_file(&spec.reference).await?;
         let text = serde_json::to_string(&spec)
             .map_err(|e| Error::Invalid(format!("cannot store the monitor: {e}")))?;
@@ -792,7 +820,8 @@ impl MonitorService {
             }
             let body = json!({"alert_id": alert.id, "created_at": alert.created_at, "alert": alert.payload});
             let u = url.clone();
-            let sent = tokio::task::spawn_blocking(move || post_json(&u, &body))
+            let policy = self.outbound();
+            let sent = tokio::task::spawn_blocking(move || post_json(&policy, &u, &body))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
@@ -970,12 +999,13 @@ const SCHEDULER_LEASE: &str = "monitor-scheduler";
 const SCHEDULER_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// POSTs JSON; any 2xx is delivered.
-fn post_json(url: &str, body: &Value) -> std::result::Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+fn post_json(policy: &OutboundPolicy, url: &str, body: &Value) -> std::result::Result<(), String> {
+    policy.check_url(url).map_err(|e| e.0)?;
+    let agent = policy.agent(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false),
+    );
     let resp = agent
         .post(url)
         .header("content-type", "application/json")

@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     deployments: std::sync::OnceLock<Arc<dyn crate::lineage::DeploymentFinder>>,
     /// Tells other replicas about committed events (set by the binary with `--redis-url`).
     bus: std::sync::OnceLock<loopml_store::ChangeBus>,
+    /// Which addresses webhook deliveries may reach (set by the binary; refusing by default).
+    outbound: std::sync::OnceLock<loopml_store::outbound::OutboundPolicy>,
 }
 
 /// The change-bus topic of registry events.
@@ -166,6 +168,7 @@ impl RegistryService {
                 datasets: std::sync::OnceLock::new(),
                 deployments: std::sync::OnceLock::new(),
                 bus: std::sync::OnceLock::new(),
+                outbound: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -192,6 +195,17 @@ impl RegistryService {
                 s.inner.feed.send_modify(|cur| *cur = (*cur).max(seq));
             }
         });
+    }
+
+    /// Sets which addresses webhook deliveries may reach (`--outbound-allow`); without it
+    /// loopback, link-local and metadata addresses are refused. Only the first call has an
+    /// effect.
+    pub fn set_outbound_policy(&self, policy: loopml_store::outbound::OutboundPolicy) {
+        let _ = self.inner.outbound.set(policy);
+    }
+
+    pub(crate) fn outbound(&self) -> loopml_store::outbound::OutboundPolicy {
+        self.inner.outbound.get().cloned().unwrap_or_default()
     }
 
     /// Lets lineage link the datasets runs logged to stored dataset versions (the data crate's

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use loopml_store::outbound::OutboundPolicy;
 use loopml_store::{Row, StoreError};
 use serde::Serialize;
 use sha2::Sha256;
@@ -157,25 +158,14 @@ pub fn event_name(entity: &str, action: &str) -> Result<String> {
     }
 }
 
-fn validate_url(url: &str) -> Result<()> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        Error::InvalidParameter(format!(
-            "Invalid webhook URL {url:?}: expected http(s)://host/…"
-        ))
-    })?;
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(Error::InvalidParameter(format!(
-            "Invalid webhook URL scheme: '{scheme}'. Allowed schemes are: http, https."
-        )));
-    }
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    if host.is_empty() || host.starts_with(':') {
-        return Err(Error::InvalidParameter(format!(
-            "Webhook URL must include a hostname: {url:?}"
-        )));
-    }
-    Ok(())
+/// Checks a webhook URL against the outbound policy (scheme, host, and no loopback,
+/// link-local or metadata address, by literal or by what the name resolves to now).
+async fn validate_url(policy: OutboundPolicy, url: &str) -> Result<()> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || policy.check_url_resolving(&url))
+        .await
+        .map_err(|e| Error::Store(StoreError::Worker(e.to_string())))?
+        .map_err(|e| Error::InvalidParameter(format!("Invalid webhook URL: {e}")))
 }
 
 fn webhook_from_row(r: &Row<'_>) -> Result<Webhook, StoreError> {
@@ -238,15 +228,33 @@ pub fn signature(secret: &str, delivery_id: &str, timestamp: &str, payload: &str
 }
 
 /// Sends one event to one webhook; returns the delivery record (not yet stored).
-fn send(hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
+fn send(policy: &OutboundPolicy, hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
     let delivery_id = uuid::Uuid::new_v4().to_string();
     let body = payload(event);
     let ts = (now_ms() / 1000).to_string();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        .build()
-        .into();
+    let start = Instant::now();
+    let refused = |error: String| Delivery {
+        delivery_id: delivery_id.clone(),
+        webhook_id: hook.id.clone(),
+        event_seq: event.seq,
+        event: event.event.clone(),
+        attempt,
+        timestamp: now_ms(),
+        status_code: None,
+        response_body: None,
+        success: false,
+        error: Some(error),
+        duration_ms: 0,
+    };
+    // A URL stored before the policy was tightened is checked again here.
+    if let Err(e) = policy.check_url(&hook.url) {
+        return refused(e.0);
+    }
+    let agent = policy.agent(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT)),
+    );
     let mut req = agent
         .post(&hook.url)
         .header("Content-Type", "application/json")
@@ -260,7 +268,6 @@ fn send(hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
             &signature(secret, &delivery_id, &ts, &body),
         );
     }
-    let start = Instant::now();
     let (status_code, response_body, error) = match req.send(body.as_bytes()) {
         Ok(mut resp) => {
             let code = resp.status().as_u16();
@@ -274,6 +281,9 @@ fn send(hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
                 .filter(|t| !t.is_empty());
             let err = (!(200..300).contains(&code)).then(|| format!("receiver answered {code}"));
             (Some(i64::from(code)), text, err)
+        }
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return refused(e.to_string());
         }
         Err(e) => (None, None, Some(e.to_string())),
     };
@@ -294,6 +304,12 @@ fn send(hook: &Webhook, event: &RegistryEvent, attempt: i64) -> Delivery {
 
 /// Whether a failed delivery is worth retrying (network trouble, 408, 429, 5xx).
 fn retryable(d: &Delivery) -> bool {
+    if d.error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(loopml_store::outbound::REFUSED))
+    {
+        return false;
+    }
     match d.status_code {
         None => true,
         Some(c) => c == 408 || c == 429 || c >= 500,
@@ -343,7 +359,7 @@ impl RegistryService {
             .filter(|n| !n.trim().is_empty())
             .ok_or_else(|| Error::missing("name"))?;
         let url = spec.url.ok_or_else(|| Error::missing("url"))?;
-        validate_url(&url)?;
+        validate_url(self.outbound(), &url).await?;
         let events = spec.events.unwrap_or_default();
         if events.is_empty() {
             return Err(Error::InvalidParameter(
@@ -413,7 +429,7 @@ impl RegistryService {
     /// Changes a webhook; fields left out stay as they are.
     pub async fn update_webhook(&self, id: String, spec: WebhookSpec) -> Result<Webhook> {
         if let Some(url) = &spec.url {
-            validate_url(url)?;
+            validate_url(self.outbound(), url).await?;
         }
         if spec.events.as_ref().is_some_and(Vec::is_empty) {
             return Err(Error::InvalidParameter(
@@ -530,7 +546,8 @@ impl RegistryService {
             name: "example_model".into(),
             version: Some(1),
         };
-        let d = tokio::task::spawn_blocking(move || send(&hook, &example, 1))
+        let policy = self.outbound();
+        let d = tokio::task::spawn_blocking(move || send(&policy, &hook, &example, 1))
             .await
             .map_err(|e| Error::Store(StoreError::Worker(e.to_string())))?;
         self.record_delivery(d.clone()).await?;
@@ -688,7 +705,7 @@ fn delivery_loop(weak: Weak<crate::service::Inner>, wake: Arc<Wake>, rt: tokio::
                     }
                     break 'hooks;
                 }
-                let d = send(&hook, &event, i64::from(attempt));
+                let d = send(&service.outbound(), &hook, &event, i64::from(attempt));
                 let ok = d.success;
                 let give_up = !ok && (!retryable(&d) || attempt >= MAX_ATTEMPTS);
                 if !ok {
@@ -741,11 +758,6 @@ mod tests {
             "model_version_alias.created"
         );
         assert!(event_name("model_version", "exploded").is_err());
-        assert!(validate_url("http://127.0.0.1:9/x").is_ok());
-        assert!(validate_url("https://hooks.example.com/a?b=c").is_ok());
-        assert!(validate_url("ftp://x").is_err());
-        assert!(validate_url("http://").is_err());
-        assert!(validate_url("nope").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use loopml_registry::RegistryService;
 use loopml_registry::webhooks::{WebhookSpec, signature};
+use loopml_store::outbound::{OutboundPolicy, REFUSED};
 use loopml_store::testing::TestDatabase;
 use loopml_tracking::TrackingService;
 
@@ -51,7 +52,10 @@ fn service(dir: &std::path::Path) -> (RegistryService, TestDatabase) {
     let db = t.database();
     let art = loopml_store::testing::test_artifact_store(dir);
     let tracking = TrackingService::new(db.clone(), art).unwrap();
-    (RegistryService::new(db, tracking).unwrap(), t)
+    let reg = RegistryService::new(db, tracking).unwrap();
+    // The receivers here listen on loopback, which the default policy refuses.
+    reg.set_outbound_policy(OutboundPolicy::parse(&["127.0.0.1"]).unwrap());
+    (reg, t)
 }
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -212,4 +216,72 @@ async fn bad_webhooks_are_rejected_and_test_delivery_reports_errors() {
             .0,
         "RESOURCE_DOES_NOT_EXIST"
     );
+}
+
+/// CVE-2026-2393 (SSRF through a webhook URL): under the default policy every loopback,
+/// link-local and metadata spelling is refused when stored, and the loopback receiver never
+/// sees a connection, neither from a create nor from a test delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_policy_refuses_loopback_and_metadata_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestDatabase::new();
+    let db = t.database();
+    let art = loopml_store::testing::test_artifact_store(dir.path());
+    let tracking = TrackingService::new(db.clone(), art).unwrap();
+    let reg = RegistryService::new(db, tracking).unwrap();
+    let (url, receiver) = start_receiver(0).await;
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for bad in [
+        url.clone(),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://0x7f000001:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://metadata.google.internal/computeMetadata/v1/".to_string(),
+    ] {
+        let err = reg
+            .create_webhook(WebhookSpec {
+                name: Some("ssrf".into()),
+                url: Some(bad.clone()),
+                events: Some(vec!["model_version.created".into()]),
+                ..WebhookSpec::default()
+            })
+            .await
+            .unwrap_err();
+        let (code, _) = err.code_and_status();
+        assert_eq!(code, "INVALID_PARAMETER_VALUE", "{bad}");
+        assert!(err.to_string().contains(REFUSED), "{bad}: {err}");
+    }
+    // A public name is stored; changing it to loopback later is refused too.
+    let hook = reg
+        .create_webhook(WebhookSpec {
+            name: Some("ok".into()),
+            url: Some("http://hooks.example.invalid/x".into()),
+            events: Some(vec!["model_version.created".into()]),
+            ..WebhookSpec::default()
+        })
+        .await
+        .unwrap();
+    let err = reg
+        .update_webhook(
+            hook.id.clone(),
+            WebhookSpec {
+                url: Some(url.clone()),
+                ..WebhookSpec::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(REFUSED), "{err}");
+    assert!(reg.list_webhooks().await.unwrap().len() == 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.calls.lock().unwrap().is_empty());
 }

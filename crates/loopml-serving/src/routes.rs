@@ -882,7 +882,7 @@ enum Payload {
 impl ServingApi {
     /// The one endpoint `/invocations` without `?model=` serves: the only deployment, else the
     /// only loaded model.
-    fn single_endpoint(&self) -> Result<String, Error> {
+    pub fn single_endpoint(&self) -> Result<String, Error> {
         let deps = self.deployment_list();
         match deps.as_slice() {
             [one] => return Ok(one.spec().name.clone()),

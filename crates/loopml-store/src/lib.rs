@@ -10,6 +10,8 @@ mod artifacts;
 mod bus;
 mod db;
 mod error;
+/// Outbound HTTP policy for user-supplied URLs (SSRF guard).
+pub mod outbound;
 /// Throwaway databases for tests, on SQLite or PostgreSQL.
 pub mod testing;
 

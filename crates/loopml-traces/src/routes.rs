@@ -28,6 +28,15 @@ fn body_json(b: &[u8]) -> Result<Value> {
     if b.is_empty() {
         return Ok(json!({}));
     }
+    // Tags, metadata and assessments land in text columns, which cannot hold a NUL on
+    // PostgreSQL (span payloads arrive through OTLP and are stored as JSON text).
+    if loopml_tracking::api::has_escaped_nul(b) {
+        return Err(Error::InvalidParameter(
+            "Invalid request: a string contains a NUL character (\\u0000), which tags, \
+             metadata and assessments may not contain."
+                .into(),
+        ));
+    }
     let v: Value = serde_json::from_slice(b)
         .map_err(|e| Error::InvalidParameter(format!("The request body is not JSON: {e}")))?;
     if !v.is_object() {

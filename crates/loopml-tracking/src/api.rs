@@ -168,8 +168,41 @@ fn python_type(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// The refusal of a NUL character in a request (PostgreSQL cannot store one in text, SQLite
+/// would store it and hand it to paths, logs and terminals).
+fn nul_refused() -> Error {
+    Error::InvalidParameter(
+        "Invalid request: a string contains a NUL character (\\u0000), which names, keys and \
+         values may not contain."
+            .into(),
+    )
+}
+
+/// Whether JSON text holds an escaped NUL (`\u0000` not preceded by an escaping backslash);
+/// a raw NUL byte in a string is already invalid JSON.
+pub fn has_escaped_nul(body: &[u8]) -> bool {
+    memchr::memmem::find_iter(body, b"\\u0000").any(|at| {
+        // Escaped only when an even number of backslashes precede this one.
+        let before = body[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        before % 2 == 0
+    })
+}
+
+/// Whether any string (or key) in a JSON value holds a NUL.
+fn value_has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(value_has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || value_has_nul(v)),
+        _ => false,
+    }
+}
+
 /// Parses a request message from JSON text.
 fn from_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    if has_escaped_nul(body) {
+        return Err(nul_refused());
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let v = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| invalid_field(e, || serde_json::from_slice(body).ok()))?;
@@ -179,6 +212,9 @@ fn from_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 
 /// Parses a request message from a JSON value (a GET's query parameters).
 fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    if value_has_nul(&value) {
+        return Err(nul_refused());
+    }
     let copy = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| invalid_field(e, || Some(copy)))
 }
@@ -1039,6 +1075,23 @@ mod tests {
         let one: SearchRuns =
             serde_json::from_value(query_to_json(Some("experiment_ids=3"))).unwrap();
         assert_eq!(one.experiment_ids, vec!["3".to_string()]);
+    }
+
+    #[test]
+    fn escaped_nuls_are_found_and_escaped_backslashes_are_not() {
+        assert!(has_escaped_nul(br#"{"name": "a\u0000b"}"#));
+        assert!(has_escaped_nul(br#"{"a\u0000": 1}"#));
+        assert!(has_escaped_nul(br#"{"v": "\\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"v": "\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"v": "\u0010 \u1000 u0000"}"#));
+        let err = from_json_body::<SearchRuns>(br#"{"filter": "a\u0000"}"#).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
+        let err = from_query::<SearchRuns>(Some("filter=a%00b")).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
+        // Any other Unicode is data.
+        let ok: SearchRuns =
+            from_json_body("{\"filter\": \"e\u{301} \u{202e} 𝄞\"}".as_bytes()).unwrap();
+        assert_eq!(ok.filter.as_deref(), Some("e\u{301} \u{202e} 𝄞"));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct ServerFileConfig {
     /// Host names served besides localhost and private addresses (`*.example.com`, `*` for
     /// any): the DNS-rebinding check.
     pub allowed_hosts: Option<String>,
+    /// Addresses webhooks and alert receivers may reach although loopback, link-local or
+    /// metadata (`127.0.0.1`, `10.0.0.0/8`, `hooks.internal`, `*.localhost`, `*`).
+    pub outbound_allow: Option<String>,
 }
 
 /// The whole `loopml.toml`.
@@ -133,6 +136,8 @@ pub struct ServerConfig {
     pub auth: Option<AuthSettings>,
     /// `Host` names served besides localhost and private addresses (`--allowed-hosts`).
     pub allowed_hosts: Option<String>,
+    /// Which refused outbound addresses webhooks may reach anyway (`--outbound-allow`).
+    pub outbound_allow: Option<String>,
 }
 
 /// How authentication is set up.
@@ -199,6 +204,7 @@ impl Default for ServerConfig {
             gateway_config: None,
             auth: None,
             allowed_hosts: None,
+            outbound_allow: None,
         }
     }
 }
@@ -209,6 +215,17 @@ impl ServerConfig {
     pub fn allowed_hosts(&self) -> loopml_auth::AllowedHosts {
         loopml_auth::AllowedHosts::parse(self.allowed_hosts.as_deref().unwrap_or(""))
             .with(&self.host)
+    }
+
+    /// What server-side requests to user-supplied URLs (webhooks, alert receivers) may
+    /// reach: loopback, link-local and metadata addresses are refused unless
+    /// `--outbound-allow` names them.
+    pub fn outbound_policy(&self) -> anyhow::Result<loopml_store::outbound::OutboundPolicy> {
+        loopml_store::outbound::OutboundPolicy::parse(&[self
+            .outbound_allow
+            .as_deref()
+            .unwrap_or("")])
+        .context("--outbound-allow")
     }
 
     /// Path of the SQLite metadata file.
@@ -688,10 +705,12 @@ pub fn build_serving_app(
         Some(_) => {
             let tracking = loopml_tracking::TrackingService::new(db.clone(), artifacts.clone())
                 .context("cannot initialise tracking")?;
-            Some(
-                loopml_registry::RegistryService::new(db.clone(), tracking)
-                    .context("cannot initialise the model registry")?,
-            )
+            Some({
+                let r = loopml_registry::RegistryService::new(db.clone(), tracking)
+                    .context("cannot initialise the model registry")?;
+                r.set_outbound_policy(config.outbound_policy()?);
+                r
+            })
         }
         None => None,
     };
@@ -750,6 +769,8 @@ pub fn build_app(
         .context("cannot initialise tracking")?;
     let registry = loopml_registry::RegistryService::new(db.clone(), tracking.clone())
         .context("cannot initialise the model registry")?;
+    let outbound = config.outbound_policy()?;
+    registry.set_outbound_policy(outbound.clone());
     registry.set_dataset_linker(std::sync::Arc::new(StoredDatasets(datasets.clone())));
     let serving = serving_api(
         config,
@@ -771,6 +792,7 @@ pub fn build_app(
                 },
             )
             .context("cannot initialise monitors")?;
+            m.set_outbound_policy(outbound);
             let source = m.clone();
             serving
                 .metrics
@@ -950,6 +972,14 @@ impl loopml_auth::Resolver for AuthResources {
     fn deployment_models(&self, name: &str) -> Option<Vec<String>> {
         let d = self.serving.deployment(name)?;
         Some(d.spec().variants.iter().map(|v| v.model.clone()).collect())
+    }
+
+    fn endpoint_models(&self, endpoint: Option<&str>) -> Option<Vec<String>> {
+        let name = match endpoint {
+            Some(n) => n.to_string(),
+            None => self.serving.single_endpoint().ok()?,
+        };
+        self.deployment_models(&name)
     }
 
     fn deployment_body_models(&self, body: &[u8]) -> Option<Vec<String>> {

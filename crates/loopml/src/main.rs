@@ -223,11 +223,24 @@ struct ServerArgs {
     /// (`*.example.com` patterns; `*`: any). Other Host headers get 403 (DNS rebinding)
     #[arg(long, env = "LOOPML_ALLOWED_HOSTS", value_name = "NAMES")]
     allowed_hosts: Option<String>,
+    /// Addresses registry webhooks and monitor alerts may reach although loopback, link-local
+    /// or cloud metadata (refused by default: SSRF), comma-separated: addresses, CIDR blocks,
+    /// host names, `*.suffix`, or `*` for any
+    #[arg(long, env = "LOOPML_OUTBOUND_ALLOW", value_name = "ADDRESSES")]
+    outbound_allow: Option<String>,
 }
 
 fn resolve(args: ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
     let d = ServerConfig::default();
     let f = file.server;
+    if let Some(list) = args
+        .outbound_allow
+        .as_deref()
+        .or(f.outbound_allow.as_deref())
+    {
+        loopml_store::outbound::OutboundPolicy::parse(&[list])
+            .map_err(|e| anyhow::anyhow!("--outbound-allow: {e}"))?;
+    }
     if let Some(app) = &args.app_name
         && app != "basic-auth"
     {
@@ -258,6 +271,7 @@ fn resolve(args: ServerArgs, file: FileConfig) -> anyhow::Result<ServerConfig> {
     Ok(ServerConfig {
         auth,
         allowed_hosts: args.allowed_hosts.or(f.allowed_hosts),
+        outbound_allow: args.outbound_allow.or(f.outbound_allow),
         host: args.host.or(f.host).unwrap_or(d.host),
         port: args.port.or(f.port).unwrap_or(d.port),
         data_dir: args.db.data_dir.or(f.data_dir).unwrap_or(d.data_dir),
@@ -396,6 +410,7 @@ fn run() -> anyhow::Result<()> {
                     .map(|h| format!(", {h}"))
                     .unwrap_or_default()
             );
+            println!("outbound    = {}", config.outbound_policy()?);
             Ok(())
         }
         Command::Lineage(args) => {

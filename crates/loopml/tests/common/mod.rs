@@ -136,6 +136,8 @@ pub fn start(data_dir: &Path, files: &[PathBuf]) -> Server {
     cmd.args(["server", "--port", &port.to_string(), "--data-dir"])
         .arg(data_dir)
         .env("RUST_BACKTRACE", "0")
+        // The tests' alert receivers listen on loopback (refused by default: SSRF guard).
+        .env("LOOPML_OUTBOUND_ALLOW", "127.0.0.1")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for f in files {
