@@ -4,7 +4,7 @@
 //!
 //! Commands (see `usage()`): ingest, search, history, ready, settle, rss, freeport; for
 //! `bench/registry`: registry-populate, registry-query (in `registry.rs`); for `bench/serving`:
-//! infer (in `infer.rs`).
+//! infer (in `infer.rs`); auth-overhead (in `auth.rs`).
 //! Latencies are HTTP round trips (request written → response body fully read); JSON parsing
 //! of responses in this process is outside the timed span.
 
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+mod auth;
 mod infer;
 mod registry;
 
@@ -34,6 +35,8 @@ fn usage() -> &'static str {
   infer    --url U --rows FILE.json [--format oip|mlflow|mlflow-inputs] [--model NAME] [--input features]
            [--columns f0,f1,..] [--concurrency 1] [--duration-s 10] [--warmup-s 2]
            [--timeout-s 60] [--watch-pid P]   (batch-1 requests: OIP v2 or MLflow /invocations)
+  auth-overhead --off U --on U --admin-auth AUTH --user-auth AUTH [--requests 2000]
+           [--rounds 5] [--warmup 200]   (the same server without and with logins, interleaved)
   ready    --url U [--path /health] [--since-ns N] [--timeout-s 120]
   settle   --pid P [--max-s 60]   (wait until the process tree is idle: <10% of a core for 1 s)
   rss      --pid P
@@ -60,6 +63,7 @@ fn main() {
         "registry-populate" => registry::populate(&args),
         "registry-query" => registry::query(&args),
         "infer" => infer::infer(&args),
+        "auth-overhead" => auth::overhead(&args),
         "ready" => ready(&args),
         "settle" => settle(&args),
         "rss" => args.u32("pid").map(|pid| {
