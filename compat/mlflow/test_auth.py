@@ -469,3 +469,85 @@ def test_evaluation_datasets_follow_their_experiments(auth_server, users):
         AuthServiceClient(url).grant_user_permission("bob", "experiment", exp, "DENY")
     assert requests.get(f"{base}/{ds}", auth=bob_auth).status_code == 403
     assert requests.delete(f"{base}/{ds}", auth=alice_auth).status_code == 200
+
+
+def test_the_gateway_is_behind_loopml_auth(start_server, tmp_path):
+    """With --auth on, the gateway lets no anonymous caller through even without a master
+    key: loopml users call models with their password or token (the provider never sees
+    them), admins manage virtual keys, and every refusal is in OpenAI's error shape."""
+    import time
+
+    import openai
+
+    from test_gateway import Upstream
+    from http.server import ThreadingHTTPServer
+    import threading
+
+    up = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=up.serve_forever, daemon=True).start()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""
+model_list:
+  - model_name: chat
+    litellm_params: {{model: hosted_vllm/echo-1, api_base: "http://127.0.0.1:{up.server_address[1]}/v1", api_key: sk-up}}
+""")
+    os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = ADMIN_PW
+    try:
+        srv = start_server(extra_args=["--app-name", "basic-auth", "--gateway-config", str(cfg),
+                                       "--outbound-allow", "127.0.0.1"])
+    finally:
+        os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    url = srv.url
+    with as_user("admin", ADMIN_PW):
+        AuthServiceClient(url).create_user("carol", "carol-password-1")
+    msg = [{"role": "user", "content": "hi"}]
+    chat = {"model": "chat", "messages": msg}
+    try:
+        # Nobody: 401 in OpenAI's shape, to the SDK an AuthenticationError.
+        r = requests.post(url + "/v1/chat/completions", json=chat)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["type"] == "authentication_error"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="sk-made-up", max_retries=0
+                          ).chat.completions.create(model="chat", messages=msg)
+        # A client cannot claim to be someone by sending the auth layer's own header.
+        r = requests.post(url + "/v1/chat/completions", json=chat,
+                          headers={"x-loopml-principal": "admin:admin"})
+        assert r.status_code == 401, r.text
+        r = requests.post(url + "/key/generate", json={},
+                          headers={"x-loopml-principal": "admin:admin"})
+        assert r.status_code in (400, 401), r.text
+        # A wrong password: 401, OpenAI's shape.
+        r = requests.post(url + "/v1/chat/completions", json=chat, auth=("carol", "nope-nope-nope"))
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", r.text
+        # carol with her password, then with a token through the real SDK.
+        Upstream.seen.clear()
+        r = requests.post(url + "/v1/chat/completions", json=chat,
+                          auth=("carol", "carol-password-1"))
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "echo: hi"
+        token = requests.post(url + "/api/2.0/mlflow/tokens/create",
+                              auth=("carol", "carol-password-1"), json={"name": "sdk"}).json()["token"]
+        sdk = openai.OpenAI(base_url=url + "/v1", api_key=token, max_retries=0)
+        assert sdk.chat.completions.create(model="chat", messages=msg).choices[0].message.content == "echo: hi"
+        # The provider got the deployment's key, never carol's credentials.
+        assert Upstream.seen and all(s["auth"] == "Bearer sk-up" for s in Upstream.seen), Upstream.seen
+        # carol may not manage keys; the admin may, and the new key works.
+        r = requests.post(url + "/key/generate", json={},
+                          headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error", r.text
+        r = requests.post(url + "/key/generate", json={"key_alias": "ci"}, auth=("admin", ADMIN_PW))
+        assert r.status_code == 200, r.text
+        key = r.json()["key"]
+        assert openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0
+                             ).chat.completions.create(model="chat", messages=msg).choices
+        # Her calls are metered as hers.
+        for _ in range(50):
+            logs = requests.get(url + "/spend/logs", params={"user_id": "carol"},
+                                auth=("admin", ADMIN_PW))
+            if logs.status_code == 200 and len(logs.json()) >= 2:
+                break
+            time.sleep(0.1)
+        assert logs.status_code == 200 and len(logs.json()) >= 2, logs.text
+    finally:
+        up.shutdown()

@@ -74,6 +74,36 @@ impl Error {
         self.respond(true)
     }
 
+    /// The answer in OpenAI's error shape (`{"error": {"message", "type", "code"}}`), for
+    /// the gateway's routes.
+    pub fn into_openai_response(self) -> Response {
+        let (code, status) = self.code_and_status();
+        let kind = match status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_server_error() => "api_error",
+            _ => "invalid_request_error",
+        };
+        let message = if status.is_server_error() {
+            "Internal error in the auth store".to_string()
+        } else {
+            self.to_string()
+        };
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"error": {
+                "message": message,
+                "type": kind,
+                "param": null,
+                "code": code.to_ascii_lowercase(),
+            }})
+            .to_string(),
+        )
+            .into_response()
+    }
+
     fn respond(self, oip: bool) -> Response {
         let (code, status) = self.code_and_status();
         if status.is_server_error() {

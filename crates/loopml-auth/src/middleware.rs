@@ -403,20 +403,68 @@ fn filter_ids(ids: &mut Value, vis: &Visibility) {
 }
 
 /// The layer (for `axum::middleware::from_fn_with_state`).
-pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    // Inference clients (tritonclient, KServe's) read the Open Inference Protocol's errors.
-    let oip = req.uri().path().starts_with("/v2/");
+pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+    // Only this layer says who a gateway caller is: a client's own copy is dropped.
+    req.headers_mut().remove(loopml_store::PRINCIPAL_HEADER);
+    // Inference clients (tritonclient, KServe's) read the Open Inference Protocol's errors,
+    // OpenAI's SDKs the gateway's.
+    let path = req.uri().path();
+    let oip = path.starts_with("/v2/");
+    let gateway = policy::rule(req.method(), path) == Rule::Gateway;
     match run(&g, req, next).await {
         Ok(r) => r,
         Err(e) if oip => e.into_oip_response(),
+        Err(e) if gateway => e.into_openai_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// Whether a gateway request carries a loopml credential (HTTP Basic, or a bearer token
+/// loopml issued) rather than the gateway's master key or a virtual key.
+fn loopml_credential(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, rest)| {
+            scheme.eq_ignore_ascii_case("basic")
+                || (scheme.eq_ignore_ascii_case("bearer")
+                    && rest.trim().starts_with(crate::password::TOKEN_PREFIX))
+        })
+}
+
+/// A gateway request: a loopml credential is checked here and the gateway told who it is
+/// (a regular user may call models, an admin also manages keys); any other key is the
+/// gateway's to check, and it refuses a request with none.
+async fn gateway(g: &Guard, mut req: Request, next: Next) -> Result<Response, Error> {
+    if loopml_credential(req.headers()) {
+        let who = authenticate(&g.auth, req.headers()).await?;
+        let role = if who.read_only {
+            "reader"
+        } else if who.user.is_admin {
+            "admin"
+        } else {
+            "user"
+        };
+        let value = format!("{role}:{}", who.user.username);
+        let value = axum::http::HeaderValue::from_str(&value)
+            .map_err(|_| Error::Unauthenticated("Malformed Authorization header".into()))?;
+        let headers = req.headers_mut();
+        headers.insert(loopml_store::PRINCIPAL_HEADER, value);
+        // The provider must never see the user's loopml password or token.
+        headers.remove(header::AUTHORIZATION);
+        req.extensions_mut().insert(who);
+    }
+    Ok(next.run(req).await)
+}
+
 async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
     let rule = policy::rule(req.method(), req.uri().path());
-    if matches!(rule, Rule::Public | Rule::Gateway) {
+    if rule == Rule::Public {
         return Ok(next.run(req).await);
+    }
+    if rule == Rule::Gateway {
+        return gateway(g, req, next).await;
     }
     if rule == Rule::ServerInfo {
         let resp = next.run(req).await;
@@ -456,6 +504,10 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
             if who.read_only && action != Action::Read {
                 return Err(Error::read_only());
             }
+            if user.is_admin {
+                // Nothing to look up: the body is not even read.
+                return Ok(next.run(req).await);
+            }
             // Uploads stream (their resource is in the path or a header) and GETs have no
             // body: only a JSON request's body is read.
             let streamed = matches!(s, Subject::ArtifactPath | Subject::ExperimentHeader)
@@ -469,15 +521,13 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
                 let j = params(&p.method, &p.uri, &b);
                 (p, Body::from(b.clone()), j, b)
             };
-            if !user.is_admin {
-                let found = subjects(g, s, &parts, &params, &raw).await;
-                if found.is_empty() {
-                    // MLflow answers a missing run with 403 too: no existence oracle.
-                    return Err(Error::PermissionDenied("Permission denied".into()));
-                }
-                for (t, id) in found {
-                    g.auth.check(&who, t, &id, action).await?;
-                }
+            let found = subjects(g, s, &parts, &params, &raw).await;
+            if found.is_empty() {
+                // MLflow answers a missing run with 403 too: no existence oracle.
+                return Err(Error::PermissionDenied("Permission denied".into()));
+            }
+            for (t, id) in found {
+                g.auth.check(&who, t, &id, action).await?;
             }
             Ok(next.run(Request::from_parts(parts, body)).await)
         }

@@ -71,13 +71,16 @@ pub fn dummy_verify(password: &str) {
     let _ = verify_password(password, h);
 }
 
+/// What every token loopml issues starts with (tells it from a gateway key on the wire).
+pub const TOKEN_PREFIX: &str = "lml_";
+
 /// A new bearer token: `lml_` and 43 characters of base64url (256 random bits).
 pub fn new_token() -> String {
     use base64::Engine;
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
     format!(
-        "lml_{}",
+        "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
     )
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use loopml_store::Database;
 use sha2::Digest;
 
+use crate::cache::{Cache, TokenEntry};
 use crate::error::{Error, Result};
 use crate::password;
 use crate::permission::{Action, Permission};
@@ -62,6 +63,8 @@ struct Inner {
     /// hash once, not on every request (MLflow runs scrypt per request). Keyed on the stored
     /// hash, so a password change on any replica invalidates it at once.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Credentials, tokens, grants and visibility read on every request (see [`crate::cache`]).
+    cache: Cache,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -103,8 +106,27 @@ impl AuthService {
                 default_permission: config.default_permission,
                 throttle: Mutex::default(),
                 verified: Mutex::default(),
+                cache: Cache::new(),
             }),
         })
+    }
+
+    /// Announces this replica's auth changes on `bus` and follows the other replicas' (so a
+    /// revoked token or grant holds everywhere in milliseconds, not [`crate::cache::TTL`]).
+    pub fn set_change_bus(&self, bus: loopml_store::ChangeBus) {
+        self.inner.cache.set_bus(bus);
+    }
+
+    /// A write to the auth tables; the cache is emptied (and the change announced) after it.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&loopml_store::Conn<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let out = self.inner.db.write(f).await;
+        // Even a failed write may have been half-seen by a concurrent reader: forget anyway.
+        self.inner.cache.changed();
+        out
     }
 
     /// The default permission.
@@ -151,12 +173,22 @@ impl AuthService {
                 wait.as_secs().max(1)
             )));
         }
-        let name = username.to_string();
-        let cred = self
-            .inner
-            .db
-            .read(move |c| store::credential(c, &name))
-            .await?;
+        let cred = match self.inner.cache.credential(username) {
+            Some(c) => Some(c),
+            None => {
+                let name = username.to_string();
+                let found = self
+                    .inner
+                    .db
+                    .read(move |c| store::credential(c, &name))
+                    .await?;
+                // Only known users are remembered: unknown names cannot fill memory.
+                if let Some(c) = &found {
+                    self.inner.cache.put_credential(username, c.clone());
+                }
+                found
+            }
+        };
         let ok = match &cred {
             Some(cred) => {
                 let key = verified_key(username, pw, &cred.password_hash);
@@ -208,34 +240,48 @@ impl AuthService {
     pub async fn bearer(&self, token: &str) -> Result<Principal> {
         let hash = password::token_hash(token);
         let now = store::now_ms();
-        let found = self
-            .inner
-            .db
-            .read(move |c| -> Result<_> {
-                Ok(c.query_opt(
-                    "SELECT u.id, u.username, u.is_admin, t.read_only FROM auth_tokens t \
-                     JOIN auth_users u ON u.id = t.user_id WHERE t.token_hash = ?1 \
-                     AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)",
-                    &[hash.into(), now.into()],
-                    |r| {
-                        Ok((
-                            User {
-                                id: r.i64(0)?,
-                                username: r.string(1)?,
-                                is_admin: r.i64(2)? != 0,
+        let entry = match self.inner.cache.token(&hash) {
+            Some(e) => Some(e),
+            None => {
+                let h = hash.clone();
+                let found = self
+                    .inner
+                    .db
+                    .read(move |c| -> Result<_> {
+                        Ok(c.query_opt(
+                            "SELECT u.id, u.username, u.is_admin, t.read_only, t.expires_at \
+                             FROM auth_tokens t JOIN auth_users u ON u.id = t.user_id \
+                             WHERE t.token_hash = ?1 AND t.revoked_at IS NULL",
+                            &[h.into()],
+                            |r| {
+                                Ok(TokenEntry {
+                                    user: User {
+                                        id: r.i64(0)?,
+                                        username: r.string(1)?,
+                                        is_admin: r.i64(2)? != 0,
+                                    },
+                                    read_only: r.i64(3)? != 0,
+                                    expires_at: r.opt_i64(4)?,
+                                })
                             },
-                            r.i64(3)? != 0,
-                        ))
-                    },
-                )?)
-            })
-            .await?;
-        let (user, read_only) = found.ok_or_else(|| {
-            Error::Unauthenticated("The token is unknown, revoked or expired".into())
-        })?;
+                        )?)
+                    })
+                    .await?;
+                if let Some(e) = &found {
+                    self.inner.cache.put_token(&hash, e.clone());
+                }
+                found
+            }
+        };
+        // Expiry is checked on every use, cached or not.
+        let entry = entry
+            .filter(|e| e.expires_at.is_none_or(|at| at > now))
+            .ok_or_else(|| {
+                Error::Unauthenticated("The token is unknown, revoked or expired".into())
+            })?;
         Ok(Principal {
-            user,
-            read_only,
+            user: entry.user,
+            read_only: entry.read_only,
             scheme: "token",
         })
     }
@@ -250,12 +296,21 @@ impl AuthService {
         if user.is_admin {
             return Ok(Permission::Manage);
         }
-        let (id, t, r) = (user.id, resource_type.to_string(), resource_id.to_string());
-        let grant = self
-            .inner
-            .db
-            .read(move |c| store::grant_of(c, id, &t, &r))
-            .await?;
+        let grant = match self.inner.cache.grant(user.id, resource_type, resource_id) {
+            Some(g) => g,
+            None => {
+                let (id, t, r) = (user.id, resource_type.to_string(), resource_id.to_string());
+                let g = self
+                    .inner
+                    .db
+                    .read(move |c| store::grant_of(c, id, &t, &r))
+                    .await?;
+                self.inner
+                    .cache
+                    .put_grant(user.id, resource_type, resource_id, g);
+                g
+            }
+        };
         Ok(Permission::effective(grant, self.inner.default_permission))
     }
 
@@ -284,6 +339,17 @@ impl AuthService {
         if user.is_admin {
             return Ok(Visibility::All);
         }
+        if let Some(v) = self.inner.cache.visibility(user.id, resource_type) {
+            return Ok(v);
+        }
+        let v = self.read_visibility(user, resource_type).await?;
+        self.inner
+            .cache
+            .put_visibility(user.id, resource_type, v.clone());
+        Ok(v)
+    }
+
+    async fn read_visibility(&self, user: &User, resource_type: &str) -> Result<Visibility> {
         let (id, t) = (user.id, resource_type.to_string());
         let rows = self
             .inner
@@ -334,14 +400,12 @@ impl AuthService {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         let (name, by) = (username.to_string(), by.to_string());
-        self.inner
-            .db
-            .write(move |c| -> Result<User> {
-                let u = store::insert_user(c, &name, &hash, false)?;
-                store::audit(c, &by, "create_user", &format!("user:{name}"), "")?;
-                Ok(u)
-            })
-            .await
+        self.write(move |c| -> Result<User> {
+            let u = store::insert_user(c, &name, &hash, false)?;
+            store::audit(c, &by, "create_user", &format!("user:{name}"), "")?;
+            Ok(u)
+        })
+        .await
     }
 
     /// A user by name.
@@ -363,18 +427,16 @@ impl AuthService {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         let (name, by) = (username.to_string(), by.to_string());
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                let u = store::user(c, &name)?;
-                c.execute(
-                    "UPDATE auth_users SET password_hash = ?1 WHERE id = ?2",
-                    &[hash.as_str().into(), u.id.into()],
-                )?;
-                store::audit(c, &by, "update_password", &format!("user:{name}"), "")?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            let u = store::user(c, &name)?;
+            c.execute(
+                "UPDATE auth_users SET password_hash = ?1 WHERE id = ?2",
+                &[hash.as_str().into(), u.id.into()],
+            )?;
+            store::audit(c, &by, "update_password", &format!("user:{name}"), "")?;
+            Ok(())
+        })
+        .await
     }
 
     /// Whether `pw` is the user's current password (for a self-service change).
@@ -399,44 +461,40 @@ impl AuthService {
     /// Makes a user an admin or not.
     pub async fn update_admin(&self, by: &str, username: &str, admin: bool) -> Result<()> {
         let (name, by) = (username.to_string(), by.to_string());
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                let u = store::user(c, &name)?;
-                c.execute(
-                    "UPDATE auth_users SET is_admin = ?1 WHERE id = ?2",
-                    &[i64::from(admin).into(), u.id.into()],
-                )?;
-                store::audit(
-                    c,
-                    &by,
-                    "update_admin",
-                    &format!("user:{name}"),
-                    &format!("is_admin={admin}"),
-                )?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            let u = store::user(c, &name)?;
+            c.execute(
+                "UPDATE auth_users SET is_admin = ?1 WHERE id = ?2",
+                &[i64::from(admin).into(), u.id.into()],
+            )?;
+            store::audit(
+                c,
+                &by,
+                "update_admin",
+                &format!("user:{name}"),
+                &format!("is_admin={admin}"),
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a user, their grants and tokens.
     pub async fn delete_user(&self, by: &str, username: &str) -> Result<()> {
         let (name, by) = (username.to_string(), by.to_string());
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                let u = store::user(c, &name)?;
-                for t in ["auth_permissions", "auth_tokens"] {
-                    c.execute(
-                        &format!("DELETE FROM {t} WHERE user_id = ?1"),
-                        &[u.id.into()],
-                    )?;
-                }
-                c.execute("DELETE FROM auth_users WHERE id = ?1", &[u.id.into()])?;
-                store::audit(c, &by, "delete_user", &format!("user:{name}"), "")?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            let u = store::user(c, &name)?;
+            for t in ["auth_permissions", "auth_tokens"] {
+                c.execute(
+                    &format!("DELETE FROM {t} WHERE user_id = ?1"),
+                    &[u.id.into()],
+                )?;
+            }
+            c.execute("DELETE FROM auth_users WHERE id = ?1", &[u.id.into()])?;
+            store::audit(c, &by, "delete_user", &format!("user:{name}"), "")?;
+            Ok(())
+        })
+        .await
     }
 
     /// Grants (or changes) a user's permission on a resource; `create` refuses an existing one.
@@ -471,26 +529,24 @@ impl AuthService {
             resource_type.to_string(),
             resource_id.to_string(),
         );
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                let u = store::user(c, &name)?;
-                let existing = store::find_grant(c, u.id, &t, &r)?;
-                if create && existing.is_some() {
-                    return Err(Error::AlreadyExists(format!(
-                        "Permission on {t} '{r}' for user {name} already exists"
-                    )));
-                }
-                if !create && existing.is_none() {
-                    return Err(Error::NotFound(format!(
-                        "No permission on {t} '{r}' for user {name}"
-                    )));
-                }
-                store::put_grant(c, u.id, &t, &r, p)?;
-                store::audit(c, &by, "grant", &format!("{t}:{r}"), &format!("{name}={p}"))?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            let u = store::user(c, &name)?;
+            let existing = store::find_grant(c, u.id, &t, &r)?;
+            if create && existing.is_some() {
+                return Err(Error::AlreadyExists(format!(
+                    "Permission on {t} '{r}' for user {name} already exists"
+                )));
+            }
+            if !create && existing.is_none() {
+                return Err(Error::NotFound(format!(
+                    "No permission on {t} '{r}' for user {name}"
+                )));
+            }
+            store::put_grant(c, u.id, &t, &r, p)?;
+            store::audit(c, &by, "grant", &format!("{t}:{r}"), &format!("{name}={p}"))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Gives the creator MANAGE on what it just created (MLflow's after-request hook).
@@ -509,14 +565,12 @@ impl AuthService {
             resource_type.to_string(),
             resource_id.to_string(),
         );
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                store::put_grant(c, id, &t, &r, Permission::Manage)?;
-                store::audit(c, &name, "create", &format!("{t}:{r}"), "owner: MANAGE")?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            store::put_grant(c, id, &t, &r, Permission::Manage)?;
+            store::audit(c, &name, "create", &format!("{t}:{r}"), "owner: MANAGE")?;
+            Ok(())
+        })
+        .await
     }
 
     /// Removes a user's grant on a resource.
@@ -533,24 +587,22 @@ impl AuthService {
             resource_type.to_string(),
             resource_id.to_string(),
         );
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                let u = store::user(c, &name)?;
-                let n = c.execute(
-                    "DELETE FROM auth_permissions WHERE user_id = ?1 AND resource_type = ?2 \
+        self.write(move |c| -> Result<()> {
+            let u = store::user(c, &name)?;
+            let n = c.execute(
+                "DELETE FROM auth_permissions WHERE user_id = ?1 AND resource_type = ?2 \
                      AND resource_id = ?3",
-                    &[u.id.into(), t.as_str().into(), r.as_str().into()],
-                )?;
-                if n == 0 {
-                    return Err(Error::NotFound(format!(
-                        "No permission on {t} '{r}' for user {name}"
-                    )));
-                }
-                store::audit(c, &by, "revoke", &format!("{t}:{r}"), &name)?;
-                Ok(())
-            })
-            .await
+                &[u.id.into(), t.as_str().into(), r.as_str().into()],
+            )?;
+            if n == 0 {
+                return Err(Error::NotFound(format!(
+                    "No permission on {t} '{r}' for user {name}"
+                )));
+            }
+            store::audit(c, &by, "revoke", &format!("{t}:{r}"), &name)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Drops every grant on a resource (it was deleted; names get reused).
@@ -565,17 +617,15 @@ impl AuthService {
             resource_type.to_string(),
             resource_id.to_string(),
         );
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                c.execute(
-                    "DELETE FROM auth_permissions WHERE resource_type = ?1 AND resource_id = ?2",
-                    &[t.as_str().into(), r.as_str().into()],
-                )?;
-                store::audit(c, &by, "delete", &format!("{t}:{r}"), "grants removed")?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            c.execute(
+                "DELETE FROM auth_permissions WHERE resource_type = ?1 AND resource_id = ?2",
+                &[t.as_str().into(), r.as_str().into()],
+            )?;
+            store::audit(c, &by, "delete", &format!("{t}:{r}"), "grants removed")?;
+            Ok(())
+        })
+        .await
     }
 
     /// The stored grant of a user on a resource.
@@ -632,8 +682,6 @@ impl AuthService {
         let expires = ttl.map(|d| now.saturating_add(d.as_millis() as i64));
         let (user, by, label) = (username.to_string(), by.to_string(), name.to_string());
         let info = self
-            .inner
-            .db
             .write(move |c| -> Result<TokenInfo> {
                 let u = store::user(c, &user)?;
                 c.execute(
@@ -707,22 +755,20 @@ impl AuthService {
     pub async fn revoke_token(&self, by: &str, id: &str) -> Result<()> {
         let (id, by) = (id.to_string(), by.to_string());
         let now = store::now_ms();
-        self.inner
-            .db
-            .write(move |c| -> Result<()> {
-                let n = c.execute(
-                    "UPDATE auth_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                    &[now.into(), id.as_str().into()],
-                )?;
-                if n == 0 {
-                    return Err(Error::NotFound(format!(
-                        "Token '{id}' not found or already revoked"
-                    )));
-                }
-                store::audit(c, &by, "revoke_token", &format!("token:{id}"), "")?;
-                Ok(())
-            })
-            .await
+        self.write(move |c| -> Result<()> {
+            let n = c.execute(
+                "UPDATE auth_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                &[now.into(), id.as_str().into()],
+            )?;
+            if n == 0 {
+                return Err(Error::NotFound(format!(
+                    "Token '{id}' not found or already revoked"
+                )));
+            }
+            store::audit(c, &by, "revoke_token", &format!("token:{id}"), "")?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records an action in the audit log.

@@ -226,3 +226,50 @@ async fn start_up_refuses_a_missing_or_weak_admin_password() {
         assert!(e.contains("MLFLOW_AUTH_ADMIN_PASSWORD"), "{pw}: {e}");
     }
 }
+
+/// Two replicas on one database: a revocation or grant change made on one holds on the other
+/// at once when the change bus carries the note, and within the cache's TTL without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_sees_revocations() {
+    for db in TestDatabase::all() {
+        let a = service(&db, Permission::Read).await;
+        let b = service(&db, Permission::Read).await;
+        let bus = loopml_store::ChangeBus::local();
+        b.set_change_bus(bus.clone());
+        let bob = a
+            .create_user("admin", "bob", "bob-password-12")
+            .await
+            .unwrap();
+        let (secret, info) = a
+            .create_token("bob", "bob", "ci", None, false)
+            .await
+            .unwrap();
+        // b reads (and remembers) the token and bob's permission.
+        assert_eq!(b.bearer(&secret).await.unwrap().user, bob);
+        assert_eq!(
+            b.permission(&bob, "experiment", "1").await.unwrap(),
+            Permission::Read
+        );
+        a.revoke_token("bob", &info.id).await.unwrap();
+        a.grant("admin", "bob", "experiment", "1", Permission::Deny, true)
+            .await
+            .unwrap();
+        // The note another replica's bus would deliver: b forgets at once.
+        bus.notify_local("auth", 1);
+        assert!(matches!(
+            b.bearer(&secret).await,
+            Err(Error::Unauthenticated(_))
+        ));
+        assert_eq!(
+            b.permission(&bob, "experiment", "1").await.unwrap(),
+            Permission::Deny
+        );
+        // Without a note: the grant lifted on a holds on b within the TTL.
+        a.revoke("admin", "bob", "experiment", "1").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        assert_eq!(
+            b.permission(&bob, "experiment", "1").await.unwrap(),
+            Permission::Read
+        );
+    }
+}

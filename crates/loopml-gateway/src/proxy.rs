@@ -56,6 +56,9 @@ struct Inner {
     tasks: tokio_util::task::TaskTracker,
     /// Where `prompt_id` references are resolved (the model registry, in `loopml server`).
     prompts: std::sync::OnceLock<crate::prompts::PromptSource>,
+    /// Set when loopml's authentication is on: every caller must authenticate (a loopml
+    /// user, the master key or a virtual key) and the auth layer's principal header is trusted.
+    require_auth: std::sync::atomic::AtomicBool,
 }
 
 /// A deployment's live figures for routing.
@@ -115,6 +118,8 @@ pub struct Storage {
 pub(crate) enum Caller {
     /// No master key is configured: no authentication.
     Open,
+    /// A loopml user (authenticated by loopml's auth layer), by name.
+    User(String),
     /// The master key.
     Master,
     /// A virtual key.
@@ -286,6 +291,7 @@ impl Gateway {
             metrics: Metrics::default(),
             tasks: tokio_util::task::TaskTracker::new(),
             prompts: std::sync::OnceLock::new(),
+            require_auth: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 
@@ -336,6 +342,33 @@ impl Gateway {
     /// Lets chat requests name a registered prompt (`prompt_id`, `prompt_variables`).
     pub fn set_prompts(&self, p: crate::prompts::PromptSource) {
         let _ = self.0.prompts.set(p);
+    }
+
+    /// Puts the gateway behind loopml's authentication: no caller is let through
+    /// unauthenticated (even without a master key), loopml users the auth layer vouched for
+    /// ([`loopml_store::PRINCIPAL_HEADER`]) may call models, and loopml admins manage keys as
+    /// the master key does.
+    pub fn set_require_auth(&self) {
+        self.0
+            .require_auth
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn requires_auth(&self) -> bool {
+        self.0
+            .require_auth
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The loopml user the auth layer vouched for: `(role, username)`.
+    fn principal<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h str, &'h str)> {
+        if !self.requires_auth() {
+            return None;
+        }
+        headers
+            .get(loopml_store::PRINCIPAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(':'))
     }
 
     /// Its config.
@@ -417,11 +450,21 @@ impl Gateway {
     /// Who sent the request: the master key, a valid virtual key, or no one when the gateway
     /// has no master key.
     pub(crate) async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let Some(master) = &self.0.config.master_key else {
-            return Ok(Caller::Open);
+        if let Some((role, user)) = self.principal(headers) {
+            return Ok(match role {
+                "admin" => Caller::Master,
+                _ => Caller::User(user.to_string()),
+            });
+        }
+        let master = match &self.0.config.master_key {
+            Some(m) => Some(m),
+            None if self.requires_auth() => None,
+            None => return Ok(Caller::Open),
         };
         let given = Self::presented(headers);
-        if constant_time_eq(given.as_bytes(), master.as_bytes()) {
+        if let Some(master) = master
+            && constant_time_eq(given.as_bytes(), master.as_bytes())
+        {
             return Ok(Caller::Master);
         }
         if given.is_empty() {
@@ -490,6 +533,22 @@ impl Gateway {
 
     /// Requires the master key (the management API).
     pub(crate) fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.principal(headers) {
+            Some(("admin", _)) => return Ok(()),
+            Some((role, user)) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "permission_error",
+                    "permission_denied",
+                    if role == "reader" {
+                        format!("{user}'s token is read-only: this route changes the gateway")
+                    } else {
+                        format!("{user} is not an admin: this route is for admins")
+                    },
+                ));
+            }
+            None => {}
+        }
         let Some(master) = &self.0.config.master_key else {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -517,7 +576,7 @@ impl Gateway {
         match self.authenticate(headers).await? {
             Caller::Key(k) => Ok(Some(k)),
             Caller::Master => Ok(None),
-            Caller::Open => self.admin(headers).map(|()| None),
+            Caller::Open | Caller::User(_) => self.admin(headers).map(|()| None),
         }
     }
 
@@ -1091,7 +1150,13 @@ impl Gateway {
                 request_id,
                 api_key: key.as_ref().map(|k| k.token.clone()).unwrap_or_default(),
                 key_alias: key.as_ref().and_then(|k| k.key_alias.clone()),
-                user_id: key.as_ref().and_then(|k| k.user_id.clone()),
+                user_id: key
+                    .as_ref()
+                    .and_then(|k| k.user_id.clone())
+                    .or(match &caller {
+                        Caller::User(u) => Some(u.clone()),
+                        _ => None,
+                    }),
                 team_id: key.as_ref().and_then(|k| k.team_id.clone()),
                 end_user: body["user"].as_str().map(str::to_string),
                 call_type: path.to_string(),
@@ -1803,7 +1868,10 @@ async fn mlflow_gateway(State(g): State<Gateway>, headers: HeaderMap, body: Byte
             ),
         );
     }
-    let caller = if Gateway::presented(&headers).is_empty() {
+    let caller = if Gateway::presented(&headers).is_empty()
+        && g.principal(&headers).is_none()
+        && !g.requires_auth()
+    {
         Caller::Open
     } else {
         match g.authenticate(&headers).await {

@@ -133,6 +133,19 @@ impl ChangeBus {
         }
     }
 
+    /// Wakes this process's watchers of `topic` as if another replica had announced `seq`
+    /// (for tests, and for a consumer that wants its followers to re-read at once).
+    pub fn notify_local(&self, topic: &str, seq: i64) {
+        let topics = self
+            .inner
+            .topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = topics.get(topic) {
+            tx.send_modify(|cur| *cur = seq);
+        }
+    }
+
     /// The latest `seq` other replicas announced for `topic`; `changed()` fires on each.
     pub fn watch(&self, topic: &str) -> watch::Receiver<i64> {
         let mut topics = self

@@ -20,6 +20,12 @@ pub use artifacts::{
     MAX_UPLOAD_PARTS,
 };
 pub use bus::ChangeBus;
+
+/// The header the auth layer sets on a gateway request after it authenticated a loopml
+/// credential (`admin:<user>`, `user:<user>` or `reader:<user>` for a read-only token); it
+/// strips any copy a client sent, and the gateway trusts it only when told to
+/// (`Gateway::set_require_auth`).
+pub const PRINCIPAL_HEADER: &str = "x-loopml-principal";
 pub use db::{
     Backend, Conn, CopyReport, Database, DatabaseConfig, Durability, Migration, Row,
     STORE_MIGRATIONS, Value, copy_database, lease_holder, to_dollar_placeholders,

@@ -907,19 +907,40 @@ struct AuthResources {
     traces: loopml_traces::TraceService,
     serving: loopml_serving::routes::ServingApi,
     monitors: Option<loopml_monitor::MonitorService>,
+    /// run id → experiment id: a run never changes experiment, so a run's lookup is a table
+    /// read once, not on every logged batch (bounded; only runs that exist are kept).
+    runs: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
+
+/// Runs whose experiment [`AuthResources`] remembers at most.
+const AUTH_RUN_CACHE: usize = 100_000;
 
 impl loopml_auth::Resolver for AuthResources {
     fn run_experiment(
         &self,
         run_id: String,
     ) -> futures::future::BoxFuture<'static, Option<String>> {
+        let known = self
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&run_id)
+            .cloned();
         let t = self.tracking.clone();
+        let runs = self.runs.clone();
         Box::pin(async move {
-            t.run_experiment_id(run_id)
-                .await
-                .ok()
-                .map(|e| e.to_string())
+            if known.is_some() {
+                return known;
+            }
+            let e = t.run_experiment_id(run_id.clone()).await.ok()?.to_string();
+            let mut m = runs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if m.len() >= AUTH_RUN_CACHE {
+                m.clear();
+            }
+            m.insert(run_id, e.clone());
+            Some(e)
         })
     }
 
@@ -1048,8 +1069,16 @@ pub async fn with_auth(
             traces: handle.traces.clone(),
             serving: handle.serving.clone(),
             monitors: handle.monitors.clone(),
+            runs: std::sync::Arc::default(),
         }),
     };
+    if let Some(bus) = handle.serving.bus.get() {
+        auth.set_change_bus(bus.clone());
+    }
+    if let Some(g) = &handle.gateway {
+        // No anonymous model calls once users must log in, master key or not.
+        g.set_require_auth();
+    }
     Ok(router
         .merge(loopml_auth::router(auth))
         .layer(axum::middleware::from_fn_with_state(
