@@ -435,6 +435,17 @@ def test_deployments_follow_the_registered_models_they_serve(auth_server, users)
     assert r.status_code == 200, r.text
     assert requests.delete(f"{api}/{dep}", auth=bob_auth).status_code == 403
     assert requests.delete(f"{api}/{dep}", auth=alice_auth).status_code == 200
+    # The audit log says who did what; refused attempts change nothing and are not entries.
+    audit = requests.get(url + "/api/2.0/mlflow/audit", auth=("admin", ADMIN_PW)).json()
+    done = [(e["username"], e["action"], e["resource"], e["detail"]) for e in audit["entries"]]
+    assert ("alice", "create_model_version", f"model_version:{name}/{v2.version}", "") in done, done
+    assert ("alice", "create_deployment", f"deployment:{dep}", "") in done, done
+    assert ("bob", "set_deployment_traffic", f"deployment:{dep}", "percent=30") in done, done
+    assert ("alice", "delete_deployment", f"deployment:{dep}", "") in done, done
+    assert not [e for e in done if e[0] == "bob" and e[1] != "set_deployment_traffic"], done
+    # Append-only and admins' only: a user cannot read it, and no route rewrites it.
+    assert requests.get(url + "/api/2.0/mlflow/audit", auth=bob_auth).status_code == 403
+    assert requests.delete(url + "/api/2.0/mlflow/audit", auth=("admin", ADMIN_PW)).status_code in (404, 405)
 
 
 def test_evaluation_datasets_follow_their_experiments(auth_server, users):
@@ -541,6 +552,13 @@ model_list:
         key = r.json()["key"]
         assert openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0
                              ).chat.completions.create(model="chat", messages=msg).choices
+        r = requests.post(url + "/key/delete", json={"keys": [key]}, auth=("admin", ADMIN_PW))
+        assert r.status_code == 200, r.text
+        audit = requests.get(url + "/api/2.0/mlflow/audit", auth=("admin", ADMIN_PW)).json()
+        done = [(e["username"], e["action"], e["resource"]) for e in audit["entries"]]
+        assert ("admin", "issue_gateway_key", "gateway_key:ci") in done, done
+        assert [e for e in done if e[1] == "delete_gateway_key"], done
+        assert key not in str(audit) and token not in str(audit)
         # Her calls are metered as hers.
         for _ in range(50):
             logs = requests.get(url + "/spend/logs", params={"user_id": "carol"},

@@ -4,6 +4,7 @@
 //! models and prompts, a default, the creator as owner), its REST API, an audit log, and the
 //! layer ([`middleware::guard`]) the binary puts in front of every router.
 
+pub mod audit;
 mod cache;
 pub mod error;
 pub mod hardening;

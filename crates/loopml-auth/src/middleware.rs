@@ -13,6 +13,7 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::audit;
 use crate::error::Error;
 use crate::permission::Action;
 use crate::policy::{self, Rule, Subject};
@@ -408,14 +409,58 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     req.headers_mut().remove(loopml_store::PRINCIPAL_HEADER);
     // Inference clients (tritonclient, KServe's) read the Open Inference Protocol's errors,
     // OpenAI's SDKs the gateway's.
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
     let oip = path.starts_with("/v2/");
-    let gateway = policy::rule(req.method(), path) == Rule::Gateway;
-    match run(&g, req, next).await {
+    let gateway = policy::rule(req.method(), &path) == Rule::Gateway;
+    let fail = |e: Error| {
+        if oip {
+            e.into_oip_response()
+        } else if gateway {
+            e.into_openai_response()
+        } else {
+            e.into_response()
+        }
+    };
+    let Some(action) = audit::action(req.method(), &path) else {
+        return run(&g, req, next).await.unwrap_or_else(fail);
+    };
+    // An audited request: its parameters are kept to say what it acted on, and who sent it
+    // is noted once authenticated.
+    let (parts, body) = match read_body(req).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let asked = params(&parts.method, &parts.uri, &body);
+    let mut req = rebuild(parts, body);
+    let who = Caller::default();
+    req.extensions_mut().insert(who.clone());
+    let resp = match run(&g, req, next).await {
         Ok(r) => r,
-        Err(e) if oip => e.into_oip_response(),
-        Err(e) if gateway => e.into_openai_response(),
-        Err(e) => e.into_response(),
+        Err(e) => return fail(e),
+    };
+    let Some(username) = who.get().filter(|_| resp.status().is_success()) else {
+        return resp;
+    };
+    let (rparts, rbody) = read_answer(resp).await;
+    let rbody = rbody.unwrap_or_default();
+    let (resource, detail) = audit::describe(&path, &asked, &json_of(&rbody));
+    if let Err(e) = g.auth.audit(&username, action, &resource, &detail).await {
+        tracing::warn!(error = %e, action, %resource, "cannot write the audit entry");
+    }
+    Response::from_parts(rparts, Body::from(rbody))
+}
+
+/// Who sent an audited request, filled in once the layer has authenticated it.
+#[derive(Clone, Default)]
+struct Caller(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Caller {
+    fn set(&self, name: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -453,7 +498,13 @@ async fn gateway(g: &Guard, mut req: Request, next: Next) -> Result<Response, Er
         headers.insert(loopml_store::PRINCIPAL_HEADER, value);
         // The provider must never see the user's loopml password or token.
         headers.remove(header::AUTHORIZATION);
+        if let Some(c) = req.extensions().get::<Caller>() {
+            c.set(&who.user.username);
+        }
         req.extensions_mut().insert(who);
+    } else if let Some(c) = req.extensions().get::<Caller>() {
+        // The gateway's key routes take only its master key from anyone else.
+        c.set("gateway:master_key");
     }
     Ok(next.run(req).await)
 }
@@ -482,6 +533,9 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
     }
     let who = authenticate(&g.auth, req.headers()).await?;
     let user = who.user.clone();
+    if let Some(c) = req.extensions().get::<Caller>() {
+        c.set(&user.username);
+    }
     let mut req = req;
     req.extensions_mut().insert(who.clone());
     match rule {
