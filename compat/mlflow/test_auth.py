@@ -569,3 +569,55 @@ model_list:
         assert logs.status_code == 200 and len(logs.json()) >= 2, logs.text
     finally:
         up.shutdown()
+
+
+def test_roles_through_auth_service_client(auth_server, users):
+    """MLflow 3's roles with the client's own role methods: a role's permissions reach every
+    user holding it, a role's DENY vetoes, unassigning ends it; only admins manage roles."""
+    url = auth_server.url
+    with as_user("alice", users["alice"]):
+        alice = MlflowClient(url)
+        exp = alice.create_experiment(f"roles-{uuid.uuid4().hex[:8]}")
+        run = alice.create_run(exp)
+    with as_user("bob", users["bob"]):
+        bob_auth = AuthServiceClient(url)
+        denied(lambda: bob_auth.create_role("default", "sneaky"))
+        denied(lambda: MlflowClient(url).log_metric(run.info.run_id, "m", 1.0))
+    with as_user("admin", ADMIN_PW):
+        admin = AuthServiceClient(url)
+        role = admin.create_role("default", "writers", description="log anywhere")
+        assert role.name == "writers" and role.workspace == "default" and role.permissions == []
+        rp = admin.add_role_permission(role.id, "experiment", "*", "EDIT")
+        assert (rp.resource_type, rp.resource_pattern, rp.permission) == ("experiment", "*", "EDIT")
+        with pytest.raises(RestException) as e:
+            admin.add_role_permission(role.id, "experiment", "*", "NO_PERMISSIONS")
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        a = admin.assign_role("bob", role.id)
+        assert a.role_id == role.id
+        assert [r.name for r in admin.list_user_roles("bob")] == ["writers"]
+        assert [x.role_id for x in admin.list_role_users(role.id)] == [role.id]
+        assert "writers" in [r.name for r in admin.list_roles("default")]
+        assert admin.get_role(role.id).permissions[0].permission == "EDIT"
+    with as_user("bob", users["bob"]):
+        # The role lets bob log to alice's run, at once.
+        MlflowClient(url).log_metric(run.info.run_id, "m", 1.0)
+        assert [r.name for r in AuthServiceClient(url).list_user_roles("bob")] == ["writers"]
+    with as_user("admin", ADMIN_PW):
+        deny = admin.create_role("default", "no-secrets")
+        admin.add_role_permission(deny.id, "experiment", exp, "DENY")
+        admin.assign_role("bob", deny.id)
+    with as_user("bob", users["bob"]):
+        denied(lambda: MlflowClient(url).get_experiment(exp))
+    with as_user("admin", ADMIN_PW):
+        admin.unassign_role("bob", deny.id)
+        admin.update_role_permission(rp.id, "READ")
+        admin.update_role(role.id, name="readers")
+    with as_user("bob", users["bob"]):
+        assert MlflowClient(url).get_experiment(exp).experiment_id == exp
+        denied(lambda: MlflowClient(url).log_metric(run.info.run_id, "m", 2.0))
+    with as_user("admin", ADMIN_PW):
+        admin.remove_role_permission(rp.id)
+        admin.delete_role(role.id)
+        with pytest.raises(RestException) as e:
+            admin.get_role(role.id)
+        assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"

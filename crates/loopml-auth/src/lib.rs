@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod password;
 pub mod permission;
 pub mod policy;
+pub mod roles;
 pub mod routes;
 pub mod service;
 pub mod store;
@@ -24,8 +25,15 @@ pub use routes::router;
 pub use service::{AuthConfig, AuthService, Principal, Visibility};
 
 /// The auth tables' migrations, in order.
-pub const MIGRATIONS: &[loopml_store::Migration] = &[loopml_store::Migration {
-    name: "0001_auth",
-    sqlite: include_str!("../migrations/sqlite/0001_auth.sql"),
-    postgres: include_str!("../migrations/postgres/0001_auth.sql"),
-}];
+pub const MIGRATIONS: &[loopml_store::Migration] = &[
+    loopml_store::Migration {
+        name: "0001_auth",
+        sqlite: include_str!("../migrations/sqlite/0001_auth.sql"),
+        postgres: include_str!("../migrations/postgres/0001_auth.sql"),
+    },
+    loopml_store::Migration {
+        name: "0002_roles",
+        sqlite: include_str!("../migrations/sqlite/0002_roles.sql"),
+        postgres: include_str!("../migrations/postgres/0002_roles.sql"),
+    },
+];

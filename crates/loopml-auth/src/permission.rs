@@ -92,6 +92,21 @@ impl Permission {
         }
     }
 
+    /// Several grants that apply to one resource, folded: a DENY among them vetoes, else the
+    /// highest wins; `None` when there are none.
+    pub fn fold(grants: impl IntoIterator<Item = Permission>) -> Option<Permission> {
+        let mut out: Option<Permission> = None;
+        for g in grants {
+            if g == Permission::Deny {
+                return Some(Permission::Deny);
+            }
+            if out.is_none_or(|o| g.priority() > o.priority()) {
+                out = Some(g);
+            }
+        }
+        out
+    }
+
     /// Whether it can be granted on one resource (MLflow 3.x refuses NO_PERMISSIONS there).
     pub fn grantable(self) -> bool {
         self != Permission::NoPermissions

@@ -490,6 +490,219 @@ async fn audit(
     Ok(ok(json!({"entries": entries})))
 }
 
+// ---- Roles (MLflow 3's RBAC) ----
+
+fn int(v: &Value, k: &str) -> Result<i64> {
+    match &v[k] {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "Missing or invalid value for required parameter '{k}'"
+        ))
+    })
+}
+
+fn q_int(qs: &std::collections::HashMap<String, String>, k: &str) -> Result<i64> {
+    q(qs, k)?
+        .parse()
+        .map_err(|_| Error::InvalidParameter(format!("'{k}' must be an integer")))
+}
+
+fn permission_of(v: &Value) -> Result<Permission> {
+    text(v, "permission")?
+        .parse()
+        .map_err(Error::InvalidParameter)
+}
+
+/// An admin who may write (roles are managed by admins: loopml has no workspace admins).
+fn role_admin(p: &Principal) -> Result<()> {
+    admin(p)?;
+    writable(p)
+}
+
+async fn create_role(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    let ws = v["workspace"]
+        .as_str()
+        .unwrap_or(crate::roles::DEFAULT_WORKSPACE);
+    let role = s
+        .create_role(
+            &p.user.username,
+            ws,
+            text(&v, "name")?,
+            v["description"].as_str(),
+        )
+        .await?;
+    Ok(ok(json!({ "role": role })))
+}
+
+async fn get_role(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    Query(qs): Q,
+) -> Result<Response> {
+    admin(&p)?;
+    Ok(ok(json!({ "role": s.role(q_int(&qs, "role_id")?).await? })))
+}
+
+async fn list_roles(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    Query(qs): Q,
+) -> Result<Response> {
+    admin(&p)?;
+    let roles = s.roles(qs.get("workspace").map(String::as_str)).await?;
+    Ok(ok(json!({ "roles": roles })))
+}
+
+async fn update_role(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    let role = s
+        .update_role(
+            &p.user.username,
+            int(&v, "role_id")?,
+            v["name"].as_str(),
+            v["description"].as_str(),
+        )
+        .await?;
+    Ok(ok(json!({ "role": role })))
+}
+
+async fn delete_role(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    s.delete_role(&p.user.username, int(&v, "role_id")?).await?;
+    Ok(ok(json!({})))
+}
+
+async fn add_role_permission(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    let rp = s
+        .add_role_permission(
+            &p.user.username,
+            int(&v, "role_id")?,
+            text(&v, "resource_type")?,
+            &id_text(&v, "resource_pattern")?,
+            permission_of(&v)?,
+        )
+        .await?;
+    Ok(ok(json!({ "role_permission": rp })))
+}
+
+async fn remove_role_permission(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    s.remove_role_permission(&p.user.username, int(&v, "role_permission_id")?)
+        .await?;
+    Ok(ok(json!({})))
+}
+
+async fn list_role_permissions(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    Query(qs): Q,
+) -> Result<Response> {
+    admin(&p)?;
+    let role = s.role(q_int(&qs, "role_id")?).await?;
+    Ok(ok(json!({ "role_permissions": role.permissions })))
+}
+
+async fn update_role_permission(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    let rp = s
+        .update_role_permission(
+            &p.user.username,
+            int(&v, "role_permission_id")?,
+            permission_of(&v)?,
+        )
+        .await?;
+    Ok(ok(json!({ "role_permission": rp })))
+}
+
+async fn assign_role(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    let a = s
+        .assign_role(&p.user.username, text(&v, "username")?, int(&v, "role_id")?)
+        .await?;
+    Ok(ok(json!({ "assignment": a })))
+}
+
+async fn unassign_role(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> Result<Response> {
+    role_admin(&p)?;
+    let v = body(&headers, &b)?;
+    s.unassign_role(&p.user.username, text(&v, "username")?, int(&v, "role_id")?)
+        .await?;
+    Ok(ok(json!({})))
+}
+
+async fn list_role_users(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    Query(qs): Q,
+) -> Result<Response> {
+    admin(&p)?;
+    let a = s.role_users(q_int(&qs, "role_id")?).await?;
+    Ok(ok(json!({ "assignments": a })))
+}
+
+async fn list_user_roles(
+    State(s): State<AuthService>,
+    Extension(p): Extension<Principal>,
+    Query(qs): Q,
+) -> Result<Response> {
+    let name = q(&qs, "username")?;
+    self_or_admin(&p, name)?;
+    Ok(ok(json!({ "roles": s.user_roles(name).await? })))
+}
+
 /// The auth API's routes (behind the auth layer, which puts the [`Principal`] in).
 pub fn router(s: AuthService) -> Router {
     let mut r = Router::new();
@@ -521,7 +734,32 @@ pub fn router(s: AuthService) -> Router {
             .route(&format!("{v2}/tokens/create"), post(create_token))
             .route(&format!("{v2}/tokens/list"), get(list_tokens))
             .route(&format!("{v2}/tokens/revoke"), post(revoke_token))
-            .route(&format!("{v2}/audit"), get(audit));
+            .route(&format!("{v2}/audit"), get(audit))
+            .route(&format!("{v3}/roles/create"), post(create_role))
+            .route(&format!("{v3}/roles/get"), get(get_role))
+            .route(&format!("{v3}/roles/list"), get(list_roles))
+            .route(&format!("{v3}/roles/update"), patch(update_role))
+            .route(&format!("{v3}/roles/delete"), delete(delete_role))
+            .route(
+                &format!("{v3}/roles/permissions/add"),
+                post(add_role_permission),
+            )
+            .route(
+                &format!("{v3}/roles/permissions/remove"),
+                delete(remove_role_permission),
+            )
+            .route(
+                &format!("{v3}/roles/permissions/list"),
+                get(list_role_permissions),
+            )
+            .route(
+                &format!("{v3}/roles/permissions/update"),
+                patch(update_role_permission),
+            )
+            .route(&format!("{v3}/roles/assign"), post(assign_role))
+            .route(&format!("{v3}/roles/unassign"), delete(unassign_role))
+            .route(&format!("{v3}/roles/users/list"), get(list_role_users))
+            .route(&format!("{v3}/users/roles/list"), get(list_user_roles));
         for (base, which) in [
             ("experiments", Legacy::Experiment),
             ("registered-models", Legacy::Model),

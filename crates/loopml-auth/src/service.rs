@@ -118,7 +118,7 @@ impl AuthService {
     }
 
     /// A write to the auth tables; the cache is emptied (and the change announced) after it.
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&loopml_store::Conn<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
@@ -127,6 +127,11 @@ impl AuthService {
         // Even a failed write may have been half-seen by a concurrent reader: forget anyway.
         self.inner.cache.changed();
         out
+    }
+
+    /// The auth tables' database (reads; writes go through [`Self::write`]).
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
     }
 
     /// The default permission.
@@ -354,32 +359,18 @@ impl AuthService {
         let rows = self
             .inner
             .db
-            .read(move |c| -> Result<_> {
-                Ok(c.query(
-                    "SELECT resource_id, permission FROM auth_permissions \
-                     WHERE user_id = ?1 AND resource_type = ?2",
-                    &[id.into(), t.as_str().into()],
-                    |r| Ok((r.string(0)?, r.string(1)?)),
-                )?)
-            })
+            .read(move |c| store::applicable(c, id, &t, None))
             .await?;
         let default = self.inner.default_permission;
-        let wild: Option<Permission> = rows
-            .iter()
-            .find(|(r, _)| r == "*")
-            .and_then(|(_, p)| p.parse().ok());
-        // As `grant_of`: DENY anywhere vetoes, an exact grant wins over the wildcard, the
-        // result is floored at the default.
-        let base = Permission::effective(wild, default);
-        let mut listed = Vec::new();
-        for (r, p) in rows.iter().filter(|(r, _)| r != "*") {
-            let exact = p.parse::<Permission>().ok();
-            let combined = match (exact, wild) {
-                (Some(Permission::Deny), _) | (_, Some(Permission::Deny)) => Some(Permission::Deny),
-                (Some(e), _) => Some(e),
-                (None, w) => w,
-            };
-            let level = Permission::effective(combined, default);
+        // As `grant_of` (own and roles' grants folded, DENY vetoes, exact beats `*`), floored
+        // at the default.
+        let base = Permission::effective(store::combine(&rows, "*"), default);
+        let mut listed: Vec<String> = Vec::new();
+        for (r, _) in rows.iter().filter(|(r, _)| r != "*") {
+            if listed.contains(r) {
+                continue;
+            }
+            let level = Permission::effective(store::combine(&rows, r), default);
             if level.allows(Action::Read) != base.allows(Action::Read) {
                 listed.push(r.clone());
             }
@@ -484,7 +475,7 @@ impl AuthService {
         let (name, by) = (username.to_string(), by.to_string());
         self.write(move |c| -> Result<()> {
             let u = store::user(c, &name)?;
-            for t in ["auth_permissions", "auth_tokens"] {
+            for t in ["auth_permissions", "auth_tokens", "auth_role_users"] {
                 c.execute(
                     &format!("DELETE FROM {t} WHERE user_id = ?1"),
                     &[u.id.into()],
@@ -620,6 +611,12 @@ impl AuthService {
         self.write(move |c| -> Result<()> {
             c.execute(
                 "DELETE FROM auth_permissions WHERE resource_type = ?1 AND resource_id = ?2",
+                &[t.as_str().into(), r.as_str().into()],
+            )?;
+            // A role naming it would grant a later resource of the same name: gone too.
+            c.execute(
+                "DELETE FROM auth_role_permissions WHERE resource_type = ?1 \
+                 AND resource_pattern = ?2",
                 &[t.as_str().into(), r.as_str().into()],
             )?;
             store::audit(c, &by, "delete", &format!("{t}:{r}"), "grants removed")?;

@@ -156,31 +156,67 @@ pub(crate) fn list_users(c: &Conn<'_>) -> Result<Vec<User>> {
     )?)
 }
 
-/// The user's grant on one resource (exact id, else `*`).
+/// The grants that apply to a user on resources of one type, as `(id or *, permission)`:
+/// their own and their roles' (`only`: just rows for that id and `*`).
+pub(crate) fn applicable(
+    c: &Conn<'_>,
+    user_id: i64,
+    resource_type: &str,
+    only: Option<&str>,
+) -> Result<Vec<(String, Permission)>> {
+    let row = |r: &loopml_store::Row<'_>| Ok((r.string(0)?, r.string(1)?));
+    let rows = match only {
+        Some(id) => c.query(
+            "SELECT resource_id, permission FROM auth_permissions WHERE user_id = ?1 \
+             AND resource_type = ?2 AND (resource_id = ?3 OR resource_id = '*') \
+             UNION ALL SELECT p.resource_pattern, p.permission FROM auth_role_permissions p \
+             JOIN auth_role_users u ON u.role_id = p.role_id WHERE u.user_id = ?1 \
+             AND p.resource_type = ?2 AND (p.resource_pattern = ?3 OR p.resource_pattern = '*')",
+            &[user_id.into(), resource_type.into(), id.into()],
+            row,
+        )?,
+        None => c.query(
+            "SELECT resource_id, permission FROM auth_permissions WHERE user_id = ?1 \
+             AND resource_type = ?2 \
+             UNION ALL SELECT p.resource_pattern, p.permission FROM auth_role_permissions p \
+             JOIN auth_role_users u ON u.role_id = p.role_id WHERE u.user_id = ?1 \
+             AND p.resource_type = ?2",
+            &[user_id.into(), resource_type.into()],
+            row,
+        )?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, p)| p.parse::<Permission>().ok().map(|p| (id, p)))
+        .collect())
+}
+
+/// How a user's applicable grants combine on one resource: a DENY on it or on `*` vetoes;
+/// otherwise grants naming it win over `*` grants; among several, the highest.
+pub(crate) fn combine(rows: &[(String, Permission)], resource_id: &str) -> Option<Permission> {
+    let pick = |exact: bool| {
+        Permission::fold(
+            rows.iter()
+                .filter(|(id, _)| if exact { id == resource_id } else { id == "*" })
+                .map(|(_, p)| *p),
+        )
+    };
+    match (pick(true), pick(false)) {
+        (Some(Permission::Deny), _) | (_, Some(Permission::Deny)) => Some(Permission::Deny),
+        (Some(p), _) => Some(p),
+        (None, w) => w,
+    }
+}
+
+/// The user's grant on one resource (their own and their roles'; exact id, else `*`).
 pub(crate) fn grant_of(
     c: &Conn<'_>,
     user_id: i64,
     resource_type: &str,
     resource_id: &str,
 ) -> Result<Option<Permission>> {
-    let rows = c.query(
-        "SELECT resource_id, permission FROM auth_permissions WHERE user_id = ?1 \
-         AND resource_type = ?2 AND (resource_id = ?3 OR resource_id = '*')",
-        &[user_id.into(), resource_type.into(), resource_id.into()],
-        |r| Ok((r.string(0)?, r.string(1)?)),
-    )?;
-    let pick = |want_exact: bool| {
-        rows.iter()
-            .find(|(id, _)| (id == resource_id) == want_exact)
-            .and_then(|(_, p)| p.parse::<Permission>().ok())
-    };
-    let (exact, wild) = (pick(true), pick(false));
-    // A DENY anywhere vetoes; otherwise the exact grant wins over the wildcard.
-    Ok(match (exact, wild) {
-        (Some(Permission::Deny), _) | (_, Some(Permission::Deny)) => Some(Permission::Deny),
-        (Some(p), _) => Some(p),
-        (None, w) => w,
-    })
+    let rows = applicable(c, user_id, resource_type, Some(resource_id))?;
+    Ok(combine(&rows, resource_id))
 }
 
 pub(crate) fn grants_of(c: &Conn<'_>, username: &str) -> Result<Vec<Grant>> {

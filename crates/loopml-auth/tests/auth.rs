@@ -273,3 +273,101 @@ async fn another_replica_sees_revocations() {
         );
     }
 }
+
+/// MLflow 3's roles: a role's permissions apply to every user holding it, fold with the user's
+/// own grants (DENY vetoes, the highest wins), show in visibility, and end with the assignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_grant_what_their_permissions_say() {
+    for db in TestDatabase::all() {
+        let s = service(&db, Permission::NoPermissions).await;
+        let bob = s
+            .create_user("admin", "bob", "bob-password-12")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.permission(&bob, "experiment", "5").await.unwrap(),
+            Permission::NoPermissions
+        );
+        let readers = s
+            .create_role("admin", "default", "readers", Some("read everything"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_role("admin", "default", "readers", None).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        s.add_role_permission("admin", readers.id, "experiment", "*", Permission::Read)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.add_role_permission("admin", readers.id, "run", "*", Permission::Read)
+                .await,
+            Err(Error::InvalidParameter(_))
+        ));
+        let editors = s
+            .create_role("admin", "default", "editors", None)
+            .await
+            .unwrap();
+        let edit5 = s
+            .add_role_permission("admin", editors.id, "experiment", "5", Permission::Edit)
+            .await
+            .unwrap();
+        s.assign_role("admin", "bob", readers.id).await.unwrap();
+        s.assign_role("admin", "bob", editors.id).await.unwrap();
+        assert!(matches!(
+            s.assign_role("admin", "bob", editors.id).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        // Exact beats `*`; the highest among several wins.
+        assert_eq!(
+            s.permission(&bob, "experiment", "5").await.unwrap(),
+            Permission::Edit
+        );
+        assert_eq!(
+            s.permission(&bob, "experiment", "6").await.unwrap(),
+            Permission::Read
+        );
+        s.grant("admin", "bob", "experiment", "5", Permission::Manage, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.permission(&bob, "experiment", "5").await.unwrap(),
+            Permission::Manage
+        );
+        // A role's DENY vetoes the user's own MANAGE.
+        s.update_role_permission("admin", edit5.id, Permission::Deny)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.permission(&bob, "experiment", "5").await.unwrap(),
+            Permission::Deny
+        );
+        assert_eq!(
+            s.visibility(&bob, "experiment").await.unwrap(),
+            Visibility::AllBut(vec!["5".into()])
+        );
+        assert_eq!(s.user_roles("bob").await.unwrap().len(), 2);
+        assert_eq!(s.role_users(readers.id).await.unwrap().len(), 1);
+        // Unassigned, the role grants nothing; deleted, it is gone with its permissions.
+        s.unassign_role("admin", "bob", readers.id).await.unwrap();
+        assert_eq!(
+            s.permission(&bob, "experiment", "6").await.unwrap(),
+            Permission::NoPermissions
+        );
+        s.delete_role("admin", editors.id).await.unwrap();
+        assert!(matches!(s.role(editors.id).await, Err(Error::NotFound(_))));
+        assert_eq!(
+            s.permission(&bob, "experiment", "5").await.unwrap(),
+            Permission::Manage
+        );
+        let log = s.audit_log(0, 1000, None).await.unwrap();
+        for action in [
+            "create_role",
+            "add_role_permission",
+            "assign_role",
+            "delete_role",
+        ] {
+            assert!(log.iter().any(|e| e.action == action), "{action}");
+        }
+    }
+}
