@@ -116,6 +116,25 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 /// The layer (for `axum::middleware::from_fn_with_state`).
 pub async fn harden(State(hosts): State<Arc<AllowedHosts>>, req: Request, next: Next) -> Response {
+    // Refusals carry the same headers as every other answer.
+    let mut resp = check(&hosts, req, next).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
+async fn check(hosts: &AllowedHosts, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(header::HOST)
@@ -160,21 +179,7 @@ pub async fn harden(State(hosts): State<Arc<AllowedHosts>>, req: Request, next: 
         )
             .into_response();
     }
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::X_FRAME_OPTIONS,
-        HeaderValue::from_static("SAMEORIGIN"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    resp
+    next.run(req).await
 }
 
 /// Why a write to MLflow's JSON API is refused for its content type, if it is: a body that

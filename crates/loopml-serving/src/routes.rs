@@ -138,14 +138,22 @@ impl ServingApi {
             .as_ref()
             .ok_or_else(|| bad("this server has no model registry to load models:/ URIs from"))?;
         let found = resolver.resolve(uri).await?;
-        let file = crate::model::onnx_file(&found.path)?;
+        // The version's model is what the caller chose: a model that is not ONNX, or does not
+        // load, is their input's fault (400), named by its URI, never by the server's paths.
+        let local = found.path.display().to_string();
+        let theirs = |e: Error| match e {
+            Error::Model(m) => Error::InvalidInput(m.replace(&local, uri)),
+            other => other,
+        };
+        let file = crate::model::onnx_file(&found.path).map_err(theirs)?;
         let (repo, name, sessions) = (self.repository.clone(), name.to_string(), self.sessions);
         let batching_kept = batching.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             repo.load(&name, &found.version, file, sessions, &batching_kept)
         })
         .await
-        .map_err(|e| Error::Model(format!("loading stopped: {e}")))??;
+        .map_err(|e| Error::Model(format!("loading stopped: {e}")))?
+        .map_err(theirs)?;
         // The new version takes over the endpoint; requests in flight finish on the old one.
         self.repository.keep_only(&loaded.name, &loaded.version);
         if let Ok(mut follows) = self.follows.lock() {

@@ -97,6 +97,56 @@ pub fn validate_experiment_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Validates an experiment's `artifact_location` (CVE-2023-1177 / CVE-2024-1483's class: a
+/// location MLflow accepted and later resolved to a local file). Refused: local paths (`file:`
+/// or no scheme: this server never reads them, and a client would write to its own disk),
+/// a fragment or query, a `..` segment in any encoding, control characters, over 1000 bytes.
+/// The proxy (`mlflow-artifacts:/…`) and object stores (`s3://`, `gs://`, …) are kept as given.
+pub fn validate_artifact_location(location: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::InvalidParameter(format!(
+            "Invalid artifact_location '{}': {why}",
+            location.chars().take(200).collect::<String>()
+        )))
+    };
+    if location.len() > 1000 {
+        return bad("it is longer than 1000 bytes");
+    }
+    if location.chars().any(char::is_control) {
+        return bad("it contains control characters");
+    }
+    if location.contains('#') || location.contains('?') {
+        return bad("a fragment ('#') or query ('?') is not allowed");
+    }
+    // Percent-decoded twice, so neither `%2e%2e` nor `%252e%252e` hides a `..`.
+    let decoded = pct_decode(&pct_decode(location));
+    if decoded
+        .split(['/', '\\'])
+        .any(|seg| seg == ".." || seg == ".")
+    {
+        return bad("'..' or '.' path segments are not allowed");
+    }
+    let scheme = location.split_once(':').map(|(s, _)| s).filter(|s| {
+        s.len() > 1
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    match scheme.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("file") => bad(
+            "local paths are not accepted; use the server's proxy (mlflow-artifacts:/…, the \
+             default) or an object store URI (s3://, gs://, wasbs://, …)",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `%XX` sequences decoded (invalid ones kept as they are).
+fn pct_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Parses an experiment id (integer string).
 pub fn parse_experiment_id(raw: &str) -> Result<i64> {
     raw.trim()
@@ -258,6 +308,38 @@ pub fn decode_history_token(token: Option<&str>) -> Result<Option<crate::sql::Hi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_locations_outside_the_store_are_refused() {
+        for bad in [
+            "file:///etc",
+            "/etc",
+            "file:/etc",
+            "FILE:///etc",
+            "../../etc",
+            "relative/dir",
+            "s3://bucket/../x",
+            "s3://bucket/%2e%2e/x",
+            "s3://bucket/%252e%252e/x",
+            "s3://b/x\\..\\y",
+            "mlflow-artifacts:/../../etc",
+            "file:///tmp/x#frag",
+            "s3://b/x?versionId=1",
+            "mlflow-artifacts:/a\u{0}b",
+            "c:\\windows",
+        ] {
+            assert!(validate_artifact_location(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "mlflow-artifacts:/custom/place",
+            "s3://bucket/prefix",
+            "gs://b/p",
+            "wasbs://c@acct.blob.core.windows.net/p",
+            "mlflow-artifacts://host:5000/7",
+        ] {
+            assert!(validate_artifact_location(good).is_ok(), "{good}");
+        }
+    }
 
     #[test]
     fn experiment_names_refuse_control_characters_and_keep_other_unicode() {

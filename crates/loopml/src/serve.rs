@@ -38,6 +38,9 @@ impl Default for Limits {
     }
 }
 
+/// The largest request head (request line and headers) taken, and hyper's read buffer.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `stop` resolves, then closes the listener and waits
 /// for the open connections to finish their requests.
 pub async fn serve(
@@ -50,7 +53,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read);
+        .header_read_timeout(limits.header_read)
+        // Request line and headers over this answer 431 (hyper's default lets ~400 KiB in).
+        .max_buf_size(MAX_HEAD_BYTES);
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
     let mut stop = std::pin::pin!(stop);

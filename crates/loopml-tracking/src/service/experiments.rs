@@ -11,6 +11,12 @@ impl TrackingService {
         tags: Vec<KeyValue>,
     ) -> Result<i64> {
         v::validate_experiment_name(&name)?;
+        if let Some(l) = artifact_location
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+        {
+            v::validate_artifact_location(l)?;
+        }
         for t in &tags {
             validate_experiment_tag(t)?;
         }
