@@ -152,7 +152,11 @@ impl<'a> Scanner<'a> {
     fn keyword(&mut self, kw: &str) -> bool {
         self.skip_ws();
         let rest = self.rest();
-        if rest.len() >= kw.len() && rest[..kw.len()].eq_ignore_ascii_case(kw) {
+        // `get`: a multi-byte character may straddle the keyword's length (found by fuzzing).
+        if rest
+            .get(..kw.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(kw))
+        {
             let after = rest[kw.len()..].chars().next();
             if after.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
                 self.pos += kw.len();
@@ -527,6 +531,9 @@ impl Clause {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
