@@ -470,6 +470,22 @@ pub async fn messages(State(g): State<Gateway>, headers: HeaderMap, body: Bytes)
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Anthropic-shaped requests in (`/v1/messages`) and OpenAI answers back: arbitrary
+        /// JSON is translated or refused, never a panic.
+        #[test]
+        fn arbitrary_messages_requests_and_answers_never_panic(
+            req in crate::providers::fuzz::json_value(),
+            done in crate::providers::fuzz::json_value(),
+        ) {
+            let _ = to_openai(&req);
+            let _ = to_anthropic(&done);
+            let _ = anthropic_usage(&done);
+        }
+    }
+
     #[test]
     fn requests_translate_to_openai() {
         let o = to_openai(&json!({

@@ -625,7 +625,7 @@ impl Translator for Stream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// One eventstream message with string headers (for tests and fakes).

@@ -450,6 +450,9 @@ pub(crate) fn sse_events(buf: &mut Vec<u8>, bytes: &[u8]) -> Vec<(String, String
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
