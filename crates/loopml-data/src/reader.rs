@@ -262,6 +262,9 @@ impl Iterator for BatchReader {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

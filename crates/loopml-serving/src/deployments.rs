@@ -1134,6 +1134,9 @@ impl Deployment {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -248,3 +248,27 @@ mod tests {
         assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
     }
 }
+
+/// One fuzzing step of [`mutate`]: `(what, where, byte)`; every value is meaningful, so a
+/// property-test strategy can generate them freely.
+pub type Mutation = (u8, usize, u8);
+
+/// A fuzzer's mutation of `seed` (the parsers' fuzz tests run it on their committed corpora):
+/// per step a byte flipped, the input cut, a byte inserted, or a slice of it repeated (at most
+/// 512 bytes each time). Deterministic for the same steps, so a failing case replays.
+pub fn mutate(seed: &[u8], steps: &[Mutation]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for &(op, at, byte) in steps {
+        let n = b.len().max(1);
+        match op % 4 {
+            0 if !b.is_empty() => b[at % n] ^= byte | 1,
+            1 => b.truncate(at % (b.len() + 1)),
+            2 => b.insert(at % (b.len() + 1), byte),
+            _ => {
+                let tail: Vec<u8> = b.iter().skip(at % n).copied().collect();
+                b.extend_from_slice(&tail[..tail.len().min(512)]);
+            }
+        }
+    }
+    b
+}

@@ -538,3 +538,6 @@ impl Suite {
         out
     }
 }
+
+#[cfg(test)]
+mod fuzz;

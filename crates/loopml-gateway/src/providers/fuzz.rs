@@ -7,6 +7,7 @@
 //! translation or a clean refusal, never a panic.
 
 use futures::StreamExt;
+use loopml_store::testing::mutate;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -118,23 +119,6 @@ pub(crate) fn json_value() -> impl Strategy<Value = Value> {
             )),
         ]
     })
-}
-
-fn mutate(seed: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
-    let mut b = seed.to_vec();
-    for &(op, at, byte) in ops {
-        let n = b.len().max(1);
-        match op % 4 {
-            0 if !b.is_empty() => b[at % n] ^= byte | 1,
-            1 => b.truncate(at % (b.len() + 1)),
-            2 => b.insert(at % (b.len() + 1), byte),
-            _ => {
-                let tail: Vec<u8> = b.iter().skip(at % n).copied().collect();
-                b.extend_from_slice(&tail[..tail.len().min(256)]);
-            }
-        }
-    }
-    b
 }
 
 /// Every adapter's outbound and inbound translations of one request and one upstream body.

@@ -4,6 +4,7 @@
 //! binary sizes past the body — the answer is a tensor or an `InvalidInput`, never a panic;
 //! well-formed tensors round-trip exactly.
 
+use loopml_store::testing::mutate;
 use proptest::prelude::*;
 
 use super::*;
@@ -41,23 +42,6 @@ fn the_corpus_parses_or_is_refused() {
     }
     // The well-formed half of the corpus parses (the binary one takes its 16 bytes).
     assert!(ok >= 8, "{ok} of {} parsed", lines.len());
-}
-
-fn mutate(seed: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
-    let mut b = seed.to_vec();
-    for &(op, at, byte) in ops {
-        let n = b.len().max(1);
-        match op % 4 {
-            0 if !b.is_empty() => b[at % n] ^= byte | 1,
-            1 => b.truncate(at % (b.len() + 1)),
-            2 => b.insert(at % (b.len() + 1), byte),
-            _ => {
-                let tail: Vec<u8> = b.iter().skip(at % n).copied().collect();
-                b.extend_from_slice(&tail[..tail.len().min(256)]);
-            }
-        }
-    }
-    b
 }
 
 const TYPES: [&str; 9] = [
