@@ -113,6 +113,9 @@ pub fn declared(method: &Method, path: &str) -> Option<Rule> {
         "/health" | "/ready" | "/ping" | "/favicon.ico" | "/v2/health/live"
         | "/v2/health/ready" => Rule::Public,
         "/version" | "/api/2.0/loopml/version" | "/metrics" => Rule::AnyUser,
+        // The API's description names no data: readable before logging in, as a client
+        // generator needs it.
+        "/openapi.json" => Rule::Public,
         "/v1/traces" => Rule::On(ExperimentHeader, Update),
         // The UI serves these two at the root, as `mlflow server` does.
         "/get-artifact" => Rule::On(Run, Read),

@@ -331,6 +331,15 @@ async fn version() -> impl IntoResponse {
     )
 }
 
+/// `/openapi.json`: the OpenAPI document of the server's REST API (MLflow's, generated from
+/// MLflow's protocol buffers by scripts/gen-openapi.py, and loopml's own routes).
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+}
+
 /// `/api/2.0/loopml/version`: loopml's own version and the MLflow version it is compatible with.
 async fn loopml_version() -> impl IntoResponse {
     axum::Json(serde_json::json!({
@@ -829,6 +838,7 @@ pub fn build_app(
         .merge(ready_route(tracking.database().clone(), lifecycle))
         .route("/version", get(version))
         .route("/api/2.0/loopml/version", get(loopml_version))
+        .route("/openapi.json", get(openapi))
         .merge(loopml_tracking::router(tracking.clone()))
         .merge(loopml_traces::router(traces.clone()))
         .merge(loopml_registry::router(registry.clone()))

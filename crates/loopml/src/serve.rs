@@ -49,6 +49,9 @@ pub async fn serve(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
+    // A bug that panics in a handler answers 500 in MLflow's shape (and is logged) instead of
+    // dropping the connection without a word.
+    let router = router.layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -92,6 +95,21 @@ pub async fn serve(
     graceful.shutdown().await;
     connections.close();
     connections.wait().await;
+}
+
+/// The answer to a request whose handler panicked.
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(panic = %what, "a request handler panicked; answered 500");
+    axum::response::IntoResponse::into_response((
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"error_code":"INTERNAL_ERROR","message":"Internal error: the request could not be completed (the server's log has the details)"}"#,
+    ))
 }
 
 /// The router with each request's body watched for stalls.
