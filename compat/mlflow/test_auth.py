@@ -621,3 +621,35 @@ def test_roles_through_auth_service_client(auth_server, users):
         with pytest.raises(RestException) as e:
             admin.get_role(role.id)
         assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_experiment_search_pages_are_full_and_walk_readable_rows_once(auth_server, users):
+    """The grant predicate is in the SQL: with experiments DENY'd in between, every page of
+    `search_experiments(max_results=2)` is full and the page tokens walk each readable
+    experiment exactly once, none of the denied ones."""
+    url = auth_server.url
+    tag = uuid.uuid4().hex[:6]
+    with as_user("alice", users["alice"]):
+        alice = MlflowClient(url)
+        ids = [alice.create_experiment(f"page-{tag}-{i}") for i in range(9)]
+        for e in ids[1::2]:
+            r = requests.post(url + "/api/3.0/mlflow/users/permissions/grant",
+                              auth=("alice", users["alice"]),
+                              json={"username": "bob", "resource_type": "experiment",
+                                    "resource_id": e, "permission": "DENY"})
+            assert r.status_code == 200, r.text
+    readable = set(ids[0::2])
+    with as_user("bob", users["bob"]):
+        bob = MlflowClient(url)
+        seen, token, pages = [], None, []
+        while True:
+            page = bob.search_experiments(filter_string=f"name LIKE 'page-{tag}-%'",
+                                          max_results=2, page_token=token)
+            pages.append(len(page))
+            seen += [e.experiment_id for e in page]
+            token = page.token
+            if not token:
+                break
+    assert sorted(seen) == sorted(readable), (seen, readable)
+    assert len(seen) == len(set(seen))
+    assert all(n == 2 for n in pages[:-1]), pages

@@ -739,6 +739,20 @@ async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
                 )
             };
             let vis = g.auth.visibility(&user, kind).await?;
+            let mut req = req;
+            if rule == Rule::SearchExperiments {
+                // The search filters in SQL (full pages, stable tokens); the answer is still
+                // filtered below, so a route that ignores the hint leaks nothing.
+                let readable = match &vis {
+                    Visibility::All => None,
+                    Visibility::AllBut(ids) => Some(loopml_store::Readable::AllBut(ids.clone())),
+                    Visibility::Only(ids) => Some(loopml_store::Readable::Only(ids.clone())),
+                };
+                if let Some(r) = readable {
+                    req.extensions_mut()
+                        .insert(loopml_store::ReadableExperiments(r));
+                }
+            }
             let resp = next.run(req).await;
             if vis == Visibility::All || !resp.status().is_success() {
                 return Ok(resp);

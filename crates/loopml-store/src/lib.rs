@@ -21,6 +21,21 @@ pub use artifacts::{
 };
 pub use bus::ChangeBus;
 
+/// Which resources of one kind a request's user may read: put on a search request by the auth
+/// layer, so the search filters in SQL (a page holds `max_results` readable rows and page
+/// tokens walk every readable row once) instead of dropping rows from a finished page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    /// Every resource except these ids.
+    AllBut(Vec<String>),
+    /// Only these ids.
+    Only(Vec<String>),
+}
+
+/// The experiments an experiments search may return (a request extension; absent: all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadableExperiments(pub Readable);
+
 /// The header the auth layer sets on a gateway request after it authenticated a loopml
 /// credential (`admin:<user>`, `user:<user>` or `reader:<user>` for a read-only token); it
 /// strips any copy a client sent, and the gateway trusts it only when told to

@@ -237,18 +237,6 @@ fn admin(url: &str, sql: &str) -> Result<(), String> {
     .map_err(|_| "the admin thread panicked".to_string())?
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn replaces_the_database_name() {
-        assert_eq!(
-            super::with_database("postgres://u:p@h:1/postgres?sslmode=disable", "x"),
-            "postgres://u:p@h:1/x?sslmode=disable"
-        );
-        assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
-    }
-}
-
 /// One fuzzing step of [`mutate`]: `(what, where, byte)`; every value is meaningful, so a
 /// property-test strategy can generate them freely.
 pub type Mutation = (u8, usize, u8);
@@ -271,4 +259,16 @@ pub fn mutate(seed: &[u8], steps: &[Mutation]) -> Vec<u8> {
         }
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            super::with_database("postgres://u:p@h:1/postgres?sslmode=disable", "x"),
+            "postgres://u:p@h:1/x?sslmode=disable"
+        );
+        assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
+    }
 }

@@ -129,11 +129,20 @@ struct ExperimentsPage<'a> {
 
 async fn search_experiments(
     State(s): State<TrackingService>,
+    readable: Option<axum::Extension<loopml_store::ReadableExperiments>>,
     Mlflow(r): Mlflow<api::SearchExperiments>,
 ) -> Result<Response> {
     let view = parse_view_type(r.view_type.as_deref())?;
+    let readable = readable.map(|axum::Extension(r)| r.0);
     let page = s
-        .search_experiments(r.filter, r.order_by, r.max_results, r.page_token, view)
+        .search_experiments(
+            r.filter,
+            r.order_by,
+            r.max_results,
+            r.page_token,
+            view,
+            readable,
+        )
         .await?;
     Ok(json(&ExperimentsPage {
         experiments: page.items.iter().map(Into::into).collect(),

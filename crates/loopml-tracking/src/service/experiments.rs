@@ -82,7 +82,8 @@ impl TrackingService {
             .await
     }
 
-    /// Searches experiments.
+    /// Searches experiments; with `readable`, only those the caller may read (in SQL, so
+    /// pages stay full).
     pub async fn search_experiments(
         &self,
         filter: Option<String>,
@@ -90,6 +91,7 @@ impl TrackingService {
         max_results: Option<i64>,
         page_token: Option<String>,
         view: ViewType,
+        readable: Option<loopml_store::Readable>,
     ) -> Result<Page<Experiment>> {
         let max = check_max_results(
             max_results,
@@ -97,7 +99,22 @@ impl TrackingService {
             v::MAX_EXPERIMENTS_SEARCH,
             "experiment searches",
         )?;
-        let clauses = parse_filter(filter.as_deref().unwrap_or(""))?;
+        let mut clauses = parse_filter(filter.as_deref().unwrap_or(""))?;
+        match readable {
+            Some(loopml_store::Readable::Only(ids)) if ids.is_empty() => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_page_token: None,
+                });
+            }
+            Some(loopml_store::Readable::Only(ids)) => {
+                clauses.push(id_clause(crate::filter::Op::In, ids));
+            }
+            Some(loopml_store::Readable::AllBut(ids)) if !ids.is_empty() => {
+                clauses.push(id_clause(crate::filter::Op::NotIn, ids));
+            }
+            _ => {}
+        }
         let order = order_by
             .iter()
             .map(|o| parse_order_by(o))
@@ -224,4 +241,13 @@ impl TrackingService {
     }
 
     // ---------------------------------------------------------------- runs
+}
+
+/// `experiment_id IN / NOT IN (ids)`, as a parsed filter clause.
+fn id_clause(op: crate::filter::Op, ids: Vec<String>) -> crate::filter::Clause {
+    crate::filter::Clause {
+        entity: crate::filter::Entity::Attribute("experiment_id".into()),
+        op,
+        value: crate::filter::Literal::List(ids),
+    }
 }
