@@ -161,26 +161,17 @@ pub fn describe(path: &str, params: &Value, answer: &Value) -> (String, String) 
         } else {
             "gateway_key:".into()
         }
-    } else if path.starts_with("/team/") {
-        format!(
-            "gateway_team:{}",
-            field("team_id")
-                .or_else(|| text(&answer["team_id"]))
-                .or_else(|| params["team_ids"]
-                    .as_array()
-                    .map(|a| { a.iter().filter_map(text).collect::<Vec<_>>().join(",") }))
-                .unwrap_or_default()
-        )
-    } else if path.starts_with("/user/") {
-        format!(
-            "gateway_user:{}",
-            field("user_id")
-                .or_else(|| text(&answer["user_id"]))
-                .or_else(|| params["user_ids"]
-                    .as_array()
-                    .map(|a| { a.iter().filter_map(text).collect::<Vec<_>>().join(",") }))
-                .unwrap_or_default()
-        )
+    } else if let Some(kind) = ["team", "user"]
+        .into_iter()
+        .find(|k| path.starts_with(&format!("/{k}/")))
+    {
+        // `/team/…` and `/user/…`: one id (`team_id`), or several (`team_ids`) on delete.
+        let id = format!("{kind}_id");
+        let ids = params[format!("{id}s").as_str()]
+            .as_array()
+            .map(|a| a.iter().filter_map(text).collect::<Vec<_>>().join(","));
+        let named = field(&id).or_else(|| text(&answer[id.as_str()])).or(ids);
+        format!("gateway_{kind}:{}", named.unwrap_or_default())
     } else if let Some(id) = field("experiment_id").filter(|_| path.contains("/experiments/")) {
         format!("experiment:{id}")
     } else if path.contains("/model-versions/") {
@@ -321,6 +312,14 @@ mod tests {
             &Value::Null,
         );
         assert_eq!(r, "experiment:7");
+        let (r, _) = describe(
+            "/team/delete",
+            &json!({"team_ids": ["a", "b"]}),
+            &Value::Null,
+        );
+        assert_eq!(r, "gateway_team:a,b");
+        let (r, _) = describe("/user/new", &json!({}), &json!({"user_id": "u1"}));
+        assert_eq!(r, "gateway_user:u1");
         let (r, _) = describe("/api/3.0/mlflow/datasets/d-1", &Value::Null, &Value::Null);
         assert_eq!(r, "dataset:d-1");
     }
