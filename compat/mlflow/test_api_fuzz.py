@@ -27,7 +27,9 @@ def schemathesis(url: str, examples: int, headers: dict | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=scratch)
     out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-6000:]
+    # The failures (with a curl line to reproduce each) come before the long warnings list.
+    failures = out[out.find("= FAILURES ="):][:8000] if "= FAILURES =" in out else out[-6000:]
+    assert done.returncode == 0, failures
     assert " passed" in out and "Server error" not in out, out[-3000:]
 
 

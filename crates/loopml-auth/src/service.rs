@@ -172,6 +172,12 @@ impl AuthService {
     /// HTTP Basic: the user when the password matches. Unknown users cost the same as known
     /// ones; a user with too many recent failures waits (429), others are not affected.
     pub async fn basic(&self, username: &str, pw: &str) -> Result<Principal> {
+        if username.contains('\0') || pw.contains('\0') {
+            // No stored user has one, and PostgreSQL cannot even be asked (found by fuzzing).
+            return Err(Error::Unauthenticated(
+                "You are not authenticated: wrong username or password".into(),
+            ));
+        }
         if let Some(wait) = self.throttled(username) {
             return Err(Error::Throttled(format!(
                 "Too many failed logins for this user; retry in {} s",
@@ -300,6 +306,11 @@ impl AuthService {
     ) -> Result<Permission> {
         if user.is_admin {
             return Ok(Permission::Manage);
+        }
+        if resource_id.contains('\0') {
+            // No resource has such an id (MLflow REST refuses NUL), and PostgreSQL cannot
+            // compare with it: nothing is granted on it.
+            return Ok(Permission::effective(None, self.inner.default_permission));
         }
         let grant = match self.inner.cache.grant(user.id, resource_type, resource_id) {
             Some(g) => g,

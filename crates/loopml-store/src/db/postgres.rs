@@ -96,6 +96,12 @@ fn map_pg(e: &tokio_postgres::Error) -> StoreError {
             return StoreError::Constraint(msg);
         }
         let class = code.code().get(..2).unwrap_or("");
+        // 22: data exception — a value PostgreSQL cannot hold or convert (a NUL in text, an
+        // out-of-range number, an over-long string): the request's fault, answered 400 (on
+        // SQLite the same value is stored), never a 500.
+        if class == "22" {
+            return StoreError::Constraint(format!("the value cannot be stored: {msg}"));
+        }
         // 08: connection exception; 57: operator intervention (shutdown, cancel, timeout);
         // 53: insufficient resources (too many connections); 40: serialization failure or
         // deadlock (retry).
