@@ -409,9 +409,11 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     req.headers_mut().remove(loopml_store::PRINCIPAL_HEADER);
     // Inference clients (tritonclient, KServe's) read the Open Inference Protocol's errors,
     // OpenAI's SDKs the gateway's.
-    let path = req.uri().path().to_string();
+    let path = req.uri().path();
     let oip = path.starts_with("/v2/");
-    let gateway = policy::rule(req.method(), &path) == Rule::Gateway;
+    // The route's rule, looked up once per request.
+    let rule = policy::rule(req.method(), path);
+    let gateway = rule == Rule::Gateway;
     let fail = |e: Error| {
         if oip {
             e.into_oip_response()
@@ -421,9 +423,11 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
             e.into_response()
         }
     };
-    let Some(action) = audit::action(req.method(), &path) else {
-        return run(&g, req, next).await.unwrap_or_else(fail);
+    let Some(action) = audit::action(req.method(), path) else {
+        return run(&g, rule, req, next).await.unwrap_or_else(fail);
     };
+    // Only an audited request keeps its path past the handler.
+    let path = path.to_string();
     // An audited request: its parameters are kept to say what it acted on, and who sent it
     // is noted once authenticated.
     let (parts, body) = match read_body(req).await {
@@ -434,7 +438,7 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     let mut req = rebuild(parts, body);
     let who = Caller::default();
     req.extensions_mut().insert(who.clone());
-    let resp = match run(&g, req, next).await {
+    let resp = match run(&g, rule, req, next).await {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -509,8 +513,7 @@ async fn gateway(g: &Guard, mut req: Request, next: Next) -> Result<Response, Er
     Ok(next.run(req).await)
 }
 
-async fn run(g: &Guard, req: Request, next: Next) -> Result<Response, Error> {
-    let rule = policy::rule(req.method(), req.uri().path());
+async fn run(g: &Guard, rule: Rule, req: Request, next: Next) -> Result<Response, Error> {
     if rule == Rule::Public {
         return Ok(next.run(req).await);
     }

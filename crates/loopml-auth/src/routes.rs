@@ -517,10 +517,12 @@ fn permission_of(v: &Value) -> Result<Permission> {
         .map_err(Error::InvalidParameter)
 }
 
-/// An admin who may write (roles are managed by admins: loopml has no workspace admins).
-fn role_admin(p: &Principal) -> Result<()> {
+/// The JSON body of a role change, from an admin who may write (roles are managed by
+/// admins: loopml has no workspace admins).
+fn role_change(p: &Principal, headers: &HeaderMap, b: &Bytes) -> Result<Value> {
     admin(p)?;
-    writable(p)
+    writable(p)?;
+    body(headers, b)
 }
 
 async fn create_role(
@@ -529,8 +531,7 @@ async fn create_role(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     let ws = v["workspace"]
         .as_str()
         .unwrap_or(crate::roles::DEFAULT_WORKSPACE);
@@ -570,8 +571,7 @@ async fn update_role(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     let role = s
         .update_role(
             &p.user.username,
@@ -589,8 +589,7 @@ async fn delete_role(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     s.delete_role(&p.user.username, int(&v, "role_id")?).await?;
     Ok(ok(json!({})))
 }
@@ -601,8 +600,7 @@ async fn add_role_permission(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     let rp = s
         .add_role_permission(
             &p.user.username,
@@ -621,8 +619,7 @@ async fn remove_role_permission(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     s.remove_role_permission(&p.user.username, int(&v, "role_permission_id")?)
         .await?;
     Ok(ok(json!({})))
@@ -644,8 +641,7 @@ async fn update_role_permission(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     let rp = s
         .update_role_permission(
             &p.user.username,
@@ -662,8 +658,7 @@ async fn assign_role(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     let a = s
         .assign_role(&p.user.username, text(&v, "username")?, int(&v, "role_id")?)
         .await?;
@@ -676,8 +671,7 @@ async fn unassign_role(
     headers: HeaderMap,
     b: Bytes,
 ) -> Result<Response> {
-    role_admin(&p)?;
-    let v = body(&headers, &b)?;
+    let v = role_change(&p, &headers, &b)?;
     s.unassign_role(&p.user.username, text(&v, "username")?, int(&v, "role_id")?)
         .await?;
     Ok(ok(json!({})))
