@@ -90,6 +90,21 @@ def start_server(tmp_path):
 
 
 @pytest.fixture
+def start_auth_server(start_server):
+    """Factory for servers with logins on: `start_auth_server(admin_password, extra_args)` starts
+    `loopml server --app-name basic-auth` with MLFLOW_AUTH_ADMIN_PASSWORD set for the start only."""
+
+    def start(password, extra_args=()):
+        os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+        try:
+            return start_server(extra_args=["--app-name", "basic-auth", *extra_args])
+        finally:
+            os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+
+    return start
+
+
+@pytest.fixture
 def client(server):
     from mlflow import MlflowClient
 

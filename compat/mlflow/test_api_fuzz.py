@@ -53,12 +53,8 @@ def test_no_generated_request_gets_a_server_error(start_server):
     assert requests.get(srv.url + "/health").status_code == 200
 
 
-def test_no_generated_request_gets_a_server_error_behind_auth(start_server):
-    os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = ADMIN_PW
-    try:
-        srv = start_server(extra_args=["--app-name", "basic-auth"])
-    finally:
-        os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+def test_no_generated_request_gets_a_server_error_behind_auth(start_auth_server):
+    srv = start_auth_server(ADMIN_PW)
     r = requests.post(srv.url + "/api/2.0/mlflow/users/create", auth=("admin", ADMIN_PW),
                       json={"username": "fuzzer", "password": "fuzzer-password-1"})
     assert r.status_code == 200, r.text

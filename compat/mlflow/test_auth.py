@@ -47,13 +47,8 @@ def denied(fn, code="PERMISSION_DENIED"):
 
 
 @pytest.fixture
-def auth_server(start_server):
-    os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = ADMIN_PW
-    try:
-        srv = start_server(extra_args=["--app-name", "basic-auth"])
-    finally:
-        os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
-    return srv
+def auth_server(start_auth_server):
+    return start_auth_server(ADMIN_PW)
 
 
 @pytest.fixture
@@ -68,17 +63,20 @@ def users(auth_server):
 
 
 def test_startup_refuses_a_missing_or_weak_admin_password(start_server):
-    for pw in [None, "short", "password1234"]:
-        if pw is None:
-            os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
-        else:
-            os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = pw
-        try:
-            with pytest.raises(RuntimeError) as e:
-                start_server(extra_args=["--auth"])
-            assert "MLFLOW_AUTH_ADMIN_PASSWORD" in str(e.value)
-        finally:
-            os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    """GHSA-gq3w-7jj3-x7gr (a shipped default admin password): loopml ships none, and refuses
+    to start without one, with a short one or a known default, whichever way logins are on."""
+    for flags in (["--auth"], ["--app-name", "basic-auth"]):
+        for pw in [None, "short", "password1234"]:
+            if pw is None:
+                os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+            else:
+                os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = pw
+            try:
+                with pytest.raises(RuntimeError) as e:
+                    start_server(extra_args=flags)
+                assert "MLFLOW_AUTH_ADMIN_PASSWORD" in str(e.value)
+            finally:
+                os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
 
 
 def test_no_credentials_or_a_wrong_password_is_unauthenticated(auth_server, users):
@@ -482,7 +480,7 @@ def test_evaluation_datasets_follow_their_experiments(auth_server, users):
     assert requests.delete(f"{base}/{ds}", auth=alice_auth).status_code == 200
 
 
-def test_the_gateway_is_behind_loopml_auth(start_server, tmp_path):
+def test_the_gateway_is_behind_loopml_auth(start_auth_server, tmp_path):
     """With --auth on, the gateway lets no anonymous caller through even without a master
     key: loopml users call models with their password or token (the provider never sees
     them), admins manage virtual keys, and every refusal is in OpenAI's error shape."""
@@ -502,12 +500,7 @@ model_list:
   - model_name: chat
     litellm_params: {{model: hosted_vllm/echo-1, api_base: "http://127.0.0.1:{up.server_address[1]}/v1", api_key: sk-up}}
 """)
-    os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = ADMIN_PW
-    try:
-        srv = start_server(extra_args=["--app-name", "basic-auth", "--gateway-config", str(cfg),
-                                       "--outbound-allow", "127.0.0.1"])
-    finally:
-        os.environ.pop("MLFLOW_AUTH_ADMIN_PASSWORD", None)
+    srv = start_auth_server(ADMIN_PW, ["--gateway-config", str(cfg)])
     url = srv.url
     with as_user("admin", ADMIN_PW):
         AuthServiceClient(url).create_user("carol", "carol-password-1")
