@@ -137,10 +137,22 @@ def test_a_budget_holds_under_64_concurrent_requests(gateway):
     assert ok * ANSWER_COST <= 0.1 + ESTIMATE, f"{ok} answered past a $0.1 budget"
     info = admin(gateway, f"/key/info?key={key}", method="GET")["info"]
     assert abs(info["spend"] - ok * ANSWER_COST) < 1e-9, info
-    # Spent out: the next one is refused before reaching the upstream.
-    with pytest.raises(openai.BadRequestError) as e:
+    # Spent out. Reservations are estimates, so the burst may stop a little short of the
+    # budget; a few more calls use up what is left, and then every call is refused before it
+    # reaches the upstream, the spend never past the budget plus one estimate.
+    refused = None
+    for _ in range(20):
+        try:
+            chat(client)
+            ok += 1
+        except openai.BadRequestError as e:
+            refused = e
+            break
+    assert refused is not None, "the budget was never enforced"
+    assert "Budget has been exceeded" in refused.body["message"]
+    assert ok * ANSWER_COST <= 0.1 + ESTIMATE, f"{ok} answered past a $0.1 budget"
+    with pytest.raises(openai.BadRequestError):
         chat(client)
-    assert "Budget has been exceeded" in e.value.body["message"]
 
 
 def test_rpm_is_refused_with_retry_after_and_the_ratelimit_headers(gateway):
