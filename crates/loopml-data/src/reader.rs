@@ -58,6 +58,14 @@ impl FileFormat {
     }
 }
 
+/// A file whose decoder gave up with a panic.
+fn corrupt(path: &Path) -> Error {
+    Error::Invalid(format!(
+        "{}: not a readable file: its contents are corrupt",
+        path.display()
+    ))
+}
+
 fn open_file(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| Error::Invalid(format!("{}: cannot open: {e}", path.display())))
 }
@@ -120,6 +128,15 @@ impl BatchReader {
     }
 
     fn open_parquet(path: &Path, projection: Option<Vec<usize>>) -> Result<Self> {
+        // The parquet crate panics on some corrupt files (a negative column length in the
+        // footer, found by fuzzing): a damaged upload is a bad file, not a crash.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_parquet_unguarded(path, projection)
+        }))
+        .unwrap_or_else(|_| Err(corrupt(path)))
+    }
+
+    fn open_parquet_unguarded(path: &Path, projection: Option<Vec<usize>>) -> Result<Self> {
         let bad = |e: parquet::errors::ParquetError| {
             Error::Invalid(format!(
                 "{}: not a readable Parquet file: {e}",
@@ -244,7 +261,15 @@ impl Iterator for BatchReader {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let next = self.batches.next()?;
+        let batches = &mut self.batches;
+        let next = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batches.next())) {
+            Ok(n) => n?,
+            Err(_) => {
+                // A decoder panicked on corrupt data: report it once, then end the stream.
+                self.batches = Box::new(std::iter::empty());
+                return Some(Err(corrupt(&self.path)));
+            }
+        };
         Some(match next {
             Ok(b) => {
                 self.rows_read += b.num_rows() as u64;
